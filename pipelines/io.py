@@ -1,0 +1,172 @@
+"""Every read and write of the Parquet lake, with atomic file writes.
+
+Layout under a data folder::
+
+    lake/<table>/part-00000.parquet                 unpartitioned tables (customers)
+    lake/<table>/month=YYYY-MM/part-00000.parquet   month-partitioned tables (events, balances)
+    truth/<table>/...                               the generator's ground truth, same layout
+    runs/<run_id>/...                               per-run outputs (reports, lists)
+
+A month-partitioned table can be read for a window of months alone, which is how a run reads what it needs for
+one as-of date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipelines.schema import Table
+
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "row_group_size": 1_000_000}
+_MONTH_DIR = re.compile(r"^month=(\d{4}-\d{2})$")
+
+
+class LakeError(RuntimeError):
+    """A table or partition that should be in the lake is not there."""
+
+
+def table_dir(root: Path, table: str) -> Path:
+    return Path(root) / table
+
+
+def partition_dir(root: Path, table: str, month: str | None) -> Path:
+    base = table_dir(root, table)
+    return base if month is None else base / f"month={month}"
+
+
+def month_key(ts: pd.Timestamp | str) -> str:
+    """``YYYY-MM`` partition key of a date or timestamp."""
+    return pd.Timestamp(ts).strftime("%Y-%m")
+
+
+def list_months(root: Path, table: str) -> list[str]:
+    """Sorted partition months present for a month-partitioned table."""
+    base = table_dir(root, table)
+    if not base.is_dir():
+        return []
+    return sorted(m.group(1) for p in base.iterdir() if p.is_dir() and (m := _MONTH_DIR.match(p.name)))
+
+
+def table_files(root: Path, table: str, months: Iterable[str] | None = None) -> list[Path]:
+    """Parquet files of a table, optionally only those of the given partition months."""
+    base = table_dir(root, table)
+    if not base.is_dir():
+        raise LakeError(f"table {table!r} not found: {base} does not exist")
+    if months is None:
+        files = sorted(base.rglob("*.parquet"))
+    else:
+        files = []
+        for month in sorted(set(months)):
+            files.extend(sorted(partition_dir(root, table, month).glob("*.parquet")))
+    return files
+
+
+def write_part(table: pa.Table, root: Path, table_name: str, part: int, month: str | None = None) -> Path:
+    """Write one Parquet part atomically (temp file in the same folder, then rename)."""
+    folder = partition_dir(root, table_name, month)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"part-{part:05d}.parquet"
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def write_partitioned(table: pa.Table, spec: Table, root: Path, part: int) -> list[Path]:
+    """Split an Arrow table by its partition month and write one part per month."""
+    if spec.partition_by is None:
+        return [write_part(table, root, spec.name, part)]
+    keys = _month_keys(table.column(spec.partition_by))
+    written = []
+    for month in sorted(set(keys.to_pylist())):
+        mask = pc.equal(keys, month)
+        written.append(write_part(table.filter(mask), root, spec.name, part, month))
+    return written
+
+
+def _month_keys(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.strftime(column.cast(pa.timestamp("s")), format="%Y-%m")
+
+
+def read_arrow(
+    root: Path, table: str, months: Iterable[str] | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A table (or some of its months and columns) as Arrow, with each file's own schema unified."""
+    files = table_files(root, table, months)
+    if not files:
+        where = "" if months is None else f" for months {sorted(set(months))}"
+        raise LakeError(f"table {table!r} has no data files{where} under {table_dir(root, table)}")
+    dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning=None)
+    if columns is not None:
+        missing = [c for c in columns if c not in dataset.schema.names]
+        if missing:
+            raise LakeError(f"table {table!r} has no column(s) {missing}; it has {dataset.schema.names}")
+    return dataset.to_table(columns=columns)
+
+
+def read_table(
+    root: Path, table: str, months: Iterable[str] | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """A table as pandas: dictionary columns become ``category``, strings pandas ``str``."""
+    return read_arrow(root, table, months, columns).to_pandas()
+
+
+@contextmanager
+def replacing_dir(final: Path):
+    """Yield a fresh temp folder beside ``final``; on success it replaces ``final`` whole, on error it is removed.
+
+    Readers never see a half-written folder: either the old content or the new.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, payload: object) -> Path:
+    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> object:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,27 @@
+"""Run identity: a run is (command or DAG, as-of date, campaign) and everything it writes is keyed by its id."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+_SAFE = re.compile(r"[^a-z0-9_.-]+")
+
+
+def make_run_id(kind: str, as_of: date | str, campaign: str | None = None) -> str:
+    """A deterministic run id such as ``validate__2026-01-01`` or ``campaign_scoring__2026-01-01__winback``.
+
+    The same inputs always give the same id, so re-running a run replaces its outputs instead of adding more.
+    """
+    parts = [kind, pd.Timestamp(as_of).strftime("%Y-%m-%d")]
+    if campaign:
+        parts.append(campaign)
+    return "__".join(_SAFE.sub("-", p.lower()).strip("-") for p in parts)
+
+
+def run_dir(runs_root: Path, run_id: str) -> Path:
+    """Folder of a run's outputs."""
+    return Path(runs_root) / run_id
