@@ -1,0 +1,49 @@
+# The README's commands. Only Python 3.11 and make are needed: uv is bootstrapped into .tools/ and the
+# environment is created from uv.lock on first use.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+RUN := $(UV) run --frozen --no-sync
+DATA ?= data
+CUSTOMERS ?= 20000
+MONTHS ?= 12
+
+.PHONY: run test bench lint format clean help
+
+help:
+	@echo "make run    generate the demo bank and run the data-quality gates on it ($(CUSTOMERS) customers, $(MONTHS) months)"
+	@echo "make test   the whole test suite"
+	@echo "make bench  generator and validation benchmarks (print figures)"
+	@echo "make lint   ruff"
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+run: .venv/.synced
+	$(RUN) pmp synth --customers $(CUSTOMERS) --months $(MONTHS) --out $(DATA)
+	$(RUN) pmp validate --data $(DATA)
+
+test: .venv/.synced
+	$(RUN) pytest
+
+bench: .venv/.synced
+	$(RUN) python bench/bench_synth.py --customers 200000 --months 12 --out bench/out/synth --keep
+	$(RUN) python bench/bench_validate.py bench/out/synth
+
+lint: .venv/.synced
+	$(RUN) ruff check pipelines dags tests bench
+	$(RUN) ruff format --check pipelines dags tests bench
+
+format: .venv/.synced
+	$(RUN) ruff format pipelines dags tests bench
+	$(RUN) ruff check --fix pipelines dags tests bench
+
+clean:
+	rm -rf $(DATA) bench/out .pytest_cache

@@ -1,0 +1,105 @@
+"""The ``pmp`` command line: a thin layer over the stage functions, one sub-command per stage.
+
+Every command that reads the lake takes ``--data DIR`` (default: ``PM_DATA_DIR`` or ``./data`` in the project).
+Exit codes: 0 success, 1 a data-quality gate or a stage failed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from pipelines.config import Settings, load_settings
+
+
+def _as_of(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.synth import SynthConfig, generate_bank, summary_lines
+
+    out = Path(args.out or args.data or settings.data_dir)
+    config = SynthConfig(
+        customers=args.customers,
+        months=args.months,
+        seed=settings.seed if args.seed is None else args.seed,
+        start=args.start,
+        dirty=args.dirty,
+        workers=args.workers,
+    )
+    manifest = generate_bank(config, out, progress=print)
+    for line in summary_lines(manifest):
+        print(f"  {line}")
+    print(f"lake: {out / 'lake'}   truth: {out / 'truth'}   next: pmp validate --data {out}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import io
+    from pipelines.runs import make_run_id, run_dir
+    from pipelines.validate import validate_lake
+
+    settings = settings.with_data_dir(args.data)
+    as_of = args.as_of or io.lake_end(settings.lake_dir)
+    run_id = make_run_id("validate", as_of)
+    report_dir = run_dir(settings.runs_dir, run_id) / "validation"
+    result = validate_lake(
+        settings.lake_dir, as_of, settings.expectations_dir, report_dir=report_dir, progress=print
+    )
+    print(result.summary())
+    print(f"report: {report_dir / 'validation.md'}")
+    return 0 if result.success else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pmp", description="Precision-marketing ML platform.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="generate a synthetic credit-card bank (lake + ground truth)")
+    synth.add_argument("--customers", type=_positive, default=20_000, help="number of customers (default 20000)")
+    synth.add_argument("--months", type=_positive, default=12, help="months of history (default 12)")
+    synth.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
+    synth.add_argument("--start", default="2025-01", help="first month of data, YYYY-MM (default 2025-01)")
+    synth.add_argument("--out", default=None, help="data folder to write lake/ and truth/ into (default --data)")
+    synth.add_argument("--dirty", action="store_true", help="inject realistic faults to exercise the gates")
+    synth.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core, max 2)")
+    synth.set_defaults(func=_cmd_synth)
+
+    validate = sub.add_parser("validate", help="run the data-quality gates on the lake")
+    validate.add_argument("--as-of", type=_as_of, default=None, help="run date (default: the day after the data)")
+    validate.set_defaults(func=_cmd_validate)
+
+    for command in (synth, validate):
+        command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        return args.func(args, settings)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"pmp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"pmp {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
