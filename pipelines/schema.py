@@ -245,3 +245,38 @@ def get_table(name: str) -> Table:
         return TABLES[name]
     except KeyError:
         raise KeyError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}") from None
+
+
+def _type_name(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return "category"
+    return {"int64": "int64", "int16": "int16", "int8": "int8", "date32[day]": "date", "timestamp[us]": "timestamp"}.get(
+        str(t), str(t)
+    )
+
+
+def render_data_model() -> str:
+    """The table reference of ``docs/data-model.md`` (between its GENERATED markers), made from this module."""
+    lines: list[str] = []
+    for table in (*TABLES.values(), *TRUTH_TABLES.values()):
+        where = "truth" if table.name in TRUTH_TABLES else "lake"
+        part = f"partitioned by month of `{table.partition_by}`" if table.partition_by else "not partitioned"
+        lines += [f"### `{where}/{table.name}`", "", table.description, ""]
+        lines.append(f"Key: `{', '.join(table.key)}`; {part}.")
+        if table.references:
+            refs = ", ".join(f"`{c}` → `{t}`" for c, t in table.references.items())
+            lines.append(f"References: {refs}.")
+        lines += ["", "| column | type | null | description |", "|---|---|---|---|"]
+        for c in table.columns:
+            note = c.description
+            if c.allowed is not None:
+                note += " Allowed: " + ", ".join(f"`{v}`" for v in c.allowed) + "."
+            if c.pii:
+                note = "**PII.** " + note
+            lines.append(f"| `{c.name}` | {_type_name(c.type)} | {'yes' if c.nullable else 'no'} | {note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_data_model(), end="")
