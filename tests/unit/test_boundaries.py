@@ -1,0 +1,32 @@
+"""Module boundaries the design relies on: importing does nothing, and `pipelines` stays orchestration-free."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+MODULES = ["pipelines." + p.stem for p in (PROJECT_ROOT / "pipelines").glob("*.py") if p.stem != "__init__"]
+
+
+def test_importing_every_module_loads_no_airflow_and_no_heavy_libraries(tmp_path):
+    code = (
+        "import sys, importlib\n"
+        f"for m in {MODULES!r}: importlib.import_module(m)\n"
+        "heavy = [m for m in ('airflow', 'great_expectations', 'mlflow', 'lightgbm') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    env = {"PM_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported at module level: {done.stdout.strip()}"
+    assert list(tmp_path.iterdir()) == [], "importing created files"
+    assert len(MODULES) >= 6
+
+
+def test_no_module_imports_airflow_anywhere():
+    for path in (PROJECT_ROOT / "pipelines").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            assert not stripped.startswith(("import airflow", "from airflow")), f"{path}: {line}"
