@@ -36,4 +36,6 @@ def measure(label: str):
         stop.set()
         thread.join()
         result["peak_rss_gb"] = peak["rss"] / 2**30
-        print(f"{label}: {result['seconds']:.1f} s, peak memory {result['peak_rss_gb']:.2f} GiB (process tree RSS)")
+        print(
+            f"{label}: {result['seconds']:.1f} s, peak memory {result['peak_rss_gb']:.2f} GiB (process tree RSS)"
+        )

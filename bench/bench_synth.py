@@ -21,13 +21,17 @@ from pipelines.synth import SynthConfig, generate_bank  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/out/synth"))
-    parser.add_argument("--keep", action="store_true", help="keep the generated lake (e.g. for bench_validate)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the generated lake (e.g. for bench_validate)"
+    )
     args = parser.parse_args()
 
     config = SynthConfig(customers=args.customers, months=args.months, seed=args.seed, workers=args.workers)
@@ -36,7 +40,9 @@ def main() -> None:
     rows = manifest["rows"]
     size = sum(f.stat().st_size for f in (args.out / "lake").rglob("*.parquet")) / 2**30
     print(f"customers/s:      {rows['customers'] / m['seconds']:,.0f}")
-    print(f"transactions/s:   {rows['transactions'] / m['seconds']:,.0f}  ({rows['transactions']:,} transactions)")
+    print(
+        f"transactions/s:   {rows['transactions'] / m['seconds']:,.0f}  ({rows['transactions']:,} transactions)"
+    )
     print(f"app events/s:     {rows['app_events'] / m['seconds']:,.0f}  ({rows['app_events']:,} events)")
     print(f"peak memory:      {m['peak_rss_gb']:.2f} GiB")
     print(f"lake size:        {size:.2f} GiB")

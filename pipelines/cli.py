@@ -70,17 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = sub.add_parser("synth", help="generate a synthetic credit-card bank (lake + ground truth)")
-    synth.add_argument("--customers", type=_positive, default=20_000, help="number of customers (default 20000)")
+    synth.add_argument(
+        "--customers", type=_positive, default=20_000, help="number of customers (default 20000)"
+    )
     synth.add_argument("--months", type=_positive, default=12, help="months of history (default 12)")
     synth.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
     synth.add_argument("--start", default="2025-01", help="first month of data, YYYY-MM (default 2025-01)")
-    synth.add_argument("--out", default=None, help="data folder to write lake/ and truth/ into (default --data)")
+    synth.add_argument(
+        "--out", default=None, help="data folder to write lake/ and truth/ into (default --data)"
+    )
     synth.add_argument("--dirty", action="store_true", help="inject realistic faults to exercise the gates")
-    synth.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core, max 2)")
+    synth.add_argument(
+        "--workers", type=int, default=0, help="worker processes (default: one per core, max 2)"
+    )
     synth.set_defaults(func=_cmd_synth)
 
     validate = sub.add_parser("validate", help="run the data-quality gates on the lake")
-    validate.add_argument("--as-of", type=_as_of, default=None, help="run date (default: the day after the data)")
+    validate.add_argument(
+        "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
+    )
     validate.set_defaults(func=_cmd_validate)
 
     for command in (synth, validate):

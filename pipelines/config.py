@@ -53,7 +53,9 @@ class Settings:
         """The same settings pointed at another data folder (a CLI ``--data`` flag)."""
         if data_dir is None:
             return self
-        database_url = "" if self.database_url == Settings(data_dir=self.data_dir).database_url else self.database_url
+        database_url = (
+            "" if self.database_url == Settings(data_dir=self.data_dir).database_url else self.database_url
+        )
         return replace(self, data_dir=Path(data_dir), database_url=database_url)
 
 

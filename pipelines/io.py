@@ -65,7 +65,9 @@ def lake_end(lake: Path, table: str = "transactions") -> date:
     """First day after the newest month partition of ``table``: the natural as-of date for the lake."""
     months = list_months(lake, table)
     if not months:
-        raise LakeError(f"cannot tell the lake's as-of date: {table_dir(lake, table)} has no month partitions")
+        raise LakeError(
+            f"cannot tell the lake's as-of date: {table_dir(lake, table)} has no month partitions"
+        )
     return (pd.Period(months[-1], freq="M") + 1).start_time.date()
 
 

@@ -99,7 +99,9 @@ class Table:
 
 def _cat(name: str, allowed: tuple, description: str, nullable: bool = False) -> Column:
     """A low-cardinality string column, stored dictionary-encoded."""
-    return Column(name, pa.dictionary(pa.int8(), pa.string()), description, nullable=nullable, allowed=allowed)
+    return Column(
+        name, pa.dictionary(pa.int8(), pa.string()), description, nullable=nullable, allowed=allowed
+    )
 
 
 CUSTOMERS = Table(
@@ -110,7 +112,12 @@ CUSTOMERS = Table(
         Column("signup_date", pa.date32(), "Card account opening date."),
         Column("birth_year", pa.int16(), "Year of birth."),
         _cat("gender", GENDERS, "F, M or U (not stated)."),
-        Column("city_tier", pa.int8(), "City tier of the home address, 1 (largest cities) to 4.", allowed=CITY_TIERS),
+        Column(
+            "city_tier",
+            pa.int8(),
+            "City tier of the home address, 1 (largest cities) to 4.",
+            allowed=CITY_TIERS,
+        ),
         _cat("income_band", INCOME_BANDS, "Declared income band at application."),
         _cat("occupation", OCCUPATIONS, "Declared occupation at application."),
         _cat("card_tier", CARD_TIERS, "Current card product tier."),
@@ -250,9 +257,13 @@ def get_table(name: str) -> Table:
 def _type_name(t: pa.DataType) -> str:
     if pa.types.is_dictionary(t):
         return "category"
-    return {"int64": "int64", "int16": "int16", "int8": "int8", "date32[day]": "date", "timestamp[us]": "timestamp"}.get(
-        str(t), str(t)
-    )
+    return {
+        "int64": "int64",
+        "int16": "int16",
+        "int8": "int8",
+        "date32[day]": "date",
+        "timestamp[us]": "timestamp",
+    }.get(str(t), str(t))
 
 
 def render_data_model() -> str:

@@ -104,14 +104,121 @@ CHANNEL_MIX = np.array(
     ]
 )
 HOUR_WEIGHT = np.array(
-    [0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.2, 2.0, 2.4, 2.8, 3.2, 4.0, 3.6, 3.0, 2.9, 3.1, 3.6, 4.2, 4.0, 3.4, 2.4, 1.4, 0.7]
+    [
+        0.3,
+        0.2,
+        0.1,
+        0.1,
+        0.1,
+        0.2,
+        0.5,
+        1.2,
+        2.0,
+        2.4,
+        2.8,
+        3.2,
+        4.0,
+        3.6,
+        3.0,
+        2.9,
+        3.1,
+        3.6,
+        4.2,
+        4.0,
+        3.4,
+        2.4,
+        1.4,
+        0.7,
+    ]
 )
 
 FIRST_NAMES = np.array(
-    ["James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William", "Susan", "Richard", "Jessica", "Joseph", "Sarah", "Thomas", "Karen", "Charles", "Lisa", "Wei", "Fang", "Mohammed", "Fatima", "Priya", "Arjun", "Olga", "Ivan", "Sofia", "Lucas", "Emma", "Noah", "Aisha", "Omar", "Yuki", "Hana", "Carlos", "Lucia", "Mateo", "Chloe"]
+    [
+        "James",
+        "Mary",
+        "John",
+        "Patricia",
+        "Robert",
+        "Jennifer",
+        "Michael",
+        "Linda",
+        "David",
+        "Elizabeth",
+        "William",
+        "Susan",
+        "Richard",
+        "Jessica",
+        "Joseph",
+        "Sarah",
+        "Thomas",
+        "Karen",
+        "Charles",
+        "Lisa",
+        "Wei",
+        "Fang",
+        "Mohammed",
+        "Fatima",
+        "Priya",
+        "Arjun",
+        "Olga",
+        "Ivan",
+        "Sofia",
+        "Lucas",
+        "Emma",
+        "Noah",
+        "Aisha",
+        "Omar",
+        "Yuki",
+        "Hana",
+        "Carlos",
+        "Lucia",
+        "Mateo",
+        "Chloe",
+    ]
 )
 LAST_NAMES = np.array(
-    ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Lopez", "Hill", "Scott", "Green", "Adams", "Baker", "Nelson", "Carter", "Mitchell", "Perez", "Roberts", "Chen"]
+    [
+        "Smith",
+        "Johnson",
+        "Williams",
+        "Brown",
+        "Jones",
+        "Garcia",
+        "Miller",
+        "Davis",
+        "Rodriguez",
+        "Martinez",
+        "Wilson",
+        "Anderson",
+        "Taylor",
+        "Thomas",
+        "Moore",
+        "Jackson",
+        "Martin",
+        "Lee",
+        "Thompson",
+        "White",
+        "Harris",
+        "Clark",
+        "Lewis",
+        "Walker",
+        "Hall",
+        "Young",
+        "King",
+        "Wright",
+        "Lopez",
+        "Hill",
+        "Scott",
+        "Green",
+        "Adams",
+        "Baker",
+        "Nelson",
+        "Carter",
+        "Mitchell",
+        "Perez",
+        "Roberts",
+        "Chen",
+    ]
 )
 EMAIL_DOMAINS = np.array(["example.com", "example.org", "example.net"])
 
@@ -248,7 +355,9 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
     stats.closures = int((~np.isnat(closed_date)).sum())
 
     signup_us = cust["signup_date"].astype("datetime64[us]").astype(np.int64)
-    closed_us = np.where(np.isnat(closed_date), np.iinfo(np.int64).max, closed_date.astype("datetime64[us]").astype(np.int64))
+    closed_us = np.where(
+        np.isnat(closed_date), np.iinfo(np.int64).max, closed_date.astype("datetime64[us]").astype(np.int64)
+    )
     aum = cust.pop("_aum_start")
     entry = closure_entry_probabilities(cust.pop("_transition"))
 
@@ -307,7 +416,9 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
 # Customers and their latent traits
 
 
-def _draw_customers(rng: np.random.Generator, n: int, first: int, config: SynthConfig) -> dict[str, np.ndarray]:
+def _draw_customers(
+    rng: np.random.Generator, n: int, first: int, config: SynthConfig
+) -> dict[str, np.ndarray]:
     start = config.month_starts[0]
     ids = CUSTOMER_ID_BASE + first + np.arange(n, dtype=np.int64)
 
@@ -323,7 +434,13 @@ def _draw_customers(rng: np.random.Generator, n: int, first: int, config: SynthC
     birth_year = (start.year - age).astype(np.int16)
     gender = _draw(rng, np.array([0.48, 0.48, 0.04]), n)
     city_tier = _draw(rng, np.array([0.22, 0.34, 0.27, 0.17]), n) + 1
-    income = np.clip(_draw(rng, np.array([0.18, 0.26, 0.3, 0.17, 0.09]), n) + (age > 35) * rng.integers(0, 2, n) - (age < 25), 0, 4)
+    income = np.clip(
+        _draw(rng, np.array([0.18, 0.26, 0.3, 0.17, 0.09]), n)
+        + (age > 35) * rng.integers(0, 2, n)
+        - (age < 25),
+        0,
+        4,
+    )
     occupation = _draw(rng, np.array([0.52, 0.12, 0.09, 0.0, 0.0, 0.07, 0.2]) / 1.0, n)
     occupation = np.where(age < 24, np.where(rng.random(n) < 0.6, 3, occupation), occupation)
     occupation = np.where(age > 63, np.where(rng.random(n) < 0.75, 4, occupation), occupation)
@@ -403,7 +520,9 @@ def transition_matrices(risk: np.ndarray) -> np.ndarray:
     return t
 
 
-def _simulate_states(rng: np.random.Generator, cust: dict, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+def _simulate_states(
+    rng: np.random.Generator, cust: dict, config: SynthConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Hidden state per customer and month (n, months); NOT_YET before signup, CHURNED from the closure month."""
     n = cust["customer_id"].size
     signup_month = _period_offsets(cust["signup_date"], config)
@@ -438,10 +557,14 @@ def _period_offsets(dates: np.ndarray, config: SynthConfig) -> np.ndarray:
     return (d - first).astype(np.int64)
 
 
-def _closure_dates(rng: np.random.Generator, states: np.ndarray, month_starts: pd.DatetimeIndex) -> np.ndarray:
+def _closure_dates(
+    rng: np.random.Generator, states: np.ndarray, month_starts: pd.DatetimeIndex
+) -> np.ndarray:
     """Closure date (uniform day of the month the chain enters churned), NaT when still open."""
     n, months = states.shape
-    entered = (states == CHURNED) & np.concatenate([np.zeros((n, 1), bool), states[:, :-1] != CHURNED], axis=1)
+    entered = (states == CHURNED) & np.concatenate(
+        [np.zeros((n, 1), bool), states[:, :-1] != CHURNED], axis=1
+    )
     has = entered.any(axis=1)
     month = entered.argmax(axis=1)
     starts = np.asarray(month_starts[:-1].values.astype("datetime64[D]"))
@@ -489,7 +612,9 @@ def _day_weights(start: pd.Timestamp, days: int) -> np.ndarray:
     return weights
 
 
-def _timestamps(rng: np.random.Generator, start: pd.Timestamp, day: np.ndarray, hour_weight: np.ndarray) -> np.ndarray:
+def _timestamps(
+    rng: np.random.Generator, start: pd.Timestamp, day: np.ndarray, hour_weight: np.ndarray
+) -> np.ndarray:
     hour = _draw(rng, hour_weight, day.size)
     seconds = hour * 3600 + rng.integers(0, 3600, day.size)
     return start.value // 1000 + day * US_PER_DAY + seconds * 1_000_000
@@ -503,7 +628,11 @@ def _draw_transactions(rng, cust, behaving, alive, m, start, days) -> dict[str, 
     day = _draw_grouped(rng, _day_weights(start, days), cust["_salary_group"][idx])
     ts = _timestamps(rng, start, day, HOUR_WEIGHT)
     category = _draw_grouped(rng, PERSONA_CATEGORY_MIX, cust["_persona"][idx])
-    mu = cust["_log_amount"][idx] + CATEGORY_AMOUNT_SHIFT[category] + AMOUNT_SHIFT_BY_STATE[np.clip(behaving[idx], 0, 3)]
+    mu = (
+        cust["_log_amount"][idx]
+        + CATEGORY_AMOUNT_SHIFT[category]
+        + AMOUNT_SHIFT_BY_STATE[np.clip(behaving[idx], 0, 3)]
+    )
     amount = np.round(np.exp(mu + rng.normal(0, 0.8, idx.size)), 2).clip(0.5, None)
     cross = CATEGORY_CROSS_BORDER[category] * np.where(cust["_persona"][idx] == 1, 3.0, 1.0)
     is_cross_border = rng.random(idx.size) < cross
@@ -627,7 +756,9 @@ def closure_entry_probabilities(transition: np.ndarray, months: int = MAX_HORIZO
     return entered
 
 
-def horizon_shares(month_end: pd.Timestamp, horizon_days: int, months: int = MAX_HORIZON_MONTHS) -> np.ndarray:
+def horizon_shares(
+    month_end: pd.Timestamp, horizon_days: int, months: int = MAX_HORIZON_MONTHS
+) -> np.ndarray:
     """Share of each of the next ``months`` calendar months' days inside ``horizon_days`` after ``month_end``."""
     shares = np.zeros(months)
     covered = 0
@@ -683,8 +814,12 @@ CONTACT_FUNNEL = {
 
 def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa.Table, pa.Table]:
     n = cust["customer_id"].size
-    contacts: dict[str, list] = {k: [] for k in ("campaign_id", "idx", "channel", "group", "selected_at", "sent_at")}
-    resp: dict[str, list] = {k: [] for k in ("campaign_id", "idx", "event_type", "event_ts", "tracked", "channel")}
+    contacts: dict[str, list] = {
+        k: [] for k in ("campaign_id", "idx", "channel", "group", "selected_at", "sent_at")
+    }
+    resp: dict[str, list] = {
+        k: [] for k in ("campaign_id", "idx", "event_type", "event_ts", "tracked", "channel")
+    }
     for j, m in enumerate(m for m in config.campaign_months if m < config.months):
         start = config.month_starts[m]
         campaign_id = f"cmp-{start:%Y-%m}-{('winback', 'upgrade', 'activation', 'installment')[j % 4]}"
@@ -753,7 +888,9 @@ def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa
         schema=TABLES["campaign_contacts"].arrow_schema,
     )
     tracked = r["tracked"].astype(bool)
-    channel_name = np.array(CONTACT_CHANNELS)[r["channel"].astype(np.int64)] if r["channel"].size else np.array([], str)
+    channel_name = (
+        np.array(CONTACT_CHANNELS)[r["channel"].astype(np.int64)] if r["channel"].size else np.array([], str)
+    )
     medium = np.where(channel_name == "call", UTM_MEDIUMS.index("outbound"), UTM_MEDIUMS.index("crm"))
     n_r = tracked.size
     variant = rng.integers(1, 3, n_r)
@@ -788,12 +925,17 @@ def _customers_table(rng: np.random.Generator, cust: dict, closed_date: np.ndarr
     phone = np.char.add("+44 7", np.char.zfill(rng.integers(0, 10**9, n).astype(str), 9))
     email = np.char.add(
         np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
-        np.char.add(np.char.add(rng.integers(1, 1000, n).astype(str), "@"), EMAIL_DOMAINS[rng.integers(0, 3, n)]),
+        np.char.add(
+            np.char.add(rng.integers(1, 1000, n).astype(str), "@"), EMAIL_DOMAINS[rng.integers(0, 3, n)]
+        ),
     )
     letters = np.array(list("ABCEGHJKLMNPRSTWXYZ"))
     national_id = np.char.add(
         np.char.add(letters[rng.integers(0, letters.size, n)], letters[rng.integers(0, letters.size, n)]),
-        np.char.add(np.char.zfill(rng.integers(0, 10**6, n).astype(str), 6), np.array(list("ABCD"))[rng.integers(0, 4, n)]),
+        np.char.add(
+            np.char.zfill(rng.integers(0, 10**6, n).astype(str), 6),
+            np.array(list("ABCD"))[rng.integers(0, 4, n)],
+        ),
     )
     return pa.table(
         {
@@ -851,15 +993,27 @@ def _inject_dirty(config: SynthConfig, lake: Path) -> dict[str, dict]:
     txn.loc[txn.index[rows[27:40]], "customer_id"] = 9_000_000_000 + np.arange(13)
     txn = pd.concat([txn, dup_rows.astype({"customer_id": "Int64"})], ignore_index=True)
     schema = TABLES["transactions"].arrow_schema
-    schema = schema.set(schema.get_field_index("customer_id"), pa.field("customer_id", pa.int64(), nullable=True))
-    io.write_part(pa.Table.from_pandas(txn, schema=schema, preserve_index=False), lake, "transactions", 0, first_month)
+    schema = schema.set(
+        schema.get_field_index("customer_id"), pa.field("customer_id", pa.int64(), nullable=True)
+    )
+    io.write_part(
+        pa.Table.from_pandas(txn, schema=schema, preserve_index=False), lake, "transactions", 0, first_month
+    )
 
     # transactions: timestamps in the future, landed in the newest partition.
     path = io.partition_dir(lake, "transactions", last_month) / "part-00000.parquet"
     last = io.read_part(path).to_pandas()
     rows = rng.choice(len(last), 4, replace=False)
-    last.loc[last.index[rows], "txn_ts"] = pd.Timestamp("2031-01-01") + pd.to_timedelta(np.arange(4), unit="h")
-    io.write_part(pa.Table.from_pandas(last, schema=TABLES["transactions"].arrow_schema, preserve_index=False), lake, "transactions", 0, last_month)
+    last.loc[last.index[rows], "txn_ts"] = pd.Timestamp("2031-01-01") + pd.to_timedelta(
+        np.arange(4), unit="h"
+    )
+    io.write_part(
+        pa.Table.from_pandas(last, schema=TABLES["transactions"].arrow_schema, preserve_index=False),
+        lake,
+        "transactions",
+        0,
+        last_month,
+    )
     faults["transactions"] = {
         "duplicate txn_id": 6,
         "null customer_id": 7,

@@ -177,7 +177,9 @@ def test_lifecycle_rates_fall_in_documented_ranges(bank):
 def test_no_activity_outside_the_open_period(bank):
     lake = bank / "lake"
     customers = io.read_table(lake, "customers")[["customer_id", "signup_date", "closed_date"]]
-    txn = io.read_table(lake, "transactions", columns=["customer_id", "txn_ts"]).merge(customers, on="customer_id")
+    txn = io.read_table(lake, "transactions", columns=["customer_id", "txn_ts"]).merge(
+        customers, on="customer_id"
+    )
     assert (txn["txn_ts"] >= txn["signup_date"]).all()
     closed = txn["closed_date"].notna()
     assert (txn.loc[closed, "txn_ts"] < txn.loc[closed, "closed_date"]).all()
@@ -193,7 +195,9 @@ def test_churn_shows_in_behaviour_weeks_before_closure(bank):
     stayers = customers.loc[customers["closed_date"].isna(), "customer_id"]
     txn = io.read_table(lake, "transactions", columns=["customer_id", "txn_ts", "amount"])
     txn["month"] = txn["txn_ts"].dt.month
-    spend = txn.pivot_table(index="customer_id", columns="month", values="amount", aggfunc="sum", fill_value=0)
+    spend = txn.pivot_table(
+        index="customer_id", columns="month", values="amount", aggfunc="sum", fill_value=0
+    )
 
     def trend(ids):
         s = spend.reindex(ids).fillna(0)
