@@ -138,10 +138,24 @@ def read_part(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def read_file_schema(path: Path) -> pa.Schema:
+    """The Arrow schema stored in one Parquet file (no data read)."""
+    return pq.read_schema(path)
+
+
+def count_rows(files: Iterable[Path | str]) -> int:
+    """Rows in Parquet files, from their footers (no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def read_arrow(
     root: Path, table: str, months: Iterable[str] | None = None, columns: list[str] | None = None
 ) -> pa.Table:
-    """A table (or some of its months and columns) as Arrow, with each file's own schema unified."""
+    """A table (or some of its months and columns) as Arrow.
+
+    The dataset takes the first file's schema (dictionaries are unified across files); a column missing from that
+    file is reported as missing rather than filled with nulls, so a dropped column cannot hide.
+    """
     files = table_files(root, table, months)
     if not files:
         where = "" if months is None else f" for months {sorted(set(months))}"

@@ -495,6 +495,7 @@ def _draw_customers(
         "_revolve": revolve,
         "_aum_start": aum_start,
         "_transition": transition_matrices(risk),
+        "_id_salt": int(np.random.default_rng(config.seed).integers(0, ID_SPACE)),
     }
 
 
@@ -917,6 +918,24 @@ def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa
 # Customers table (with PII)
 
 
+ID_LETTERS = np.array(list("ABCEGHJKLMNPRSTWXYZ"))
+ID_SUFFIX = np.array(list("ABCD"))
+ID_SPACE = ID_LETTERS.size**2 * 10**6 * ID_SUFFIX.size  # 1,444,000,000 distinct ids
+ID_MULTIPLIER = 1_000_003  # prime, coprime with ID_SPACE: index -> id is a bijection
+
+
+def national_ids(index: np.ndarray, salt: int) -> np.ndarray:
+    """Distinct national-id strings (``AB123456C``) for distinct customer indices below ``ID_SPACE``."""
+    code = (index.astype(np.int64) * ID_MULTIPLIER + salt) % ID_SPACE
+    code, suffix = np.divmod(code, ID_SUFFIX.size)
+    code, digits = np.divmod(code, 10**6)
+    first, second = np.divmod(code, ID_LETTERS.size)
+    return np.char.add(
+        np.char.add(ID_LETTERS[first], ID_LETTERS[second]),
+        np.char.add(np.char.zfill(digits.astype(str), 6), ID_SUFFIX[suffix]),
+    )
+
+
 def _customers_table(rng: np.random.Generator, cust: dict, closed_date: np.ndarray) -> pa.Table:
     n = cust["customer_id"].size
     first = FIRST_NAMES[rng.integers(0, FIRST_NAMES.size, n)]
@@ -929,14 +948,7 @@ def _customers_table(rng: np.random.Generator, cust: dict, closed_date: np.ndarr
             np.char.add(rng.integers(1, 1000, n).astype(str), "@"), EMAIL_DOMAINS[rng.integers(0, 3, n)]
         ),
     )
-    letters = np.array(list("ABCEGHJKLMNPRSTWXYZ"))
-    national_id = np.char.add(
-        np.char.add(letters[rng.integers(0, letters.size, n)], letters[rng.integers(0, letters.size, n)]),
-        np.char.add(
-            np.char.zfill(rng.integers(0, 10**6, n).astype(str), 6),
-            np.array(list("ABCD"))[rng.integers(0, 4, n)],
-        ),
-    )
+    national_id = national_ids(cust["customer_id"] - CUSTOMER_ID_BASE, cust["_id_salt"])
     return pa.table(
         {
             "customer_id": pa.array(cust["customer_id"]),

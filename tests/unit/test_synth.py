@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,15 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines import io
 from pipelines.schema import CHURN_TRUTH, TABLES
-from pipelines.synth import SynthConfig, churn_probabilities, generate_bank, transition_matrices
+from pipelines.synth import (
+    ID_MULTIPLIER,
+    ID_SPACE,
+    SynthConfig,
+    churn_probabilities,
+    generate_bank,
+    national_ids,
+    transition_matrices,
+)
 
 TINY = SynthConfig(customers=2_500, months=3, seed=3, chunk_size=1_000)
 
@@ -92,6 +101,13 @@ def test_pii_looks_real_but_uses_reserved_domains(bank):
     assert customers["email"].str.fullmatch(r"[a-z]+\.[a-z]+\d+@example\.(com|org|net)").all()
     assert customers["national_id"].str.fullmatch(r"[A-Z]{2}\d{6}[A-D]").all()
     assert customers["full_name"].str.contains(" ").all()
+    assert customers["national_id"].is_unique
+
+
+def test_national_ids_are_distinct_across_chunks_and_large_banks():
+    assert math.gcd(ID_MULTIPLIER, ID_SPACE) == 1
+    ids = national_ids(np.arange(2_000_000), salt=12345)
+    assert len(set(ids.tolist())) == 2_000_000
 
 
 # ------------------------------------------------------------------------------------------------ distributions
