@@ -233,7 +233,8 @@ class SynthConfig:
     start: str = "2025-01"  # first month of data, YYYY-MM
     chunk_size: int = 100_000
     new_customer_share: float = 0.15  # customers who sign up during the data period
-    campaign_months: tuple[int, ...] = (2, 5, 8, 11)  # 0-based months with a past campaign
+    # 0-based months with a past campaign; a history shorter than the first of them gets one in its last month.
+    campaign_months: tuple[int, ...] = (2, 5, 8, 11)
     campaign_share: float = 0.05  # share of eligible customers selected per campaign
     campaign_holdout: float = 0.1
     dirty: bool = False
@@ -821,7 +822,8 @@ def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa
     resp: dict[str, list] = {
         k: [] for k in ("campaign_id", "idx", "event_type", "event_ts", "tracked", "channel")
     }
-    for j, m in enumerate(m for m in config.campaign_months if m < config.months):
+    months = [m for m in config.campaign_months if m < config.months] or [config.months - 1]
+    for j, m in enumerate(months):
         start = config.month_starts[m]
         campaign_id = f"cmp-{start:%Y-%m}-{('winback', 'upgrade', 'activation', 'installment')[j % 4]}"
         channel = j % len(CONTACT_CHANNELS)
