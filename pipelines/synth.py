@@ -238,7 +238,7 @@ class SynthConfig:
     campaign_share: float = 0.05  # share of eligible customers selected per campaign
     campaign_holdout: float = 0.1
     dirty: bool = False
-    workers: int = 0  # 0: one per core, at most 2 per GiB-bounded default
+    workers: int = 0  # 0: one per core, at most 2 (each worker holds one chunk, ~0.5 GB at 100k customers)
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -442,7 +442,8 @@ def _draw_customers(
         0,
         4,
     )
-    occupation = _draw(rng, np.array([0.52, 0.12, 0.09, 0.0, 0.0, 0.07, 0.2]) / 1.0, n)
+    # Students and retirees are assigned by age below.
+    occupation = _draw(rng, np.array([0.52, 0.12, 0.09, 0.0, 0.0, 0.07, 0.2]), n)
     occupation = np.where(age < 24, np.where(rng.random(n) < 0.6, 3, occupation), occupation)
     occupation = np.where(age > 63, np.where(rng.random(n) < 0.75, 4, occupation), occupation)
     tier = np.clip(income - 1 + _draw(rng, np.array([0.25, 0.5, 0.25]), n) - 1, 0, 3)

@@ -1,0 +1,33 @@
+"""Settings: embedded defaults, environment overrides, no side effects."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import PROJECT_ROOT, load_settings
+
+
+def test_defaults_are_embedded_and_absolute():
+    settings = load_settings({})
+    assert settings.data_dir == PROJECT_ROOT / "data"
+    assert settings.database_url == f"sqlite:///{PROJECT_ROOT / 'data' / 'campaigns.db'}"
+    assert settings.mlflow_tracking_uri == f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
+    assert settings.lake_dir == PROJECT_ROOT / "data" / "lake"
+
+
+def test_environment_overrides(tmp_path):
+    settings = load_settings(
+        {"PM_DATA_DIR": str(tmp_path), "PM_SEED": "7", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    )
+    assert settings.data_dir == tmp_path and settings.seed == 7
+    assert settings.mlflow_tracking_uri == "http://127.0.0.1:5000"
+    with pytest.raises(ValueError, match="PM_SEED"):
+        load_settings({"PM_SEED": "seven"})
+
+
+def test_a_data_flag_moves_the_default_database_but_not_an_explicit_one(tmp_path):
+    moved = load_settings({}).with_data_dir(tmp_path)
+    assert moved.database_url == f"sqlite:///{tmp_path / 'campaigns.db'}"
+    explicit = load_settings({"PM_DATABASE_URL": "postgresql://127.0.0.1/test"}).with_data_dir(tmp_path)
+    assert explicit.database_url == "postgresql://127.0.0.1/test"
+    assert not (tmp_path / "campaigns.db").exists()
