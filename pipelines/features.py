@@ -1,0 +1,364 @@
+"""The customer wide table: one row per customer open at ``as_of``, built only from facts strictly before it.
+
+This is the single definition of every feature; training and scoring both call :func:`build_features`. The
+catalogue (``CATALOGUE``) names each column with its definition, window and source table; ``docs/features.md``
+is rendered from it and a test checks that the built columns and the catalogue are the same list.
+
+Window aggregates use ``np.bincount`` over customer positions instead of ``groupby``: one pass per column over
+the events already cut to the lookback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipelines import io
+from pipelines.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES
+
+ID = "customer_id"
+TXN_WINDOWS = (7, 30, 90, 180)
+LOGIN_WINDOWS = (7, 30, 90)
+LOOKBACK_DAYS = 180
+STATIC_CATEGORIES = ("gender", "income_band", "occupation", "card_tier", "acquisition_channel")
+
+
+@dataclass(frozen=True)
+class WindowContract:
+    """What a snapshot may see and what its label looks at.
+
+    Features use events in ``[as_of - lookback_days, as_of)``; a label (``labels.py``) looks at
+    ``[as_of + gap_days, as_of + gap_days + horizon_days)``.
+    """
+
+    lookback_days: int = LOOKBACK_DAYS
+    gap_days: int = 0
+    horizon_days: int = 90
+
+    def __post_init__(self) -> None:
+        if self.lookback_days < max(TXN_WINDOWS):
+            raise ValueError(
+                f"lookback_days must cover the longest window ({max(TXN_WINDOWS)}), got {self.lookback_days}"
+            )
+        if self.gap_days < 0 or self.horizon_days < 1:
+            raise ValueError(
+                f"gap_days must be >= 0 and horizon_days >= 1, got {self.gap_days}, {self.horizon_days}"
+            )
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    definition: str
+    window: str
+    source: str
+
+
+def _catalogue() -> tuple[Feature, ...]:
+    f: list[Feature] = []
+    add = f.append
+    add(Feature("age_years", "as_of year minus birth year", "static", "customers"))
+    add(Feature("tenure_days", "days from signup to as_of", "static", "customers"))
+    add(Feature("city_tier", "city tier of the home address (1-4)", "static", "customers"))
+    add(Feature("credit_limit", "credit limit", "static", "customers"))
+    for c in STATIC_CATEGORIES:
+        add(Feature(c, f"{c.replace('_', ' ')} (category)", "static", "customers"))
+    for w in TXN_WINDOWS:
+        add(Feature(f"txn_count_{w}d", "number of transactions", f"{w}d", "transactions"))
+        add(Feature(f"spend_{w}d", "sum of transaction amounts", f"{w}d", "transactions"))
+    add(
+        Feature(
+            "days_since_last_txn",
+            f"days since the last transaction ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "transactions",
+        )
+    )
+    add(Feature("avg_ticket_90d", "spend_90d / txn_count_90d (null if none)", "90d", "transactions"))
+    add(
+        Feature(
+            "spend_trend_30d_vs_prior_90d",
+            "spend_30d / (monthly mean spend over days 31-120 before as_of + 1)",
+            "120d",
+            "transactions",
+        )
+    )
+    add(
+        Feature(
+            "txn_trend_30d_vs_prior_90d",
+            "txn_count_30d / (monthly mean count over days 31-120 + 1)",
+            "120d",
+            "transactions",
+        )
+    )
+    add(Feature("active_days_30d", "distinct days with a transaction", "30d", "transactions"))
+    for flag, what in (("cross_border", "is_cross_border"), ("installment", "is_installment")):
+        add(Feature(f"{flag}_share_180d", f"share of transactions with {what}", "180d", "transactions"))
+    for channel in ("online", "mobile_wallet"):
+        add(
+            Feature(
+                f"{channel}_share_180d", f"share of transactions on channel {channel}", "180d", "transactions"
+            )
+        )
+    for cat in MERCHANT_CATEGORIES:
+        add(
+            Feature(
+                f"cat_{cat}_spend_share_180d", f"share of spend at {cat} merchants", "180d", "transactions"
+            )
+        )
+    for w in LOGIN_WINDOWS:
+        add(Feature(f"logins_{w}d", "app logins", f"{w}d", "app_events"))
+    add(
+        Feature(
+            "logins_trend_30d_vs_prior_90d",
+            "logins_30d / (monthly mean logins over days 31-120 + 1)",
+            "120d",
+            "app_events",
+        )
+    )
+    add(
+        Feature(
+            "days_since_last_login",
+            f"days since the last app login ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "app_events",
+        )
+    )
+    for e in APP_EVENT_TYPES:
+        if e != "login":
+            add(Feature(f"{e}_90d", f"app events of type {e}", "90d", "app_events"))
+    add(
+        Feature(
+            "aum_last", "assets under management at the last month end before as_of", "last month", "balances"
+        )
+    )
+    add(Feature("aum_change_1m", "aum_last / AUM one month earlier - 1", "2 months", "balances"))
+    add(Feature("aum_change_3m", "aum_last / AUM three months earlier - 1", "4 months", "balances"))
+    add(Feature("aum_mean_6m", "mean month-end AUM", "6 months", "balances"))
+    add(Feature("card_balance_last", "card balance at the last month end", "last month", "balances"))
+    add(
+        Feature("credit_utilisation", "card_balance_last / credit_limit", "last month", "balances, customers")
+    )
+    add(
+        Feature(
+            "campaign_contacts_180d",
+            "campaigns the customer was contacted in (treatment, sent)",
+            "180d",
+            "campaign_contacts",
+        )
+    )
+    add(Feature("campaign_conversions_180d", "campaign conversions", "180d", "responses"))
+    add(
+        Feature(
+            "days_since_last_contact",
+            f"days since the last campaign contact ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "campaign_contacts",
+        )
+    )
+    return tuple(f)
+
+
+CATALOGUE = _catalogue()
+FEATURE_NAMES = tuple(f.name for f in CATALOGUE)
+CATEGORICAL_FEATURES = STATIC_CATEGORIES
+assert not set(FEATURE_NAMES) & {c for t in TABLES.values() for c in t.pii_columns}, (
+    "PII must never be a feature"
+)
+
+
+def render_catalogue() -> str:
+    """The feature table of ``docs/features.md``."""
+    lines = ["| feature | definition | window | source |", "|---|---|---|---|"]
+    lines += [f"| `{f.name}` | {f.definition} | {f.window} | {f.source} |" for f in CATALOGUE]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_tables(
+    lake, as_of: date | pd.Timestamp, window: WindowContract | None = None
+) -> dict[str, pd.DataFrame]:
+    """The source frames a snapshot at ``as_of`` needs, reading only the lookback's month partitions."""
+    months = lookback_months(as_of, window)
+    tables = {"customers": io.read_table(lake, "customers")}
+    for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
+        present = [m for m in months if m in set(io.list_months(lake, name))]
+        tables[name] = (
+            io.read_table(lake, name, months=present)
+            if present
+            else TABLES[name].arrow_schema.empty_table().to_pandas(date_as_object=False)
+        )
+    return tables
+
+
+def eligible_customers(customers: pd.DataFrame, as_of: date | pd.Timestamp) -> pd.DataFrame:
+    """Customers whose account is open at ``as_of``: signed up before it and not closed before it."""
+    as_of = pd.Timestamp(as_of)
+    open_ = (customers["signup_date"] < as_of) & (
+        customers["closed_date"].isna() | (customers["closed_date"] >= as_of)
+    )
+    return customers.loc[open_].sort_values(ID).reset_index(drop=True)
+
+
+def lookback_months(as_of: date | pd.Timestamp, window: WindowContract | None = None) -> list[str]:
+    """Month partitions a snapshot at ``as_of`` needs (lookback plus the month of as_of itself)."""
+    window = window or WindowContract()
+    as_of = pd.Timestamp(as_of)
+    first = as_of - pd.Timedelta(days=window.lookback_days)
+    return [p.strftime("%Y-%m") for p in pd.period_range(first, as_of, freq="M")]
+
+
+class _Cut:
+    """Events of one table inside the lookback, with each row's customer position and age in days."""
+
+    def __init__(self, frame: pd.DataFrame, ts: str, index: pd.Index, as_of: pd.Timestamp, lookback: int):
+        in_window = (frame[ts] < as_of) & (frame[ts] >= as_of - pd.Timedelta(days=lookback))
+        frame = frame.loc[in_window]
+        pos = index.get_indexer(frame[ID])
+        keep = pos >= 0
+        self.frame = frame.loc[keep]
+        self.pos = pos[keep]
+        self.age = ((as_of - self.frame[ts]).to_numpy() / np.timedelta64(1, "D")).astype(np.float64)
+        self.n = len(index)
+
+    def count(self, mask: np.ndarray | None = None) -> np.ndarray:
+        pos = self.pos if mask is None else self.pos[mask]
+        return np.bincount(pos, minlength=self.n).astype(np.float64)
+
+    def total(self, values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        pos, vals = (self.pos, values) if mask is None else (self.pos[mask], values[mask])
+        return np.bincount(pos, weights=vals, minlength=self.n)
+
+    def days_since_last(self, mask: np.ndarray | None, cap: int) -> np.ndarray:
+        out = np.full(self.n, np.inf)
+        pos, age = (self.pos, self.age) if mask is None else (self.pos[mask], self.age[mask])
+        np.minimum.at(out, pos, np.floor(age))
+        return np.where(np.isinf(out), cap, out)
+
+
+def _is(column: pd.Series, value: str) -> np.ndarray:
+    """Boolean mask of rows equal to ``value`` (compares category codes, not strings, when categorical)."""
+    return (column == value).to_numpy(dtype=bool, na_value=False)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def build_features(
+    tables: Mapping[str, pd.DataFrame], as_of: date | pd.Timestamp, window: WindowContract | None = None
+) -> pd.DataFrame:
+    """The wide table at ``as_of``: one row per open customer, columns ``customer_id`` + ``FEATURE_NAMES``.
+
+    ``tables`` maps source table names to frames (only the lookback months are needed for event tables). No
+    value at or after ``as_of`` can change any feature.
+    """
+    window = window or WindowContract()
+    as_of = pd.Timestamp(as_of)
+    cap = window.lookback_days + 1
+    base = eligible_customers(tables["customers"], as_of)
+    index = pd.Index(base[ID])
+    out: dict[str, object] = {ID: base[ID].to_numpy()}
+
+    out["age_years"] = (as_of.year - base["birth_year"].astype(np.int64)).to_numpy()
+    out["tenure_days"] = ((as_of - base["signup_date"]).dt.days).to_numpy()
+    out["city_tier"] = base["city_tier"].astype(np.int64).to_numpy()
+    out["credit_limit"] = base["credit_limit"].to_numpy()
+    for c in STATIC_CATEGORIES:
+        out[c] = pd.Categorical(base[c].astype(str), categories=TABLES["customers"].column(c).allowed)
+
+    txn = _Cut(tables["transactions"], "txn_ts", index, as_of, window.lookback_days)
+    amount = txn.frame["amount"].to_numpy(np.float64)
+    for w in TXN_WINDOWS:
+        recent = txn.age < w
+        out[f"txn_count_{w}d"] = txn.count(recent)
+        out[f"spend_{w}d"] = txn.total(amount, recent)
+    out["days_since_last_txn"] = txn.days_since_last(None, cap)
+    out["avg_ticket_90d"] = _ratio(out["spend_90d"], out["txn_count_90d"])
+    prior = (txn.age >= 30) & (txn.age < 120)
+    out["spend_trend_30d_vs_prior_90d"] = out["spend_30d"] / (txn.total(amount, prior) / 3 + 1)
+    out["txn_trend_30d_vs_prior_90d"] = out["txn_count_30d"] / (txn.count(prior) / 3 + 1)
+    recent30 = txn.age < 30
+    day_key = txn.pos[recent30].astype(np.int64) * 64 + np.floor(txn.age[recent30]).astype(np.int64)
+    out["active_days_30d"] = np.bincount(np.unique(day_key) // 64, minlength=len(index)).astype(np.float64)
+    n180 = out["txn_count_180d"]
+    out["cross_border_share_180d"] = _ratio(txn.count(txn.frame["is_cross_border"].to_numpy(bool)), n180)
+    out["installment_share_180d"] = _ratio(txn.count(txn.frame["is_installment"].to_numpy(bool)), n180)
+    for ch in ("online", "mobile_wallet"):
+        out[f"{ch}_share_180d"] = _ratio(txn.count(_is(txn.frame["channel"], ch)), n180)
+    for cat in MERCHANT_CATEGORIES:
+        spend_at = txn.total(amount, _is(txn.frame["merchant_category"], cat))
+        out[f"cat_{cat}_spend_share_180d"] = _ratio(spend_at, out["spend_180d"])
+
+    events = _Cut(tables["app_events"], "event_ts", index, as_of, window.lookback_days)
+    login = _is(events.frame["event_type"], "login")
+    for w in LOGIN_WINDOWS:
+        out[f"logins_{w}d"] = events.count(login & (events.age < w))
+    prior_logins = events.count(login & (events.age >= 30) & (events.age < 120))
+    out["logins_trend_30d_vs_prior_90d"] = out["logins_30d"] / (prior_logins / 3 + 1)
+    out["days_since_last_login"] = events.days_since_last(login, cap)
+    for e in APP_EVENT_TYPES:
+        if e != "login":
+            out[f"{e}_90d"] = events.count(_is(events.frame["event_type"], e) & (events.age < 90))
+
+    out.update(_balance_features(tables["balances"], index, as_of, base["credit_limit"].to_numpy()))
+
+    contacts = tables["campaign_contacts"]
+    contacts = contacts.loc[(contacts["group"] == "treatment") & contacts["sent_at"].notna()]
+    sent = _Cut(contacts, "sent_at", index, as_of, window.lookback_days)
+    out["campaign_contacts_180d"] = sent.count()
+    responses = tables["responses"]
+    conv = _Cut(
+        responses.loc[responses["event_type"] == "converted"], "event_ts", index, as_of, window.lookback_days
+    )
+    out["campaign_conversions_180d"] = conv.count()
+    out["days_since_last_contact"] = sent.days_since_last(None, cap)
+
+    wide = pd.DataFrame(out)
+    return wide[[ID, *FEATURE_NAMES]]
+
+
+def _balance_features(
+    balances: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, limit: np.ndarray
+) -> dict:
+    known = balances.loc[
+        (balances["month_end"] < as_of) & (balances["month_end"] >= as_of - pd.DateOffset(months=7))
+    ]
+    months = sorted(known["month_end"].unique())[-6:]
+    pos = index.get_indexer(known[ID])
+    keep = pos >= 0
+    known, pos = known.loc[keep], pos[keep]
+    n = len(index)
+
+    def at(k: int, column: str) -> np.ndarray:
+        """Value at the k-th latest month end (k=0: the last), NaN where the customer has no row then."""
+        values = np.full(n, np.nan)
+        if k < len(months):
+            rows = (known["month_end"] == months[-1 - k]).to_numpy()
+            values[pos[rows]] = known.loc[rows, column].to_numpy(np.float64)
+        return values
+
+    aum = [at(k, "aum") for k in range(6)]
+    stack = np.vstack(aum)
+    seen = np.isfinite(stack).sum(axis=0)
+    aum_mean = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), np.nan)
+    card = at(0, "card_balance")
+    return {
+        "aum_last": aum[0],
+        "aum_change_1m": _ratio(aum[0], aum[1]) - 1,
+        "aum_change_3m": _ratio(aum[0], aum[3]) - 1,
+        "aum_mean_6m": aum_mean,
+        "card_balance_last": card,
+        "credit_utilisation": _ratio(card, limit),
+    }
+
+
+if __name__ == "__main__":
+    print(render_catalogue(), end="")
