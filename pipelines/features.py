@@ -182,10 +182,19 @@ def render_catalogue() -> str:
 
 
 def load_tables(
-    lake, as_of: date | pd.Timestamp, window: WindowContract | None = None
+    lake,
+    as_of: date | pd.Timestamp,
+    window: WindowContract | None = None,
+    extra_until: pd.Timestamp | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The source frames a snapshot at ``as_of`` needs, reading only the lookback's month partitions."""
+    """The source frames a snapshot at ``as_of`` needs, reading only the lookback's month partitions.
+
+    ``extra_until`` also reads the months up to that date (a label window); features still ignore them.
+    """
     months = lookback_months(as_of, window)
+    if extra_until is not None:
+        later = pd.period_range(pd.Timestamp(as_of), pd.Timestamp(extra_until), freq="M")
+        months = sorted(set(months) | {p.strftime("%Y-%m") for p in later})
     tables = {"customers": io.read_table(lake, "customers")}
     for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
         present = [m for m in months if m in set(io.list_months(lake, name))]
