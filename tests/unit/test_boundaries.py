@@ -30,3 +30,11 @@ def test_no_module_imports_airflow_anywhere():
         for line in path.read_text().splitlines():
             stripped = line.strip()
             assert not stripped.startswith(("import airflow", "from airflow")), f"{path}: {line}"
+
+
+def test_model_inputs_cannot_reach_the_ground_truth():
+    """Features and labels read the lake only; the truth is for the oracle (pipelines/oracle.py) and tests."""
+    for name in ("features.py", "labels.py"):
+        text = (PROJECT_ROOT / "pipelines" / name).read_text()
+        for needle in ('"truth"', "truth_dir", "oracle", "CHURN_TRUTH", "TRUTH_TABLES"):
+            assert needle not in text, f"{name} mentions {needle}"

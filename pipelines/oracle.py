@@ -1,0 +1,54 @@
+"""How close a model came to the best possible one, on synthetic data whose ground truth is known.
+
+Only this module (and tests and benchmarks) reads the generator's ``truth/`` folder; features and models never
+do. The oracle scores each test customer with the true churn probability the generator drew behaviour from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from pipelines import io
+from pipelines.features import ID
+from pipelines.labels import LABEL, LabelDefinition
+
+
+def truth_available(data_dir: Path) -> bool:
+    return (Path(data_dir) / "truth" / "churn").is_dir()
+
+
+def oracle_scores(
+    data_dir: Path, as_of: pd.Timestamp, customer_ids: pd.Series, definition: LabelDefinition
+) -> np.ndarray:
+    """True P(churn within the horizon) from the month end before ``as_of``, aligned to ``customer_ids``."""
+    if definition.name != "closure" or definition.gap_days != 0:
+        raise ValueError(f"the truth file holds closure probabilities without a gap, not {definition.tag}")
+    month_end = pd.Timestamp(as_of) - pd.Timedelta(days=1)
+    truth = io.read_table(Path(data_dir) / "truth", "churn", months=[month_end.strftime("%Y-%m")])
+    truth = truth.loc[truth["month_end"] == month_end].set_index(ID)
+    column = f"p_churn_{definition.horizon_days}d"
+    scores = truth[column].reindex(pd.Index(customer_ids)).to_numpy()
+    if np.isnan(scores).any():
+        raise ValueError(
+            f"{int(np.isnan(scores).sum())} test customers have no truth row at {month_end:%Y-%m-%d}"
+        )
+    return scores
+
+
+def top_decile_lift(y: np.ndarray, scores: np.ndarray) -> float:
+    order = np.argsort(-scores, kind="stable")
+    top = order[: max(1, len(order) // 10)]
+    return float(np.mean(y[top]) / np.mean(y))
+
+
+def oracle_metrics(
+    data_dir: Path, test: pd.DataFrame, as_of: pd.Timestamp, definition: LabelDefinition
+) -> dict:
+    """``oracle_auc`` and ``oracle_top_decile_lift`` of the true probabilities on the test snapshot."""
+    y = test[LABEL].to_numpy()
+    p = oracle_scores(data_dir, as_of, test[ID], definition)
+    return {"oracle_auc": float(roc_auc_score(y, p)), "oracle_top_decile_lift": top_decile_lift(y, p)}
