@@ -65,6 +65,41 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.success else 1
 
 
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.train import TrainConfig, train_table
+
+    exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
+    config = TrainConfig(calibration=args.calibration)
+    print(f"tracking: {settings.mlflow_tracking_uri}")
+    result = train_table(
+        args.table,
+        args.label,
+        positive=args.positive,
+        id_col=args.id,
+        exclude=exclude,
+        name=args.name,
+        seed=settings.seed if args.seed is None else args.seed,
+        test_size=args.test_size,
+        ordered=args.ordered,
+        tracking_uri=settings.mlflow_tracking_uri,
+        config=config,
+        progress=print,
+    )
+    print(result.summary())
+    print(f"mlflow run id: {result.run_id}")
+    print(
+        f"model: models:/{result.model_name}/{result.version}   champion: models:/{result.model_name}@champion"
+    )
+    return 0
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmp", description="Precision-marketing ML platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
     )
     validate.set_defaults(func=_cmd_validate)
+
+    train = sub.add_parser(
+        "train", help="train, register and maybe promote a model on a customer table (CSV or Parquet)"
+    )
+    train.add_argument(
+        "--table", required=True, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
+    )
+    train.add_argument("--label", required=True, help="the target column (two classes)")
+    train.add_argument("--positive", default=None, help="the label value of the positive class (e.g. yes)")
+    train.add_argument("--id", default=None, help="identifier column, never used as a feature")
+    train.add_argument("--exclude", default=None, help="comma-separated columns to leave out (e.g. leaks)")
+    train.add_argument("--name", default=None, help="registered model name (default: the file's stem)")
+    train.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
+    train.add_argument(
+        "--test-size", type=_fraction, default=0.3, help="share of rows held out for test (default 0.3)"
+    )
+    train.add_argument(
+        "--ordered", action="store_true", help="split by row order (test = last rows) instead of stratified"
+    )
+    train.add_argument(
+        "--calibration", choices=("isotonic", "platt"), default="isotonic", help="default isotonic"
+    )
+    train.set_defaults(func=_cmd_train)
 
     for command in (synth, validate):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")

@@ -1,0 +1,907 @@
+"""Train, calibrate, log, register and (maybe) promote a binary propensity model.
+
+The model is LightGBM (binary, early stopping on a validation frame) followed by a calibrator fitted on the
+validation scores (isotonic or Platt). Everything learned from data travels inside :class:`CalibratedModel`: the
+feature list, the category list of every categorical column (an unseen category becomes missing, never another
+category's code), the booster and the calibrator.
+
+This is the one module that talks to MLflow for training. :func:`train_and_register` logs one run, registers the
+model, sets alias ``challenger`` on the new version and applies the promotion rule: the challenger becomes
+``champion`` only when there is no champion yet, or when it beats the current champion, scored on the same test
+frame, by the configured margins.
+
+mlflow and lightgbm are imported inside the functions that need them: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from pipelines.evaluate import calibration_plot, decile_table, gains_chart, score_metrics
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TEST_METRICS = ("auc", "pr_auc", "log_loss", "brier", "ks", "top_decile_lift")
+# Exact pins of what the pyfunc needs at load time; listing them stops MLflow from inferring them (≈ 20 s).
+PIP_REQUIREMENTS = (
+    "mlflow==3.17.2",
+    "lightgbm==4.7.0",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+    "scikit-learn==1.9.1",
+)
+
+Progress = Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LightGBM settings, calibration, and the margins a challenger must beat the champion by."""
+
+    model_name: str = "churn"
+    learning_rate: float = 0.05
+    n_estimators: int = 2000
+    early_stopping_rounds: int = 100
+    num_leaves: int = 31
+    min_child_samples: int = 50
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    seed: int = 42
+    num_threads: int = 2
+    calibration: Literal["isotonic", "platt"] = "isotonic"
+    min_auc_gain: float = 0.002
+    min_top_decile_lift_gain: float = 0.02
+    max_brier_worsening: float = 0.0005
+
+    def __post_init__(self) -> None:
+        if self.calibration not in ("isotonic", "platt"):
+            raise ValueError(f"calibration must be 'isotonic' or 'platt', got {self.calibration!r}")
+        if self.n_estimators < 1 or self.early_stopping_rounds < 1:
+            raise ValueError("n_estimators and early_stopping_rounds must be >= 1")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.model_name):
+            raise ValueError(f"model_name may hold letters, digits, '_', '.', '-' only: {self.model_name!r}")
+
+    def lgb_params(self) -> dict[str, Any]:
+        """LightGBM parameters; deterministic for a given seed and thread count."""
+        return {
+            "objective": "binary",
+            "metric": "binary_logloss",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbose": -1,
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model
+
+
+def _is_categorical_like(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s) or s.dtype == object
+
+
+def _category_list(s: pd.Series) -> list:
+    """The categories a column is encoded with: its declared categories, or its sorted distinct values."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return list(s.cat.categories)
+    values = s.dropna().unique().tolist()
+    if all(isinstance(v, str) for v in values):
+        return sorted(values)
+    return sorted(values, key=lambda v: (type(v).__name__, v))
+
+
+def _as_category_values(col: pd.Series, cats: Sequence) -> pd.Series:
+    """``col`` as plain values comparable with ``cats`` (strings when the categories are strings); values not in
+    ``cats`` become missing, so they get no category's code."""
+    values = col.astype(object)
+    if cats and all(isinstance(c, str) for c in cats):
+        values = values.map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
+    return values.where(values.isin(list(cats)))
+
+
+class CalibratedModel:
+    """A LightGBM booster plus a calibrator, with the feature and category lists learned at fit time."""
+
+    def __init__(
+        self,
+        booster: Any,
+        features: Sequence[str],
+        categories: Mapping[str, Sequence],
+        calibration: str,
+        calibrator: Mapping[str, Any],
+        best_iteration: int,
+    ) -> None:
+        self.booster = booster
+        self.features = list(features)
+        self.categories = {k: list(v) for k, v in categories.items()}
+        self.calibration = calibration
+        self.calibrator = dict(calibrator)
+        self.best_iteration = int(best_iteration)
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f for f in self.features if f in self.categories]
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float matrix the booster sees: numerics as floats, categoricals as codes of the fit-time lists
+        (NaN for missing or unseen values)."""
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise KeyError(f"frame lacks model feature column(s): {', '.join(missing)}")
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            col = frame[name]
+            if name in self.categories:
+                values = _as_category_values(col, self.categories[name])
+                codes = pd.Categorical(values, categories=self.categories[name]).codes.astype(np.float64)
+                codes[codes < 0] = np.nan
+                out[:, j] = codes
+            else:
+                if _is_categorical_like(col) and not pd.api.types.is_bool_dtype(col):
+                    raise ValueError(f"feature {name!r} was numeric at fit time but is {col.dtype} now")
+                out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
+
+    def unseen_categories(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Per categorical column, how many non-missing values are not in the fit-time category list."""
+        counts = {}
+        for name in self.categorical:
+            col = frame[name]
+            known = _as_category_values(col, self.categories[name]).notna()
+            n = int((col.notna() & ~known).sum())
+            if n:
+                counts[name] = n
+        return counts
+
+    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated log-odds of the booster."""
+        return self.booster.predict(self.encode(frame), num_iteration=self.best_iteration, raw_score=True)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class, one per row."""
+        return _apply_calibrator(self.calibration, self.calibrator, self.raw_score(frame))
+
+    def raw_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-row SHAP contributions in log-odds (LightGBM ``pred_contrib``): one column per feature plus
+        ``bias``; a row sums to :meth:`raw_score`."""
+        contrib = self.booster.predict(
+            self.encode(frame), num_iteration=self.best_iteration, pred_contrib=True
+        )
+        return pd.DataFrame(contrib, columns=[*self.features, "bias"], index=frame.index)
+
+    def feature_importance(self) -> pd.DataFrame:
+        """Total gain and split count per feature, highest gain first."""
+        gain = self.booster.feature_importance(importance_type="gain", iteration=self.best_iteration)
+        split = self.booster.feature_importance(importance_type="split", iteration=self.best_iteration)
+        table = pd.DataFrame({"feature": self.features, "gain": gain, "split": split})
+        table["gain_share"] = table["gain"] / (table["gain"].sum() or 1.0)
+        return table.sort_values(["gain", "feature"], ascending=[False, True], ignore_index=True)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["booster"] = self.booster.model_to_string(num_iteration=-1)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import lightgbm as lgb
+
+        state = dict(state)
+        state["booster"] = lgb.Booster(model_str=state["booster"])
+        self.__dict__.update(state)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _apply_calibrator(kind: str, params: Mapping[str, Any], raw: np.ndarray) -> np.ndarray:
+    if kind == "platt":
+        return _sigmoid(params["a"] * raw + params["b"])
+    # np.interp clips outside the fitted range, like IsotonicRegression(out_of_bounds="clip").
+    return np.interp(raw, params["x"], params["y"])
+
+
+def _fit_calibrator(kind: str, raw: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    if kind == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6, solver="lbfgs", random_state=seed).fit(raw.reshape(-1, 1), y)
+        return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+    return {"x": iso.X_thresholds_.astype(float), "y": iso.y_thresholds_.astype(float)}
+
+
+def _labels(frame: pd.DataFrame, label: str) -> np.ndarray:
+    if label not in frame.columns:
+        raise KeyError(f"label column {label!r} is missing")
+    y = frame[label]
+    if y.isna().any():
+        raise ValueError(f"label column {label!r} has {int(y.isna().sum())} missing values")
+    values = set(pd.unique(y).tolist())
+    if not values <= {0, 1}:
+        raise ValueError(
+            f"label column {label!r} must be 0/1 (or bool), got values {sorted(values, key=str)[:5]}"
+        )
+    return y.to_numpy(dtype=np.int8)
+
+
+def fit_model(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    features: Sequence[str],
+    categorical: Sequence[str],
+    label: str,
+    config: TrainConfig,
+) -> CalibratedModel:
+    """LightGBM fitted on ``train`` with early stopping on ``valid``, then a calibrator fitted on the ``valid``
+    scores. Category lists come from ``train`` (its declared categories when a column is Categorical)."""
+    import lightgbm as lgb
+
+    features = list(features)
+    categorical = [c for c in categorical if c in features]
+    if len(set(features)) != len(features):
+        raise ValueError("features contain duplicates")
+    if label in features:
+        raise ValueError(f"label column {label!r} is also listed as a feature")
+    missing = [f for f in features if f not in train.columns]
+    if missing:
+        raise KeyError(f"training frame lacks feature column(s): {', '.join(missing)}")
+    y_train, y_valid = _labels(train, label), _labels(valid, label)
+    for part, y in (("train", y_train), ("valid", y_valid)):
+        if y.min() == y.max():
+            raise ValueError(f"{part} frame holds a single class of {label!r}")
+    categories = {c: _category_list(train[c]) for c in categorical}
+    # The booster trains on codes of our own category lists: positional feature names keep arbitrary column
+    # names (dots, spaces, JSON characters) away from LightGBM.
+    model = CalibratedModel(None, features, categories, config.calibration, {}, 0)
+    cat_idx = [features.index(c) for c in categorical]
+    names = [f"f{i}" for i in range(len(features))]
+    dtrain = lgb.Dataset(
+        model.encode(train),
+        label=y_train,
+        feature_name=names,
+        categorical_feature=cat_idx,
+        free_raw_data=True,
+    )
+    dvalid = lgb.Dataset(model.encode(valid), label=y_valid, reference=dtrain)
+    booster = lgb.train(
+        config.lgb_params(),
+        dtrain,
+        num_boost_round=config.n_estimators,
+        valid_sets=[dvalid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    # Keep only the trees up to the best iteration so every consumer sees the same model.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    model.booster, model.best_iteration = booster, best
+    raw_valid = model.raw_score(valid)
+    model.calibrator = _fit_calibrator(config.calibration, raw_valid, y_valid, config.seed)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MLflow
+
+
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class CalibratedPyfunc(mlflow.pyfunc.PythonModel):
+        """MLflow wrapper: a feature frame in, calibrated probabilities out."""
+
+        def __init__(self, model: CalibratedModel) -> None:
+            self.model = model
+
+        def predict(self, context, model_input, params=None):
+            return self.model.predict_proba(pd.DataFrame(model_input))
+
+    return CalibratedPyfunc
+
+
+def pyfunc_input(frame: pd.DataFrame, features: Sequence[str], categorical: Iterable[str]) -> pd.DataFrame:
+    """The frame the registered pyfunc expects: model features only, categoricals as plain strings (object,
+    None for missing), numerics as float64."""
+    cats = set(categorical)
+    out = {}
+    for name in features:
+        col = frame[name]
+        if name in cats:
+            values = col.astype(object)
+            out[name] = (
+                values.where(values.notna(), None).map(lambda v: v if v is None else str(v)).astype(object)
+            )
+        else:
+            out[name] = pd.to_numeric(col).astype(np.float64)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _sqlite_artifact_root(tracking_uri: str) -> str | None:
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _experiment_id(client, experiment: str, tracking_uri: str, artifact_location: str | None) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_location or _sqlite_artifact_root(tracking_uri)
+    if location and "://" not in location:
+        location = Path(location).resolve().as_uri()
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def _flat(prefix: str, values: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(f"{name}.", value))
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)] = text[:6000]
+    return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The promotion decision: promoted or not, and why."""
+
+    promoted: bool
+    reasons: tuple[str, ...]
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def decide_promotion(
+    challenger: Mapping[str, float], champion: Mapping[str, float] | None, config: TrainConfig
+) -> Decision:
+    """The promotion rule on test metrics of both models scored on the same frame.
+
+    Promote when there is no champion; otherwise only when AUC gains at least ``min_auc_gain``, top-decile lift
+    gains at least ``min_top_decile_lift_gain`` and Brier worsens by no more than ``max_brier_worsening``.
+    """
+    if champion is None:
+        return Decision(True, ("no champion yet: the first model becomes champion",))
+    checks = (
+        (
+            "auc",
+            challenger["auc"] - champion["auc"],
+            challenger["auc"] - champion["auc"] >= config.min_auc_gain,
+            f">= {config.min_auc_gain:+.4f}",
+        ),
+        (
+            "top_decile_lift",
+            challenger["top_decile_lift"] - champion["top_decile_lift"],
+            challenger["top_decile_lift"] - champion["top_decile_lift"] >= config.min_top_decile_lift_gain,
+            f">= {config.min_top_decile_lift_gain:+.4f}",
+        ),
+        (
+            "brier",
+            challenger["brier"] - champion["brier"],
+            challenger["brier"] - champion["brier"] <= config.max_brier_worsening,
+            f"<= {config.max_brier_worsening:+.4f}",
+        ),
+    )
+    reasons = tuple(
+        f"{metric}: challenger {challenger[metric]:.4f} vs champion {champion[metric]:.4f} "
+        f"(change {delta:+.4f}, required {need}) -> {'ok' if ok else 'FAIL'}"
+        for metric, delta, ok, need in checks
+    )
+    return Decision(all(ok for _, _, ok, _ in checks), reasons, None, dict(champion))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: str
+    promoted: bool
+    reasons: tuple[str, ...]
+    metrics: dict[str, float]
+    champion_version: str | None
+    model: CalibratedModel = field(repr=False)
+
+    def summary(self) -> str:
+        decision = "PROMOTED to champion" if self.promoted else "NOT promoted (stays challenger)"
+        lines = [
+            f"run {self.run_id}: {self.model_name} version {self.version} {decision}",
+            "test " + "  ".join(f"{k}={self.metrics[k]:.4f}" for k in TEST_METRICS if k in self.metrics),
+        ]
+        lines += [f"  {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def _test_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    metrics = score_metrics(y, p)
+    metrics["top_decile_lift"] = float(decile_table(y, p)["lift"].iloc[0])
+    return metrics
+
+
+def _champion_metrics(client, name: str, test_input: pd.DataFrame, y_test: np.ndarray):
+    """(version, metrics, problem) of the current champion scored on ``test_input``.
+
+    (None, None, None) without a champion; metrics None and a problem text when it cannot be scored here.
+    """
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None, None
+    try:
+        champion = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+        schema = champion.metadata.get_input_schema()
+        needed = [c.name for c in schema.inputs] if schema is not None else list(test_input.columns)
+        absent = [c for c in needed if c not in test_input.columns]
+        if absent:
+            return (
+                current.version,
+                None,
+                (
+                    f"champion v{current.version} needs column(s) {', '.join(absent)} that the test frame lacks: "
+                    "the two cannot be compared on the same test frame (promote by hand if intended)"
+                ),
+            )
+        p = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel()
+    except Exception as exc:  # a champion that cannot score blocks automatic promotion, never the run
+        return current.version, None, f"champion v{current.version} could not score the test frame: {exc}"
+    return current.version, _test_metrics(y_test, p), None
+
+
+def train_and_register(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    features: Sequence[str],
+    categorical: Sequence[str],
+    label: str,
+    config: TrainConfig,
+    tracking_uri: str,
+    experiment: str,
+    run_params: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
+    artifact_location: str | None = None,
+    progress: Progress = None,
+) -> TrainResult:
+    """Fit, evaluate on ``test``, log one MLflow run, register a new version of ``config.model_name`` with alias
+    ``challenger``, and move alias ``champion`` to it only if it passes :func:`decide_promotion` against the
+    current champion scored on the same ``test`` frame.
+
+    ``tracking_uri`` is required (no dependence on the working directory); for a sqlite store without an
+    ``artifact_location`` the artifacts go to ``artifacts/`` next to the database file.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    say = progress or (lambda _msg: None)
+    features, categorical = list(features), [c for c in categorical if c in features]
+    run_params, lineage, extra_metrics = (
+        dict(run_params or {}),
+        dict(lineage or {}),
+        dict(extra_metrics or {}),
+    )
+
+    say(
+        f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,} ({len(features)} features)"
+    )
+    model = fit_model(train, valid, features, categorical, label, config)
+    y_test = _labels(test, label)
+    p_test = model.predict_proba(test)
+    metrics = _test_metrics(y_test, p_test)
+    say(
+        f"best iteration {model.best_iteration}; test auc {metrics['auc']:.4f}, "
+        f"top-decile lift {metrics['top_decile_lift']:.2f}, brier {metrics['brier']:.4f}"
+    )
+
+    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        experiment_id = _experiment_id(client, experiment, tracking_uri, artifact_location)
+        test_input = pyfunc_input(test, features, categorical)
+        with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            params = {
+                **_flat("lgb.", config.lgb_params()),
+                **_flat("", {k: v for k, v in asdict(config).items() if k not in config.lgb_params()}),
+                "label": label,
+                "n_features": str(len(features)),
+                "categorical": json.dumps(categorical),
+                "best_iteration": str(model.best_iteration),
+                "rows.train": str(len(train)),
+                "rows.valid": str(len(valid)),
+                "rows.test": str(len(test)),
+                **_flat("run.", run_params),
+                **_flat("lineage.", lineage),
+            }
+            mlflow.log_params(params)
+            mlflow.set_tags({**_flat("lineage.", lineage), "model_name": config.model_name})
+            mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in TEST_METRICS})
+            mlflow.log_metrics({"test_base_rate": metrics["base_rate"], "test_n": float(metrics["n"])})
+            if extra_metrics:
+                mlflow.log_metrics({k: float(v) for k, v in extra_metrics.items()})
+
+            (out / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+            (out / "features.json").write_text(
+                json.dumps({"features": features, "categories": model.categories}, indent=2, default=str)
+            )
+            table = decile_table(y_test, p_test)
+            table.to_csv(out / "decile_table.csv", index=False)
+            gains_chart(table, out / "gains_chart.png")
+            calibration_plot(y_test, p_test, out / "calibration_plot.png")
+            model.feature_importance().to_csv(out / "feature_importance.csv", index=False)
+            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+
+            say("logging and registering the model")
+            example = test_input.head(5)
+            with warnings.catch_warnings():
+                # MLflow nags about type hints on predict; the explicit signature below is the contract.
+                warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+                warnings.filterwarnings("ignore", message=".*CloudPickle.*")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_pyfunc_class()(model),
+                    signature=infer_signature(example, model.predict_proba(example)),
+                    input_example=example,
+                    pip_requirements=list(PIP_REQUIREMENTS),
+                    registered_model_name=config.model_name,
+                )
+            version = str(info.registered_model_version)
+            client.set_registered_model_alias(config.model_name, CHALLENGER, version)
+
+            champion_version, champion_metrics, problem = _champion_metrics(
+                client, config.model_name, test_input, y_test
+            )
+            if problem:
+                decision = Decision(False, (problem,), champion_version)
+            else:
+                decision = decide_promotion(metrics, champion_metrics, config)
+            if champion_metrics is not None:
+                mlflow.log_metrics({f"champion_test_{k}": float(champion_metrics[k]) for k in TEST_METRICS})
+                mlflow.log_metrics(
+                    {
+                        f"gain_{k}": float(metrics[k] - champion_metrics[k])
+                        for k in ("auc", "top_decile_lift", "brier")
+                    }
+                )
+            if decision.promoted:
+                client.set_registered_model_alias(config.model_name, CHAMPION, version)
+            verdict = "promoted" if decision.promoted else "rejected"
+            text = "\n".join(
+                [
+                    f"{config.model_name} v{version}: {verdict}"
+                    + (f" (champion was v{champion_version})" if champion_version else ""),
+                    *decision.reasons,
+                ]
+            )
+            mlflow.set_tags(
+                {
+                    "promotion.decision": verdict,
+                    "promotion.reasons": text[:5000],
+                    "promotion.champion_version": champion_version or "",
+                    "model_version": version,
+                }
+            )
+            mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
+            mlflow.log_text(text + "\n", "promotion.txt")
+            client.set_model_version_tag(config.model_name, version, "promotion", verdict)
+            client.set_model_version_tag(config.model_name, version, "run_id", run.info.run_id)
+            say(f"version {version}: {verdict}")
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
+
+    return TrainResult(
+        run_id=run.info.run_id,
+        model_name=config.model_name,
+        version=version,
+        promoted=decision.promoted,
+        reasons=decision.reasons,
+        metrics=metrics,
+        champion_version=champion_version,
+        model=model,
+    )
+
+
+def load_champion(name: str, tracking_uri: str, alias: str = CHAMPION):
+    """The pyfunc registered under ``models:/<name>@<alias>`` in the store at ``tracking_uri``."""
+    import mlflow
+
+    # Both URIs: resolving a models:/ URI also reads the logged model from the tracking store, which would
+    # otherwise default to ./mlflow.db in the working directory.
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Any customer table
+
+
+def _sniff_delimiter(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+        sample = fh.read(64_000)
+    if not sample.strip():
+        raise ValueError(f"{path} is empty")
+    # Sniff on whole lines only: a cut last line can mislead the sniffer.
+    sample = sample[: sample.rfind("\n") + 1] or sample
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        header = sample.splitlines()[0]
+        return max(",;\t|", key=header.count)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A customer table from Parquet or CSV (optionally gzipped; the delimiter is sniffed: ``,`` ``;`` tab ``|``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep=_sniff_delimiter(path))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_table(
+    frame: pd.DataFrame,
+    label: str,
+    positive: Any = None,
+    id_col: str | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[pd.DataFrame, list[str], list[str], Any]:
+    """(frame with a 0/1 ``label`` column, features, categorical features, the positive value).
+
+    Every column other than the label, the id and ``exclude`` is a feature: numeric and bool columns stay
+    numeric, string/object/categorical columns become categoricals. Raises ValueError naming the column for a
+    missing label or id, an unknown excluded column, a label without exactly two classes, a ``positive`` that is
+    not one of them, or a feature of an unsupported type (dates).
+    """
+    columns = list(frame.columns)
+    if label not in frame.columns:
+        raise ValueError(f"label column {label!r} not in the table; columns: {', '.join(map(str, columns))}")
+    if id_col is not None and id_col not in frame.columns:
+        raise ValueError(f"id column {id_col!r} not in the table; columns: {', '.join(map(str, columns))}")
+    exclude = list(exclude)
+    unknown = [c for c in exclude if c not in frame.columns]
+    if unknown:
+        raise ValueError(f"excluded column(s) not in the table: {', '.join(unknown)}")
+    y = frame[label]
+    if y.isna().any():
+        raise ValueError(
+            f"label column {label!r} has {int(y.isna().sum())} missing values: drop or fill them first"
+        )
+    classes = pd.unique(y).tolist()
+    if len(classes) != 2:
+        shown = ", ".join(repr(c) for c in classes[:10])
+        raise ValueError(f"label column {label!r} must have exactly 2 classes, found {len(classes)}: {shown}")
+    if positive is None:
+        if set(classes) <= {0, 1}:  # bools compare equal to 0 and 1
+            positive = 1
+        else:
+            raise ValueError(
+                f"label column {label!r} has classes {classes[0]!r} and {classes[1]!r}: say which is positive"
+            )
+    matches = [c for c in classes if c == positive or str(c) == str(positive)]
+    if not matches:
+        raise ValueError(
+            f"positive value {positive!r} is not a class of {label!r} (classes: {classes[0]!r}, {classes[1]!r})"
+        )
+    positive = matches[0]
+    features, categorical = [], []
+    for name in frame.columns:
+        if name in (label, id_col) or name in exclude:
+            continue
+        col = frame[name]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            features.append(name)
+        elif _is_categorical_like(col):
+            features.append(name)
+            categorical.append(name)
+        else:
+            raise ValueError(
+                f"column {name!r} has type {col.dtype}, which the model cannot use: exclude it or derive numbers from it"
+            )
+    if not features:
+        raise ValueError("no feature columns left after removing the label, the id and the excluded columns")
+    out = frame[features].copy()
+    for name in features:
+        if name in categorical:
+            col = out[name]
+            values = col.astype(object)
+            values = values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
+            out[name] = pd.Categorical(values, categories=sorted(values.dropna().unique().tolist()))
+        elif pd.api.types.is_bool_dtype(out[name]):
+            out[name] = out[name].astype(np.float64)
+    out[label] = (y == positive).astype(np.int8).to_numpy()
+    if id_col is not None:
+        out.insert(0, id_col, frame[id_col].to_numpy())
+    return out, features, categorical, positive
+
+
+def split_frame(
+    frame: pd.DataFrame,
+    label: str,
+    *,
+    seed: int = 42,
+    test_size: float = 0.3,
+    valid_size: float = 0.2,
+    ordered: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train, valid, test). ``test`` is ``test_size`` of the rows; ``valid`` is ``valid_size`` of the rest.
+
+    Stratified on the label and seeded; with ``ordered=True`` the split follows row order instead (test = the last
+    rows, valid = the last rows before them) for tables sorted by time.
+    """
+    if not 0 < test_size < 1 or not 0 < valid_size < 1:
+        raise ValueError(f"test_size and valid_size must be in (0, 1), got {test_size}, {valid_size}")
+    n = len(frame)
+    if ordered:
+        n_test = int(math.ceil(n * test_size))
+        rest = n - n_test
+        n_valid = int(math.ceil(rest * valid_size))
+        return (
+            frame.iloc[: rest - n_valid],
+            frame.iloc[rest - n_valid : rest],
+            frame.iloc[rest:],
+        )
+    from sklearn.model_selection import train_test_split
+
+    fit_part, test = train_test_split(frame, test_size=test_size, stratify=frame[label], random_state=seed)
+    train, valid = train_test_split(
+        fit_part, test_size=valid_size, stratify=fit_part[label], random_state=seed
+    )
+    return train, valid, test
+
+
+def train_table(
+    path: str | Path,
+    label: str,
+    positive: Any = None,
+    id_col: str | None = None,
+    exclude: Iterable[str] = (),
+    *,
+    name: str | None = None,
+    seed: int = 42,
+    test_size: float = 0.3,
+    valid_size: float = 0.2,
+    ordered: bool = False,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    config: TrainConfig | None = None,
+    artifact_location: str | None = None,
+    progress: Progress = None,
+) -> TrainResult:
+    """Train, log and register a model on any customer table (CSV or Parquet) the user brings.
+
+    The model name defaults to the file's stem; the experiment to ``table/<name>``; the tracking URI to the
+    project settings. See :func:`prepare_table` for how columns become features and :func:`split_frame` for the
+    split.
+    """
+    from dataclasses import replace
+
+    from pipelines.config import load_settings
+
+    path = Path(path).expanduser().resolve()
+    say = progress or (lambda _msg: None)
+    stem = path.name.split(".")[0]
+    model_name = name or (config.model_name if config else re.sub(r"[^A-Za-z0-9_.\-]", "_", stem))
+    config = replace(config or TrainConfig(), model_name=model_name, seed=seed)
+    tracking_uri = tracking_uri or load_settings().mlflow_tracking_uri
+
+    say(f"reading {path}")
+    raw = read_table(path)
+    say(f"{len(raw):,} rows x {raw.shape[1]} columns")
+    frame, features, categorical, positive = prepare_table(raw, label, positive, id_col, exclude)
+    say(
+        f"label {label!r} positive={positive!r}: rate {frame[label].mean():.2%}; "
+        f"{len(features)} features ({len(categorical)} categorical)"
+    )
+    for c in categorical:
+        n = len(frame[c].cat.categories)
+        if n > 200:
+            say(f"warning: {c!r} has {n} distinct values; exclude it if it is an identifier")
+    train, valid, test = split_frame(
+        frame, label, seed=seed, test_size=test_size, valid_size=valid_size, ordered=ordered
+    )
+    say(
+        f"split ({'ordered' if ordered else 'stratified'}): train {len(train):,}, valid {len(valid):,}, test {len(test):,}"
+    )
+    lineage = {
+        "source": str(path),
+        "source_sha256": _file_sha256(path),
+        "rows": len(raw),
+        "columns": len(raw.columns),
+    }
+    run_params = {
+        "source": "table",
+        "positive": str(positive),
+        "id_col": id_col or "",
+        "exclude": list(exclude),
+        "split": "ordered" if ordered else "stratified",
+        "test_size": test_size,
+        "valid_size": valid_size,
+    }
+    return train_and_register(
+        train,
+        valid,
+        test,
+        features=features,
+        categorical=categorical,
+        label=label,
+        config=config,
+        tracking_uri=tracking_uri,
+        experiment=experiment or f"table/{model_name}",
+        run_params=run_params,
+        lineage=lineage,
+        artifact_location=artifact_location,
+        progress=progress,
+    )
+
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "CalibratedModel",
+    "Decision",
+    "TrainConfig",
+    "TrainResult",
+    "decide_promotion",
+    "fit_model",
+    "load_champion",
+    "prepare_table",
+    "pyfunc_input",
+    "read_table",
+    "split_frame",
+    "train_and_register",
+    "train_table",
+]
