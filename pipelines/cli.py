@@ -66,7 +66,28 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.train import TrainConfig, train_table
+    from pipelines.train import TrainConfig, train_churn, train_table
+
+    if (args.model is None) == (args.table is None):
+        raise ValueError("give either a model name (pmp train churn) or --table FILE --label COL")
+    if args.model == "churn":
+        from pipelines.labels import LabelDefinition
+
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        result = train_churn(
+            settings.data_dir,
+            tracking_uri=settings.mlflow_tracking_uri,
+            as_of=args.as_of,
+            definition=LabelDefinition(args.definition, args.horizon),
+            config=TrainConfig(model_name="churn", calibration=args.calibration, seed=settings.seed),
+            progress=print,
+        )
+        print(result.summary())
+        print(f"mlflow run id: {result.run_id}   champion: models:/churn@champion")
+        return 0
+    if args.label is None:
+        raise ValueError("--table needs --label COL")
 
     exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
     config = TrainConfig(calibration=args.calibration)
@@ -130,9 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train, register and maybe promote a model on a customer table (CSV or Parquet)"
     )
     train.add_argument(
-        "--table", required=True, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
+        "model", nargs="?", choices=("churn",), help="train a platform model on the lake (--data, --as-of)"
     )
-    train.add_argument("--label", required=True, help="the target column (two classes)")
+    train.add_argument("--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file")
+    train.add_argument("--label", default=None, help="the target column (two classes), with --table")
+    train.add_argument("--as-of", type=_as_of, default=None, help="with churn: run date (default: lake end)")
+    train.add_argument("--horizon", type=int, choices=(90, 150), default=90, help="with churn: label horizon")
+    train.add_argument(
+        "--definition",
+        choices=("closure", "inactivity", "balance_outflow"),
+        default="closure",
+        help="churn label",
+    )
     train.add_argument("--positive", default=None, help="the label value of the positive class (e.g. yes)")
     train.add_argument("--id", default=None, help="identifier column, never used as a feature")
     train.add_argument("--exclude", default=None, help="comma-separated columns to leave out (e.g. leaks)")
@@ -149,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_cmd_train)
 
-    for command in (synth, validate):
+    for command in (synth, validate, train):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser
 

@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from pipelines import io
+from pipelines.evaluate import top_decile_lift
 from pipelines.features import ID
 from pipelines.labels import LABEL, LabelDefinition
 
@@ -39,16 +40,10 @@ def oracle_scores(
     return scores
 
 
-def top_decile_lift(y: np.ndarray, scores: np.ndarray) -> float:
-    order = np.argsort(-scores, kind="stable")
-    top = order[: max(1, len(order) // 10)]
-    return float(np.mean(y[top]) / np.mean(y))
-
-
 def oracle_metrics(
     data_dir: Path, test: pd.DataFrame, as_of: pd.Timestamp, definition: LabelDefinition
 ) -> dict:
     """``oracle_auc`` and ``oracle_top_decile_lift`` of the true probabilities on the test snapshot."""
     y = test[LABEL].to_numpy()
     p = oracle_scores(data_dir, as_of, test[ID], definition)
-    return {"oracle_auc": float(roc_auc_score(y, p)), "oracle_top_decile_lift": top_decile_lift(y, p)}
+    return {"oracle_auc": float(roc_auc_score(y, p)), "oracle_top_decile_lift": float(top_decile_lift(y, p))}

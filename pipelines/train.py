@@ -467,7 +467,7 @@ def _champion_metrics(client, name: str, test_input: pd.DataFrame, y_test: np.nd
         absent = [c for c in needed if c not in test_input.columns]
         if absent:
             return (
-                current.version,
+                str(current.version),
                 None,
                 (
                     f"champion v{current.version} needs column(s) {', '.join(absent)} that the test frame lacks: "
@@ -476,8 +476,12 @@ def _champion_metrics(client, name: str, test_input: pd.DataFrame, y_test: np.nd
             )
         p = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel()
     except Exception as exc:  # a champion that cannot score blocks automatic promotion, never the run
-        return current.version, None, f"champion v{current.version} could not score the test frame: {exc}"
-    return current.version, _test_metrics(y_test, p), None
+        return (
+            str(current.version),
+            None,
+            f"champion v{current.version} could not score the test frame: {exc}",
+        )
+    return str(current.version), _test_metrics(y_test, p), None
 
 
 def train_and_register(
@@ -905,3 +909,91 @@ __all__ = [
     "train_and_register",
     "train_table",
 ]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Churn on the lake: snapshots -> features + labels -> out-of-time split -> train, log, register, promote
+
+
+def train_churn(
+    data_dir: str | Path,
+    *,
+    tracking_uri: str,
+    as_of: Any = None,
+    definition: Any = None,
+    snapshots: int = 5,
+    window: Any = None,
+    config: TrainConfig | None = None,
+    experiment: str = "churn_training",
+    min_positives: int = 500,
+    min_negatives: int = 500,
+    progress: Progress = print,
+) -> TrainResult:
+    """Train the churn model on the lake under ``data_dir`` with labels complete before ``as_of``.
+
+    ``as_of`` defaults to the lake's end. The newest complete snapshot is the out-of-time test, the one before it
+    validation. When the data folder has the generator's ground truth, the run also logs ``oracle_auc``,
+    ``oracle_top_decile_lift`` and ``auc_to_oracle``.
+    """
+    from pipelines import io, oracle
+    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
+    from pipelines.labels import (
+        LABEL,
+        LabelDefinition,
+        build_training_set,
+        check_label_balance,
+        snapshot_dates,
+        split_out_of_time,
+    )
+
+    say = progress or (lambda _m: None)
+    data_dir = Path(data_dir)
+    lake = data_dir / "lake"
+    definition = definition or LabelDefinition()
+    window = window or WindowContract(horizon_days=definition.horizon_days, gap_days=definition.gap_days)
+    run_date = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(io.lake_end(lake))
+    dates = snapshot_dates(run_date, definition, snapshots)
+    say(f"churn training: {definition.tag}, snapshots {dates[0]:%Y-%m-%d} .. {dates[-1]:%Y-%m-%d} (test)")
+    data = build_training_set(lake, dates, definition, window, progress=say)
+    split = split_out_of_time(data)
+    check_label_balance(split.train, min_positives, min_negatives, what="training")
+    check_label_balance(split.test, 1, 1, what="test")
+    extra: dict[str, float] = {}
+    if oracle.truth_available(data_dir) and definition.name == "closure" and definition.gap_days == 0:
+        extra = oracle.oracle_metrics(data_dir, split.test, dates[-1], definition)
+    config = config or TrainConfig(model_name="churn")
+    result = train_and_register(
+        split.train,
+        split.valid,
+        split.test,
+        features=list(FEATURE_NAMES),
+        categorical=list(CATEGORICAL_FEATURES),
+        label=LABEL,
+        config=config,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        run_params={
+            "label_definition": definition.tag,
+            "outflow_pct": definition.outflow_pct,
+            "window.lookback_days": window.lookback_days,
+            "window.gap_days": window.gap_days,
+            "window.horizon_days": window.horizon_days,
+            "snapshots": ",".join(f"{d:%Y-%m-%d}" for d in dates),
+        },
+        lineage={
+            "lake": str(lake),
+            "run_date": f"{run_date:%Y-%m-%d}",
+            "test_snapshot": f"{dates[-1]:%Y-%m-%d}",
+        },
+        extra_metrics=extra,
+        progress=say,
+    )
+    if extra:
+        ratio = result.metrics["auc"] / extra["oracle_auc"]
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri).log_metric(result.run_id, "auc_to_oracle", ratio)
+        result.metrics["auc_to_oracle"] = ratio
+        result.metrics.update(extra)
+        say(f"oracle AUC {extra['oracle_auc']:.4f}: the model reaches {ratio:.1%} of it")
+    return result
