@@ -107,26 +107,36 @@ def _pyplot():
     return plt
 
 
-def gains_chart(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write the cumulative gains curve of a :func:`decile_table` (with the random baseline) as a PNG."""
+def _line_chart(
+    path: str | Path, series, diagonal_to: float, diagonal_label: str, labels, legend_loc: str
+) -> Path:
+    """Write a PNG with a model curve, a dashed grey diagonal baseline, axis labels and a title."""
     plt = _pyplot()
     path = Path(path)
-    share = np.concatenate([[0.0], table["count"].cumsum().to_numpy() / table["count"].sum()])
-    gain = np.concatenate([[0.0], table["cumulative_gain"].to_numpy()])
+    (x, y), (xlabel, ylabel, title) = series, labels
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     try:
-        ax.plot(share * 100, gain * 100, marker="o", label="model")
-        ax.plot([0, 100], [0, 100], linestyle="--", color="grey", label="random")
-        ax.set_xlabel("customers targeted (%)")
-        ax.set_ylabel("positives captured (%)")
-        ax.set_title(f"Cumulative gains (top-decile lift {table['lift'].iloc[0]:.2f})")
-        ax.legend(loc="lower right")
+        ax.plot(x, y, marker="o", label="model")
+        ax.plot([0, diagonal_to], [0, diagonal_to], linestyle="--", color="grey", label=diagonal_label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(loc=legend_loc)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path)
     finally:
         plt.close(fig)
     return path
+
+
+def gains_chart(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write the cumulative gains curve of a :func:`decile_table` (with the random baseline) as a PNG."""
+    share = np.concatenate([[0.0], table["count"].cumsum().to_numpy() / table["count"].sum()])
+    gain = np.concatenate([[0.0], table["cumulative_gain"].to_numpy()])
+    title = f"Cumulative gains (top-decile lift {table['lift'].iloc[0]:.2f})"
+    labels = ("customers targeted (%)", "positives captured (%)", title)
+    return _line_chart(path, (share * 100, gain * 100), 100, "random", labels, "lower right")
 
 
 def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:
@@ -146,21 +156,8 @@ def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:
 
 def calibration_plot(y, p, path: str | Path, bins: int = 10) -> Path:
     """Write a reliability diagram (mean predicted vs observed rate per equal-count bin) as a PNG."""
-    plt = _pyplot()
-    path = Path(path)
     table = calibration_table(y, p, bins)
     top = max(table["mean_predicted"].max(), table["observed_rate"].max()) * 1.05 or 1.0
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    try:
-        ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label="model")
-        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
-        ax.set_xlabel("mean predicted probability")
-        ax.set_ylabel("observed rate")
-        ax.set_title("Calibration (equal-count bins)")
-        ax.legend(loc="upper left")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
+    labels = ("mean predicted probability", "observed rate", "Calibration (equal-count bins)")
+    series = (table["mean_predicted"], table["observed_rate"])
+    return _line_chart(path, series, top, "perfect", labels, "upper left")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from pipelines import io
-from pipelines.evaluate import top_decile_lift
+from pipelines.evaluate import score_metrics, top_decile_lift
 from pipelines.features import ID
 from pipelines.labels import LABEL, LabelDefinition
 
@@ -46,4 +45,4 @@ def oracle_metrics(
     """``oracle_auc`` and ``oracle_top_decile_lift`` of the true probabilities on the test snapshot."""
     y = test[LABEL].to_numpy()
     p = oracle_scores(data_dir, as_of, test[ID], definition)
-    return {"oracle_auc": float(roc_auc_score(y, p)), "oracle_top_decile_lift": float(top_decile_lift(y, p))}
+    return {"oracle_auc": score_metrics(y, p)["auc"], "oracle_top_decile_lift": top_decile_lift(y, p)}
