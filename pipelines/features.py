@@ -16,9 +16,10 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines import io
-from pipelines.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES
+from pipelines.schema import APP_EVENT_TYPES, CITY_TIERS, MERCHANT_CATEGORIES, TABLES, Column, Table
 
 ID = "customer_id"
 TXN_WINDOWS = (7, 30, 90, 180)
@@ -367,6 +368,39 @@ def _balance_features(
         "card_balance_last": card,
         "credit_utilisation": _ratio(card, limit),
     }
+
+
+def feature_table_spec() -> Table:
+    """The wide table as a :class:`schema.Table` named ``customer_features``: ``customer_id`` (key) and every
+    catalogued feature, with the types :func:`build_features` gives them and which of them may be null.
+
+    Great Expectations checks it with ``expectations/customer_features.json`` (``validate.validate_frame(...,
+    spec=feature_table_spec())``). Integers: the key, ``age_years``, ``tenure_days``, ``city_tier``; categories:
+    ``STATIC_CATEGORIES`` with the customers table's allowed values; every other feature is float64. Nullable:
+    ratios whose denominator can be 0 (``avg_ticket_90d``, every ``*_share_180d``) and every feature from
+    ``balances`` (null when the customer has no month-end row, or the ratio's base is 0).
+    """
+    integers = {"age_years", "tenure_days", "city_tier"}
+    columns = [Column(ID, pa.int64(), "Customer key: one row per customer open at as_of.")]
+    for f in CATALOGUE:
+        description = f"{f.definition[:1].upper()}{f.definition[1:]} ({f.window}; from {f.source})."
+        nullable = (
+            f.name == "avg_ticket_90d" or f.name.endswith("_share_180d") or f.source.startswith("balances")
+        )
+        if f.name in CATEGORICAL_FEATURES:
+            kind, allowed = pa.dictionary(pa.int8(), pa.string()), TABLES["customers"].column(f.name).allowed
+        elif f.name in integers:
+            kind, allowed = pa.int64(), CITY_TIERS if f.name == "city_tier" else None
+        else:
+            kind, allowed = pa.float64(), None
+        columns.append(Column(f.name, kind, description, nullable=nullable, allowed=allowed))
+    return Table(
+        "customer_features",
+        "The customer wide table (features.build_features): one row per customer open at as_of.",
+        tuple(columns),
+        key=(ID,),
+        references={ID: "customers.customer_id"},
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ the import takes seconds). A run date ``as_of`` fills the suites' parameters (``
 ``unknown_customer_ids``     ids in the batch that ``customers`` lacks (referential integrity, taken per batch)
 ``min_rows``, ``max_rows``   the usual row-count band: ``meta.rows_per_customer_month`` x customers x months read
 ``min_birth_year``, ``max_birth_year``   plausible birth years: ``as_of.year - 110`` to ``as_of.year - 16``
+``expected_rows``            the exact row count of a derived table (the wide table: customers open at as_of)
+``max_days_since``           the cap of the wide table's ``days_since_*`` columns (its lookback + 1)
+
+The last two have no default: the caller that builds the derived table passes them in ``parameters``.
 
 Every expectation carries ``meta.severity`` (``critical`` fails the run, ``warning`` is reported) and ``meta.rule``
 (the short name messages use). An expectation that cannot be evaluated (a column it reads is missing or mistyped,
@@ -97,6 +101,8 @@ PARAMETERS = (
     "max_rows",
     "min_birth_year",
     "max_birth_year",
+    "expected_rows",
+    "max_days_since",
 )
 MAX_EXAMPLES = 5
 TABLE_MISSING = "table_missing"  # pseudo expectation type of a table the lake does not have
@@ -753,12 +759,14 @@ class _Engine:
         )
         return {r.expectation_config.meta["pm_index"]: r for r in result.results}
 
-    def schema_outcomes(self, table: str, arrow_schema: pa.Schema) -> dict[int, Outcome]:
+    def schema_outcomes(
+        self, table: str, arrow_schema: pa.Schema, spec: schema.Table | None = None
+    ) -> dict[int, Outcome]:
         """Outcomes of the suite's presence and type expectations for a stored schema (cached per schema)."""
         key = (table, arrow_schema.to_string(show_schema_metadata=False))
         if key not in self._schema_cache:
             suite = self.suite(table)
-            spec = schema.get_table(table)
+            spec = spec or schema.get_table(table)
             present = set(arrow_schema.names)
             run_idx = []
             outcomes: dict[int, Outcome] = {}
@@ -1058,24 +1066,26 @@ def _check_batch(
     *,
     gx_aggregates: bool = False,
     conversion_errors: Mapping[str, str] | None = None,
+    spec: schema.Table | None = None,
 ) -> _Batch:
     """Validate one batch.
 
     ``schemas_by_part`` are the stored schemas of each part's files: presence and types are checked on each, and a
     column missing or mistyped in any of them is not read for the row-level rules. ``load(columns)`` returns those
     columns (rows after as_of already left out) and how many rows were left out. Aggregates are evaluated by GX
-    when ``gx_aggregates`` (a single frame), otherwise only their statistics are returned.
+    when ``gx_aggregates`` (a single frame), otherwise only their statistics are returned. ``spec`` describes the
+    table when it is not a source table of ``schema.TABLES`` (a derived table such as the wide table).
     """
     t0 = time.perf_counter()
     suite = engine.suite(table)
-    spec = schema.get_table(table)
+    spec = spec or schema.get_table(table)
     exps = suite["expectations"]
     batch = _Batch(table)
 
     for part_schemas in schemas_by_part:
         part_outcomes: dict[int, Outcome] = {}
         for s in part_schemas:
-            for i, o in engine.schema_outcomes(table, s).items():
+            for i, o in engine.schema_outcomes(table, s, spec).items():
                 part_outcomes[i] = _merge(part_outcomes.get(i), o)
         for i, o in part_outcomes.items():  # files of one partition count as one partition
             o.partitions_total, o.partitions_failed = 1, int(o.failed)
@@ -1180,6 +1190,7 @@ def validate_frame(
     parameters: Mapping[str, Any] | None = None,
     *,
     report_dir: str | Path | None = None,
+    spec: schema.Table | None = None,
 ) -> TableResult:
     """Run the suite of ``table`` on one pandas frame (a small table, a test frame, a mapped external file).
 
@@ -1187,10 +1198,17 @@ def validate_frame(
     reported as not evaluated) and override any suite parameter (``min_rows``/``max_rows`` are otherwise derived
     from ``customer_ids`` and the months the frame spans). Aggregates are evaluated by GX on the whole frame. The
     frame is validated as given: no rows are left out. Writes the report files into ``report_dir`` if given.
+
+    ``table`` is looked up in ``schema.TABLES`` unless ``spec`` describes it: a derived table (e.g.
+    ``features.feature_table_spec()``), whose name must be ``table``. Its suite is ``expectations_dir/<table>.json``
+    either way.
     """
     t0 = time.perf_counter()
     as_of = pd.Timestamp(as_of)
-    spec = schema.get_table(table)
+    if spec is None:
+        spec = schema.get_table(table)
+    elif spec.name != table:
+        raise ValueError(f"spec describes table {spec.name!r}, not {table!r}")
     engine = _engine(expectations_dir)
     suite = engine.suite(table)
     parameters = dict(parameters or {})
@@ -1214,6 +1232,7 @@ def validate_frame(
         customer_index,
         gx_aggregates=True,
         conversion_errors=errors,
+        spec=spec,
     )
     outcomes = [
         batch.outcomes.get(i) or _new_outcome(table, i, e, note="no rows")

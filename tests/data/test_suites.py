@@ -1,4 +1,5 @@
-"""The expectation suites: valid GX 1.x suites that agree with the data model in schema.py."""
+"""The expectation suites: valid GX 1.x suites that agree with the data model in schema.py, and the wide table's
+suite with ``features.feature_table_spec()``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import logging
 
 import pytest
 
-from pipelines import schema, validate
+from pipelines import features, schema, validate
 from pipelines.config import PROJECT_ROOT
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 TABLES = list(schema.TABLES)
+# Tables derived by the pipeline (not in the lake) that have a suite of their own.
+DERIVED = {"customer_features": features.feature_table_spec()}
+SPECS = {**schema.TABLES, **DERIVED}
+SUITES = list(SPECS)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +32,10 @@ def by_type(suite: dict, etype: str) -> list[dict]:
 
 
 def test_one_suite_per_table_and_nothing_else():
-    assert sorted(p.stem for p in EXPECTATIONS.glob("*.json")) == sorted(TABLES)
+    assert sorted(p.stem for p in EXPECTATIONS.glob("*.json")) == sorted(SUITES)
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_suite_loads_into_gx_whole(table, gx):
     raw = json.loads((EXPECTATIONS / f"{table}.json").read_text())
     suite = validate.load_suite(table, EXPECTATIONS)
@@ -41,7 +46,7 @@ def test_suite_loads_into_gx_whole(table, gx):
     assert [e.expectation_type for e in gx_suite.expectations] == [e["type"] for e in raw["expectations"]]
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_every_expectation_has_severity_and_a_unique_rule(table):
     suite = validate.load_suite(table, EXPECTATIONS)
     rules = [e["meta"]["rule"] for e in suite["expectations"]]
@@ -53,10 +58,10 @@ def test_every_expectation_has_severity_and_a_unique_rule(table):
         assert e["type"] in validate.SUPPORTED_TYPES, e["type"]
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_columns_present_with_their_stored_types(table):
     suite = validate.load_suite(table, EXPECTATIONS)
-    spec = schema.TABLES[table]
+    spec = SPECS[table]
     exist = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_to_exist")}
     types = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_values_to_be_of_type")}
     assert set(exist) == set(types) == set(spec.column_names)
@@ -65,10 +70,10 @@ def test_columns_present_with_their_stored_types(table):
         assert exist[col.name]["meta"]["severity"] == types[col.name]["meta"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_category_sets_equal_the_schema(table):
     suite = validate.load_suite(table, EXPECTATIONS)
-    spec = schema.TABLES[table]
+    spec = SPECS[table]
     in_set = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_values_to_be_in_set")}
     allowed = {c.name: c.allowed for c in spec.columns if c.allowed is not None}
     assert set(in_set) == set(allowed)
@@ -77,10 +82,10 @@ def test_category_sets_equal_the_schema(table):
         assert in_set[name]["meta"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_keys_are_not_null_and_unique(table):
     suite = validate.load_suite(table, EXPECTATIONS)
-    key = list(schema.TABLES[table].key)
+    key = list(SPECS[table].key)
     not_null = {e["kwargs"]["column"] for e in by_type(suite, "expect_column_values_to_not_be_null")}
     assert set(key) <= not_null
     if len(key) == 1:
@@ -99,7 +104,7 @@ def test_keys_are_not_null_and_unique(table):
             assert e["meta"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("table", [t for t, s in schema.TABLES.items() if s.references])
+@pytest.mark.parametrize("table", [t for t, s in SPECS.items() if s.references])
 def test_references_are_checked_against_customers(table):
     suite = validate.load_suite(table, EXPECTATIONS)
     (ri,) = [
@@ -132,7 +137,7 @@ def test_timestamps_have_future_and_freshness_rules(table):
         assert fresh[0]["meta"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", SUITES)
 def test_row_count_rules(table):
     suite = validate.load_suite(table, EXPECTATIONS)
     counts = by_type(suite, "expect_table_row_count_to_be_between")
@@ -156,3 +161,60 @@ def test_critical_rules_named_in_the_brief_exist():
         "customers"
     ]
     assert "opted-out share usual" in rules["customers"]
+
+
+def _feature_suite() -> dict:
+    return validate.load_suite("customer_features", EXPECTATIONS)
+
+
+def test_feature_suite_columns_are_the_wide_table():
+    assert DERIVED["customer_features"].column_names == ["customer_id", *features.FEATURE_NAMES]
+
+
+def test_feature_suite_requires_values_exactly_where_the_spec_forbids_nulls():
+    spec = DERIVED["customer_features"]
+    suite = _feature_suite()
+    strict = {
+        e["kwargs"]["column"]: e
+        for e in by_type(suite, "expect_column_values_to_not_be_null")
+        if "mostly" not in e["kwargs"]
+    }
+    assert set(strict) == {c.name for c in spec.columns if not c.nullable}
+    assert all(e["meta"]["severity"] == "critical" for e in strict.values())
+    nullable = {c.name for c in spec.columns if c.nullable}
+    assert {"avg_ticket_90d", "online_share_180d", "aum_change_1m", "credit_utilisation"} <= nullable
+
+
+def test_feature_suite_row_count_is_the_eligible_customers():
+    (exact,) = [
+        e
+        for e in by_type(_feature_suite(), "expect_table_row_count_to_be_between")
+        if e["kwargs"].get("min_value") == {"$PARAMETER": "expected_rows"}
+    ]
+    assert exact["kwargs"]["max_value"] == {"$PARAMETER": "expected_rows"}
+    assert exact["meta"]["severity"] == "critical"
+
+
+def test_feature_suite_ranges():
+    ranges = {
+        e["kwargs"]["column"]: e for e in by_type(_feature_suite(), "expect_column_values_to_be_between")
+    }
+    shares = [n for n in features.FEATURE_NAMES if n.endswith("_share_180d")]
+    assert len(shares) == 4 + len(schema.MERCHANT_CATEGORIES)
+    for name in shares:
+        assert (ranges[name]["kwargs"]["min_value"], ranges[name]["kwargs"]["max_value"]) == (0, 1), name
+    for name in [n for n in features.FEATURE_NAMES if n.startswith("days_since_")]:
+        assert ranges[name]["kwargs"] == {
+            "column": name,
+            "min_value": 0,
+            "max_value": {"$PARAMETER": "max_days_since"},
+        }
+    counts = [n for n in features.FEATURE_NAMES if n.startswith(("txn_count_", "spend_", "logins_"))]
+    for name in counts:
+        assert ranges[name]["kwargs"]["min_value"] == 0, name
+        assert ranges[name]["meta"]["severity"] == "critical", name
+    assert (ranges["age_years"]["kwargs"]["min_value"], ranges["age_years"]["kwargs"]["max_value"]) == (
+        16,
+        110,
+    )
+    assert ranges["tenure_days"]["kwargs"]["min_value"] == 0
