@@ -1113,7 +1113,7 @@ def _check_batch(
         if exp["type"] in SCHEMA_TYPES:
             continue
         missing_cols = [c for c in _columns_of(exp) if c not in usable]
-        exp_params = _parameters_of(exp["kwargs"])
+        exp_params = list(dict.fromkeys(_parameters_of(exp["kwargs"])))
         missing_params = [p for p in exp_params if p not in params and p != "unknown_customer_ids"]
         if "unknown_customer_ids" in exp_params and customer_index is None:
             missing_params.append("customer_ids")
@@ -1492,7 +1492,7 @@ def _combine_table(
             if i in b.outcomes:
                 acc = _merge(acc, b.outcomes[i])
         if exp["type"] in AGGREGATE_TYPES:
-            missing = [p for p in _parameters_of(exp["kwargs"]) if p not in params]
+            missing = [p for p in dict.fromkeys(_parameters_of(exp["kwargs"])) if p not in params]
             stats = [b.stats[i] for b in batches if i in b.stats]
             if not batches and exp["type"] == "expect_table_row_count_to_be_between":
                 stats = [0]
