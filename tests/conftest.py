@@ -37,3 +37,42 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public data sets not available: {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url():
+    """URL of a fresh, empty PostgreSQL schema on the test server (via ``search_path``), dropped afterwards.
+
+    The server is ``PM_TEST_POSTGRES_URL`` (default ``POSTGRES_URL``). CI starts it, so an unreachable server fails
+    the test; ``PM_SKIP_POSTGRES=1`` skips instead.
+    """
+    import os
+    import uuid
+
+    if os.environ.get("PM_SKIP_POSTGRES") == "1":
+        pytest.skip("PM_SKIP_POSTGRES=1")
+    import psycopg
+    from sqlalchemy import make_url
+
+    base = make_url(os.environ.get("PM_TEST_POSTGRES_URL", POSTGRES_URL)).set(drivername="postgresql")
+    dsn = base.render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {base!r}: {exc}\nStart it (as .ci/run does: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start), point PM_TEST_POSTGRES_URL "
+            "at a server, or set PM_SKIP_POSTGRES=1 to skip the PostgreSQL tests.",
+            pytrace=False,
+        )
+    schema = f"pmp_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+            yield url.render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
