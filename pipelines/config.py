@@ -25,9 +25,21 @@ class Settings:
     database_url: str = ""
     mlflow_tracking_uri: str = ""
     seed: int = 42
+    # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
+    airflow_home: Path = PROJECT_ROOT / ".airflow"
+    dags_dir: Path = PROJECT_ROOT / "dags"
+    task_retries: int = 2
+    retry_delay_seconds: int = 300
 
     def __post_init__(self) -> None:
-        for name in ("data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir"):
+        for name in (
+            "data_dir",
+            "expectations_dir",
+            "campaigns_dir",
+            "mlruns_dir",
+            "airflow_home",
+            "dags_dir",
+        ):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'campaigns.db'}")
@@ -70,12 +82,39 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("PM_MLRUNS_DIR", "mlruns_dir"),
         ("PM_DATABASE_URL", "database_url"),
         ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+        ("AIRFLOW_HOME", "airflow_home"),
+        ("PM_DAGS_DIR", "dags_dir"),
     ):
         if env.get(key):
             kwargs[name] = env[key]
-    if env.get("PM_SEED"):
-        try:
-            kwargs["seed"] = int(env["PM_SEED"])
-        except ValueError as exc:
-            raise ValueError(f"PM_SEED must be an integer, got {env['PM_SEED']!r}") from exc
+    for key, name in (
+        ("PM_SEED", "seed"),
+        ("PM_TASK_RETRIES", "task_retries"),
+        ("PM_RETRY_DELAY_SECONDS", "retry_delay_seconds"),
+    ):
+        if env.get(key):
+            try:
+                kwargs[name] = int(env[key])
+            except ValueError as exc:
+                raise ValueError(f"{key} must be an integer, got {env[key]!r}") from exc
     return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def airflow_environment(settings: Settings) -> dict[str, str]:
+    """The environment a local Airflow (``dag.test()``, ``airflow standalone``) needs for this project: its home
+    and SQLite metadata database under ``.airflow/``, the project's DAGs, no example DAGs, and the platform's
+    own settings passed through so tasks see the same data folder, database and MLflow store."""
+    home = settings.airflow_home
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "PM_DATA_DIR": str(settings.data_dir),
+        "PM_CAMPAIGNS_DIR": str(settings.campaigns_dir),
+        "PM_EXPECTATIONS_DIR": str(settings.expectations_dir),
+        "PM_DATABASE_URL": settings.database_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PM_TASK_RETRIES": str(settings.task_retries),
+        "PM_RETRY_DELAY_SECONDS": str(settings.retry_delay_seconds),
+    }

@@ -216,3 +216,38 @@ def write_json_atomic(path: Path, payload: object) -> Path:
 def read_json(path: Path) -> object:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a run's intermediate frame (wide table, scores, targets) as one Parquet file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_frame(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A frame written by :func:`write_frame`; a clear error when the step that writes it has not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise LakeError(f"{path} does not exist: run the step that writes it first")
+    return pq.read_table(path, columns=columns).to_pandas(date_as_object=False)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write a binary file atomically (a fitted model between two tasks)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path

@@ -59,8 +59,10 @@ class ScoringModel:
         return f"models:/{self.name}/{self.version}"
 
 
-def load_scoring_model(name: str, tracking_uri: str, alias: str = "champion") -> ScoringModel:
-    """The version behind ``models:/<name>@<alias>``, loaded by its version number.
+def load_scoring_model(
+    name: str, tracking_uri: str, alias: str = "champion", version: str | None = None
+) -> ScoringModel:
+    """The version behind ``models:/<name>@<alias>`` (or exactly ``version`` when given), loaded by its number.
 
     Raises :class:`ScoringError` naming the model, alias and store when there is none (train one first).
     """
@@ -70,7 +72,10 @@ def load_scoring_model(name: str, tracking_uri: str, alias: str = "champion") ->
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        version = client.get_model_version_by_alias(name, alias)
+        if version is None:
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            version, alias = client.get_model_version(name, str(version)), f"v{version}"
     except MlflowException as exc:
         raise ScoringError(
             f"no model registered as {name}@{alias} in {tracking_uri}: train and promote one first "

@@ -501,9 +501,85 @@ def train_and_register(
     artifact_location: str | None = None,
     progress: Progress = None,
 ) -> TrainResult:
-    """Fit, evaluate on ``test``, log one MLflow run, register a new version of ``config.model_name`` with alias
-    ``challenger``, and move alias ``champion`` to it only if it passes :func:`decide_promotion` against the
-    current champion scored on the same ``test`` frame.
+    """Fit (:func:`fit_model`), evaluate on ``test`` (:func:`evaluate_model`), then log, register and maybe promote
+    (:func:`register_model`): the three steps the training DAG runs as separate tasks, in one call."""
+    say = progress or (lambda _msg: None)
+    features = list(features)
+    categorical = [c for c in categorical if c in features]
+    say(
+        f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,} ({len(features)} features)"
+    )
+    model = fit_model(train, valid, features, categorical, label, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = evaluate_model(model, test, label, Path(tmp))
+        say(
+            f"best iteration {model.best_iteration}; test auc {metrics['auc']:.4f}, "
+            f"top-decile lift {metrics['top_decile_lift']:.2f}, brier {metrics['brier']:.4f}"
+        )
+        return register_model(
+            model,
+            test,
+            metrics,
+            Path(tmp),
+            label=label,
+            config=config,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            rows={"train": len(train), "valid": len(valid), "test": len(test)},
+            run_params=run_params,
+            lineage=lineage,
+            extra_metrics=extra_metrics,
+            artifact_location=artifact_location,
+            progress=progress,
+        )
+
+
+EVALUATION_FILES = (
+    "metrics.json",
+    "decile_table.csv",
+    "gains_chart.png",
+    "calibration_plot.png",
+    "feature_importance.csv",
+)
+
+
+def evaluate_model(model: CalibratedModel, test: pd.DataFrame, label: str, out_dir: Path) -> dict[str, float]:
+    """Test metrics of ``model`` on ``test``; writes :data:`EVALUATION_FILES` (metrics, decile table, gains and
+    calibration charts, feature importance) into ``out_dir`` and returns the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y_test = _labels(test, label)
+    p_test = model.predict_proba(test)
+    metrics = _test_metrics(y_test, p_test)
+    table = decile_table(y_test, p_test)
+    table.to_csv(out_dir / "decile_table.csv", index=False)
+    gains_chart(table, out_dir / "gains_chart.png")
+    calibration_plot(y_test, p_test, out_dir / "calibration_plot.png")
+    model.feature_importance().to_csv(out_dir / "feature_importance.csv", index=False)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def register_model(
+    model: CalibratedModel,
+    test: pd.DataFrame,
+    metrics: Mapping[str, float],
+    evaluation_dir: Path,
+    *,
+    label: str,
+    config: TrainConfig,
+    tracking_uri: str,
+    experiment: str,
+    rows: Mapping[str, int],
+    run_params: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
+    artifact_location: str | None = None,
+    progress: Progress = None,
+) -> TrainResult:
+    """Log one MLflow run (parameters, lineage, test ``metrics``, the files of ``evaluation_dir``), register a new
+    version of ``config.model_name`` with alias ``challenger``, and move alias ``champion`` to it only if it passes
+    :func:`decide_promotion` against the current champion scored on the same ``test`` frame.
 
     ``tracking_uri`` is required (no dependence on the working directory); for a sqlite store without an
     ``artifact_location`` the artifacts go to ``artifacts/`` next to the database file.
@@ -513,24 +589,14 @@ def train_and_register(
     from mlflow.models import infer_signature
 
     say = progress or (lambda _msg: None)
-    features, categorical = list(features), [c for c in categorical if c in features]
+    features, categorical = model.features, model.categorical
+    metrics = dict(metrics)
     run_params, lineage, extra_metrics = (
         dict(run_params or {}),
         dict(lineage or {}),
         dict(extra_metrics or {}),
     )
-
-    say(
-        f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,} ({len(features)} features)"
-    )
-    model = fit_model(train, valid, features, categorical, label, config)
     y_test = _labels(test, label)
-    p_test = model.predict_proba(test)
-    metrics = _test_metrics(y_test, p_test)
-    say(
-        f"best iteration {model.best_iteration}; test auc {metrics['auc']:.4f}, "
-        f"top-decile lift {metrics['top_decile_lift']:.2f}, brier {metrics['brier']:.4f}"
-    )
 
     previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
@@ -548,9 +614,7 @@ def train_and_register(
                 "n_features": str(len(features)),
                 "categorical": json.dumps(categorical),
                 "best_iteration": str(model.best_iteration),
-                "rows.train": str(len(train)),
-                "rows.valid": str(len(valid)),
-                "rows.test": str(len(test)),
+                **{f"rows.{part}": str(n) for part, n in rows.items()},
                 **_flat("run.", run_params),
                 **_flat("lineage.", lineage),
             }
@@ -565,12 +629,10 @@ def train_and_register(
             (out / "features.json").write_text(
                 json.dumps({"features": features, "categories": model.categories}, indent=2, default=str)
             )
-            table = decile_table(y_test, p_test)
-            table.to_csv(out / "decile_table.csv", index=False)
-            gains_chart(table, out / "gains_chart.png")
-            calibration_plot(y_test, p_test, out / "calibration_plot.png")
-            model.feature_importance().to_csv(out / "feature_importance.csv", index=False)
             mlflow.log_artifacts(str(out), artifact_path="evaluation")
+            for name in EVALUATION_FILES:
+                if (Path(evaluation_dir) / name).is_file():
+                    mlflow.log_artifact(str(Path(evaluation_dir) / name), artifact_path="evaluation")
 
             say("logging and registering the model")
             example = test_input.head(5)
@@ -955,7 +1017,6 @@ def train_churn(
         FEATURE_NAMES,
         ID,
         WindowContract,
-        eligible_customers,
         feature_table_spec,
     )
     from pipelines.labels import (
@@ -983,18 +1044,16 @@ def train_churn(
     spec = feature_table_spec()
     expectations_dir = Path(expectations_dir or load_settings().expectations_dir)
     customers = io.read_table(lake, "customers", columns=[ID, "signup_date", "closed_date"])
-    gate: dict[str, validate.TableResult] = {}
-    for d in dates:
-        eligible = eligible_customers(customers, d)[ID]
-        wide = data.loc[data[SNAPSHOT] == d, spec.column_names].reset_index(drop=True)
-        params = {
-            "customer_ids": eligible,
-            "expected_rows": len(eligible),
-            "max_days_since": window.lookback_days + 1,
-        }
-        gate[f"{d:%Y-%m-%d}"] = validate.validate_frame(
-            wide, spec.name, d, expectations_dir, params, spec=spec
+    gate: dict[str, validate.TableResult] = {
+        f"{d:%Y-%m-%d}": validate.validate_features(
+            data.loc[data[SNAPSHOT] == d].reset_index(drop=True),
+            customers,
+            d,
+            expectations_dir,
+            window=window,
         )
+        for d in dates
+    }
     critical = sum(len(r.critical_failures) for r in gate.values())
     warned = sum(len(r.warnings) for r in gate.values())
     say(

@@ -1,0 +1,88 @@
+"""campaign_scoring: one DAG per campaign spec in ``campaigns/`` (dag_id ``campaign_scoring__<name>``).
+
+validate -> features -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
+``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
+summaries; the work is in ``pipelines.jobs``. Only the spec headers (name, model, schedule) are read at parse time;
+the full spec is validated by the first task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from pipelines.config import load_settings
+
+
+def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
+    @dag(
+        dag_id=f"campaign_scoring__{name}",
+        description=f"Score, select and hold out for campaign {name} ({model} model)",
+        doc_md=description or None,
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(schedule, timezone="UTC"), assets=[model_asset(model)]
+        ),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        tags=["campaign", "scoring", model],
+        params={"as_of": Param("", type="string", description="YYYY-MM-DD; empty: the run's logical date")},
+    )
+    def scoring():
+        @task
+        def validate() -> str:
+            from pipelines import jobs
+
+            jobs.load_campaign(load_settings(), name)  # a bad spec fails the run here
+            return run_step(jobs.validate_data, as_of())["as_of"]
+
+        @task
+        def features(day: str) -> str:
+            from pipelines import jobs
+
+            return run_step(jobs.campaign_features, name, day)
+
+        @task
+        def score(day: str, _features: str) -> dict:
+            from pipelines import jobs
+
+            return run_step(jobs.campaign_score, name, day)
+
+        @task
+        def select(day: str, _scores: dict) -> dict:
+            from pipelines import jobs
+
+            return run_step(jobs.campaign_select, name, day)
+
+        @task
+        def write(day: str, _selection: dict) -> dict:
+            from pipelines import jobs
+
+            return run_step(jobs.campaign_write, name, day)
+
+        day = validate()
+        write(day, select(day, score(day, features(day))))
+
+    return scoring()
+
+
+def _headers(folder: Path) -> list[dict]:
+    headers = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        with open(path, encoding="utf-8") as f:
+            spec = yaml.safe_load(f) or {}
+        headers.append(spec)
+    return headers
+
+
+for _spec in _headers(load_settings().campaigns_dir):
+    campaign_dag(
+        str(_spec["name"]),
+        str(_spec.get("model", "churn")),
+        str(_spec.get("schedule", "@monthly")),
+        str(_spec.get("description", "")),
+    )

@@ -1,0 +1,83 @@
+"""churn_training: validate -> features -> labels -> train -> evaluate -> register -> publish_champion.
+
+Monthly. Builds the wide table of each training snapshot (gated by the ``customer_features`` suite), labels them,
+fits LightGBM with early stopping on the out-of-time validation snapshot, evaluates on the newest snapshot, logs
+and registers the model in MLflow and applies the champion/challenger rule. ``publish_champion`` updates the
+``churn_champion`` asset only when the new version was promoted, which triggers the campaign DAGs using churn.
+"""
+
+from __future__ import annotations
+
+from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from airflow.sdk import Param, dag, task
+
+MODEL = "churn"
+
+
+@dag(
+    dag_id="churn_training",
+    description="Train, evaluate and (maybe) promote the churn model",
+    doc_md=__doc__,
+    schedule="@monthly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["training", MODEL],
+    params={
+        "as_of": Param("", type="string", description="YYYY-MM-DD; empty: the run's logical date"),
+        "definition": Param("closure", enum=["closure", "inactivity", "balance_outflow"]),
+        "horizon_days": Param(90, enum=[90, 150]),
+        "snapshots": Param(5, type="integer", minimum=3),
+    },
+)
+def churn_training():
+    @task
+    def validate() -> str:
+        from pipelines import jobs
+
+        return run_step(jobs.validate_data, as_of())["as_of"]
+
+    @task
+    def features(day: str, params=None) -> dict:
+        from pipelines import jobs
+
+        return run_step(jobs.training_features, day, **jobs.label_params(params))
+
+    @task
+    def labels(day: str, _features: dict, params=None) -> dict:
+        from pipelines import jobs
+
+        return run_step(jobs.training_labels, day, **jobs.label_params(params))
+
+    @task
+    def train(day: str, _labels: dict, params=None) -> str:
+        from pipelines import jobs
+
+        return run_step(jobs.training_fit, day, **jobs.label_params(params))
+
+    @task
+    def evaluate(day: str, _model: str, params=None) -> dict:
+        from pipelines import jobs
+
+        return run_step(jobs.training_evaluate, day, **jobs.label_params(params))
+
+    @task
+    def register(day: str, _evaluation: dict, params=None) -> dict:
+        from pipelines import jobs
+
+        return run_step(jobs.training_register, day, **jobs.label_params(params))
+
+    @task(outlets=[model_asset(MODEL)])
+    def publish_champion(registered: dict) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not registered["promoted"]:
+            raise AirflowSkipException(f"{MODEL} v{registered['version']} was not promoted; no asset update")
+        return f"{MODEL} v{registered['version']} is champion"
+
+    day = validate()
+    publish_champion(register(day, evaluate(day, train(day, labels(day, features(day))))))
+
+
+churn_training()

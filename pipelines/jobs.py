@@ -1,0 +1,555 @@
+"""The platform's jobs as steps. Each step takes the settings and ids, reads its inputs from files under the run's
+folder (``runs/<run_id>/``), writes its outputs there and returns paths, ids or a small summary dict: what an
+Airflow task hands to the next through XCom. The DAGs in ``dags/`` are wiring over these functions, and the CLI
+chains them for one-shot runs, so a run behaves the same whichever starts it.
+
+Every step is idempotent for its run id: re-running it replaces its outputs (files are written atomically, the
+campaign database write is one transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines import io
+from pipelines.config import Settings
+from pipelines.runs import make_run_id, run_dir
+
+Progress = Callable[[str], None] | None
+
+CAMPAIGN_DAG = "campaign_scoring"
+TRAINING_DAG = "churn_training"
+
+
+def _say(progress: Progress) -> Callable[[str], None]:
+    return progress or (lambda _m: None)
+
+
+def resolve_as_of(settings: Settings, as_of: Any = None) -> date:
+    """``as_of`` as a date; None or "" means the end of the lake (the day after its last transaction month)."""
+    if as_of in (None, ""):
+        return io.lake_end(settings.lake_dir)
+    return pd.Timestamp(as_of).date()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared steps
+
+
+def validate_data(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict[str, Any]:
+    """Run the source-data gates for ``as_of``; raise ``validate.ValidationError`` on a critical failure.
+
+    Returns the report paths and counts. The report lives in ``runs/validate__<as_of>/validation/``, shared by
+    every job of that date.
+    """
+    from pipelines.validate import require_valid, validate_lake, write_report
+
+    say = _say(progress)
+    as_of = resolve_as_of(settings, as_of)
+    report_dir = run_dir(settings.runs_dir, make_run_id("validate", as_of)) / "validation"
+    result = validate_lake(settings.lake_dir, as_of, settings.expectations_dir, progress=say)
+    json_path, md_path = write_report(result, report_dir)
+    say(result.summary())
+    require_valid(result)
+    return {
+        "as_of": as_of.isoformat(),
+        "report": str(md_path),
+        "report_json": str(json_path),
+        "critical_failures": len(result.critical_failures),
+        "warnings": len(result.warnings),
+    }
+
+
+def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progress = None) -> Path:
+    """Build the customer wide table at ``as_of`` (the one feature definition), gate it with the
+    ``customer_features`` suite and write it to ``out``."""
+    from pipelines.features import build_features, load_tables
+    from pipelines.validate import require_valid, validate_features
+
+    say = _say(progress)
+    as_of = resolve_as_of(settings, as_of)
+    tables = load_tables(settings.lake_dir, as_of)
+    wide = build_features(tables, as_of)
+    gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
+    say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")
+    require_valid(gate)
+    return io.write_frame(wide, out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Campaign scoring: features -> score -> select and hold out -> write
+
+
+def campaign_run_id(campaign: str, as_of: Any) -> str:
+    """``campaign_scoring__<as_of>__<campaign>``: one run per campaign and date."""
+    return make_run_id(CAMPAIGN_DAG, as_of, campaign)
+
+
+def load_campaign(settings: Settings, name: str):
+    """The spec ``name`` from the campaigns folder (``campaign.SpecError`` with the known names otherwise)."""
+    from pipelines.campaign import SpecError, load_specs
+
+    specs = {s.name: s for s in load_specs(settings.campaigns_dir)}
+    if name not in specs:
+        raise SpecError(
+            f"no campaign named {name!r} in {settings.campaigns_dir}; known: {', '.join(sorted(specs)) or 'none'}"
+        )
+    return specs[name]
+
+
+def _campaign_dir(settings: Settings, name: str, as_of: Any) -> Path:
+    return run_dir(settings.runs_dir, campaign_run_id(name, resolve_as_of(settings, as_of)))
+
+
+def campaign_features(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> str:
+    """Wide table of the campaign run's date -> ``runs/<run_id>/features.parquet``."""
+    load_campaign(settings, name)  # a bad spec fails here, before any work
+    out = _campaign_dir(settings, name, as_of) / "features.parquet"
+    return str(build_wide_table(settings, as_of, out, progress))
+
+
+def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Score every customer of the wide table with the champion of the campaign's model ->
+    ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version)."""
+    from pipelines.score import load_scoring_model, score_customers
+
+    say = _say(progress)
+    spec = load_campaign(settings, name)
+    folder = _campaign_dir(settings, name, as_of)
+    model = load_scoring_model(spec.model, settings.mlflow_tracking_uri)
+    wide = io.read_frame(folder / "features.parquet")
+    scored = score_customers(model, wide, progress=say)
+    io.write_frame(scored, folder / "scores.parquet")
+    pinned = {"model_name": model.name, "model_version": model.version, "model_run_id": model.run_id}
+    io.write_json_atomic(folder / "model.json", pinned)
+    say(f"scored {len(scored):,} customers with {model.name} v{model.version}")
+    return {**pinned, "scored": len(scored), "scores": str(folder / "scores.parquet")}
+
+
+def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Contact policy, audience rules, selection, holdout and reason codes -> ``targets.parquet`` and
+    ``exclusions.parquet``. Fails the run on a sample-ratio mismatch."""
+    from pipelines import campaign as cmp
+    from pipelines import db
+    from pipelines.score import (
+        GROUP,
+        HOLDOUT,
+        TREATMENT,
+        assign_holdout,
+        check_sample_ratio,
+        decile_mix,
+        load_scoring_model,
+        reason_codes,
+        require_sample_ratio,
+    )
+
+    say = _say(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    run_id = campaign_run_id(name, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    wide = io.read_frame(folder / "features.parquet")
+    scores = io.read_frame(folder / "scores.parquet")
+    scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
+
+    customers = io.read_table(
+        settings.lake_dir, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
+    )
+    policy = spec.contact_policy
+    lookback = max(
+        policy.recent_contact_days, policy.frequency_cap.window_days if policy.frequency_cap else 0
+    )
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=lookback)
+    history = pd.concat(
+        [
+            cmp.lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback),
+            db.contact_history(engine, before=as_of, since=since.date()),
+        ],
+        ignore_index=True,
+    )
+    invalid = cmp.invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
+    eligible, exclusions = cmp.apply_policy(scored, customers, history, invalid, spec, as_of)
+    selected = cmp.select_audience(eligible, spec.selection)
+    say(
+        f"{len(scored):,} scored, {len(exclusions):,} excluded, {len(eligible):,} eligible, "
+        f"{len(selected):,} selected ({spec.selection.mode})"
+    )
+    if selected.empty:
+        raise cmp.SpecError(
+            f"campaign {name!r}: nobody selected at {as_of} ({len(eligible):,} eligible after the policy); "
+            "loosen the audience rules or the selection"
+        )
+
+    selected[GROUP] = assign_holdout(selected, spec.salt, run_id, spec.holdout_fraction)
+    counts = selected[GROUP].value_counts()
+    srm = require_sample_ratio(
+        check_sample_ratio(int(counts.get(TREATMENT, 0)), int(counts.get(HOLDOUT, 0)), spec.holdout_fraction),
+        f"campaign {name!r} run {run_id}",
+    )
+    model = load_scoring_model(**_pinned(folder), tracking_uri=settings.mlflow_tracking_uri)
+    reasons = reason_codes(model, selected)
+    targets = selected[["customer_id", "score", "decile", "rank", GROUP]].merge(
+        reasons, on="customer_id", how="left", validate="one_to_one"
+    )
+    targets["channel"] = spec.channel
+    io.write_frame(targets, folder / "targets.parquet")
+    io.write_frame(exclusions, folder / "exclusions.parquet")
+    mix = decile_mix(targets)
+    summary = {
+        "run_id": run_id,
+        "scored": len(scored),
+        "eligible": len(eligible),
+        "excluded": len(exclusions),
+        "excluded_by_reason": {
+            str(k): int(v) for k, v in exclusions["exclusion_reason"].value_counts().sort_index().items()
+        },
+        "selected": len(selected),
+        "treatment": srm.treatment,
+        "holdout": srm.holdout,
+        "srm_p_value": srm.p_value,
+        "max_decile_share_difference": float(mix["difference"].abs().max()),
+    }
+    io.write_json_atomic(folder / "selection.json", summary)
+    say(f"holdout: {srm.describe()}")
+    return summary
+
+
+def _pinned(folder: Path) -> dict[str, str]:
+    """The model version the score step used (``model.json``), so every step of a run uses the same one."""
+    pinned = io.read_json(folder / "model.json")
+    return {"name": pinned["model_name"], "version": pinned["model_version"]}
+
+
+def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Write the run to the campaign database in one transaction (replacing an earlier write of the same run),
+    then check the stored split against the plan (sample-ratio mismatch fails the run)."""
+    from pipelines import db
+    from pipelines.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
+
+    say = _say(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    run_id = campaign_run_id(name, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    targets = io.read_frame(folder / "targets.parquet")
+    exclusions = io.read_frame(folder / "exclusions.parquet")
+    selection = io.read_json(folder / "selection.json")
+    pinned = io.read_json(folder / "model.json")
+    record = db.RunRecord(
+        run_id=run_id,
+        campaign=name,
+        logical_date=as_of,
+        model_name=pinned["model_name"],
+        model_version=pinned["model_version"],
+        n_scored=selection["scored"],
+        n_eligible=selection["eligible"],
+        srm_p_value=selection["srm_p_value"],
+        holdout_fraction=spec.holdout_fraction,
+        details={"excluded_by_reason": selection["excluded_by_reason"], "channel": spec.channel},
+    )
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    db.write_run(engine, record, targets, exclusions)
+    stored = db.group_counts(engine, run_id)
+    planned = targets[GROUP].value_counts()
+    if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
+        raise RuntimeError(f"run {run_id}: stored groups {stored} differ from the targets written")
+    srm = require_sample_ratio(
+        check_sample_ratio(stored[TREATMENT], stored[HOLDOUT], spec.holdout_fraction),
+        f"run {run_id} as stored",
+    )
+    say(f"wrote {sum(stored.values()):,} targets and {len(exclusions):,} exclusions to {_safe_url(engine)}")
+    return {**selection, "database": _safe_url(engine), "srm_p_value": srm.p_value, "campaign": name}
+
+
+def _safe_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def run_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = print) -> dict:
+    """The whole campaign job in one process (what the ``campaign_scoring`` DAG runs task by task), without the
+    source-data gate (run :func:`validate_data` first, as the DAG does)."""
+    as_of = resolve_as_of(settings, as_of)
+    campaign_features(settings, name, as_of, progress)
+    campaign_score(settings, name, as_of, progress)
+    campaign_select(settings, name, as_of, progress)
+    return campaign_write(settings, name, as_of, progress)
+
+
+def permanent_errors() -> tuple[type[BaseException], ...]:
+    """Failures that a retry cannot fix (bad data, a bad spec, no model, an unfair split): the DAGs fail these
+    at once instead of retrying."""
+    from pipelines.campaign import SpecError
+    from pipelines.db import FrameValidationError
+    from pipelines.labels import LabelError
+    from pipelines.score import SampleRatioMismatch, ScoringError
+    from pipelines.validate import SuiteError, ValidationError
+
+    return (
+        ValidationError,
+        SuiteError,
+        SpecError,
+        LabelError,
+        ScoringError,
+        SampleRatioMismatch,
+        FrameValidationError,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Churn training: features -> labels -> fit -> evaluate -> register
+
+
+def label_params(params: Any = None) -> dict[str, Any]:
+    """The label settings of a training run from DAG params (or defaults)."""
+    params = dict(params or {})
+    return {
+        "definition": str(params.get("definition") or "closure"),
+        "horizon_days": int(params.get("horizon_days") or 90),
+        "snapshots": int(params.get("snapshots") or 5),
+    }
+
+
+def training_run_id(as_of: Any) -> str:
+    return make_run_id(TRAINING_DAG, as_of)
+
+
+def _training(settings: Settings, as_of: Any, definition: str, horizon_days: int, snapshots: int):
+    from pipelines.features import WindowContract
+    from pipelines.labels import LabelDefinition, snapshot_dates
+
+    as_of = resolve_as_of(settings, as_of)
+    label = LabelDefinition(name=definition, horizon_days=horizon_days)
+    window = WindowContract(horizon_days=label.horizon_days, gap_days=label.gap_days)
+    dates = snapshot_dates(as_of, label, snapshots)
+    folder = run_dir(settings.runs_dir, training_run_id(as_of))
+    return as_of, label, window, dates, folder
+
+
+def training_features(
+    settings: Settings,
+    as_of: Any = None,
+    *,
+    definition: str = "closure",
+    horizon_days: int = 90,
+    snapshots: int = 5,
+    progress: Progress = None,
+) -> dict:
+    """The gated wide table of every training snapshot -> ``features/<snapshot>.parquet``."""
+    from pipelines.features import build_features, load_tables
+    from pipelines.validate import require_valid, validate_features
+
+    say = _say(progress)
+    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    say(f"churn training {as_of}: {label.tag}, snapshots {dates[0]:%Y-%m-%d} .. {dates[-1]:%Y-%m-%d} (test)")
+    gates = {}
+    for d in dates:
+        tables = load_tables(settings.lake_dir, d, window)
+        wide = build_features(tables, d, window)
+        gate = validate_features(wide, tables["customers"], d, settings.expectations_dir, window=window)
+        say(f"  snapshot {d:%Y-%m-%d}: {len(wide):,} customers; {gate.summary()}")
+        require_valid(gate)
+        io.write_frame(wide, folder / "features" / f"{d:%Y-%m-%d}.parquet")
+        gates[f"{d:%Y-%m-%d}"] = gate.to_dict()
+    io.write_json_atomic(folder / "features" / "gate.json", gates)
+    return {"snapshots": [f"{d:%Y-%m-%d}" for d in dates], "folder": str(folder / "features")}
+
+
+def training_labels(
+    settings: Settings,
+    as_of: Any = None,
+    *,
+    definition: str = "closure",
+    horizon_days: int = 90,
+    snapshots: int = 5,
+    min_positives: int = 500,
+    min_negatives: int = 500,
+    progress: Progress = None,
+) -> dict:
+    """Label every snapshot and stack features and labels -> ``training_set.parquet``; stops when the training
+    part has too few positives or negatives."""
+    from pipelines.features import ID, load_tables
+    from pipelines.labels import LABEL, SNAPSHOT, check_label_balance, make_labels, split_out_of_time
+
+    say = _say(progress)
+    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    frames = []
+    for d in dates:
+        wide = io.read_frame(folder / "features" / f"{d:%Y-%m-%d}.parquet")
+        tables = load_tables(settings.lake_dir, d, window, extra_until=label.window(d)[1])
+        wide[LABEL] = make_labels(tables, d, label).reindex(wide[ID]).to_numpy()
+        wide.insert(0, SNAPSHOT, d)
+        frames.append(wide)
+        say(f"  snapshot {d:%Y-%m-%d}: {int(wide[LABEL].sum()):,} {label.tag} positives of {len(wide):,}")
+    data = pd.concat(frames, ignore_index=True)
+    split = split_out_of_time(data)
+    check_label_balance(split.train, min_positives, min_negatives, what="training")
+    check_label_balance(split.test, 1, 1, what="test")
+    path = io.write_frame(data, folder / "training_set.parquet")
+    return {"rows": len(data), "positives": int(data[LABEL].sum()), "training_set": str(path)}
+
+
+def _split(folder: Path):
+    from pipelines.labels import split_out_of_time
+
+    return split_out_of_time(io.read_frame(folder / "training_set.parquet"))
+
+
+def training_fit(
+    settings: Settings,
+    as_of: Any = None,
+    *,
+    definition: str = "closure",
+    horizon_days: int = 90,
+    snapshots: int = 5,
+    progress: Progress = None,
+) -> str:
+    """Fit LightGBM (early stopping on the validation snapshot) and its calibrator -> ``model.pkl``."""
+    import pickle
+
+    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.labels import LABEL
+    from pipelines.train import TrainConfig, fit_model
+
+    say = _say(progress)
+    *_, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    split = _split(folder)
+    say(f"fitting on {len(split.train):,} rows, early stopping on {len(split.valid):,}")
+    config = TrainConfig(model_name="churn", seed=settings.seed)
+    model = fit_model(split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
+    path = folder / "model.pkl"
+    io.write_bytes_atomic(path, pickle.dumps(model))
+    say(f"best iteration {model.best_iteration}")
+    return str(path)
+
+
+def _load_fitted(folder: Path):
+    import pickle
+
+    return pickle.loads((folder / "model.pkl").read_bytes())
+
+
+def training_evaluate(
+    settings: Settings,
+    as_of: Any = None,
+    *,
+    definition: str = "closure",
+    horizon_days: int = 90,
+    snapshots: int = 5,
+    progress: Progress = None,
+) -> dict:
+    """Test metrics on the newest snapshot, decile table, charts and importance -> ``evaluation/``; with the
+    generator's truth beside the lake also the oracle's AUC and lift on the same snapshot."""
+    from pipelines import oracle
+    from pipelines.labels import LABEL
+    from pipelines.train import evaluate_model
+
+    say = _say(progress)
+    as_of, label, _window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    test = _split(folder).test
+    metrics = evaluate_model(_load_fitted(folder), test, LABEL, folder / "evaluation")
+    extra: dict[str, float] = {}
+    if oracle.truth_available(settings.data_dir) and label.name == "closure" and label.gap_days == 0:
+        extra = oracle.oracle_metrics(settings.data_dir, test, dates[-1], label)
+        extra["auc_to_oracle"] = metrics["auc"] / extra["oracle_auc"]
+    io.write_json_atomic(folder / "evaluation" / "extra_metrics.json", extra)
+    say(
+        f"test auc {metrics['auc']:.4f}, top-decile lift {metrics['top_decile_lift']:.2f}, "
+        f"brier {metrics['brier']:.4f}"
+        + (f"; {extra['auc_to_oracle']:.1%} of the oracle AUC {extra['oracle_auc']:.4f}" if extra else "")
+    )
+    return {**{k: float(v) for k, v in metrics.items()}, **extra}
+
+
+def training_register(
+    settings: Settings,
+    as_of: Any = None,
+    *,
+    definition: str = "closure",
+    horizon_days: int = 90,
+    snapshots: int = 5,
+    progress: Progress = None,
+) -> dict:
+    """Log the run to MLflow (parameters, window, label definition, lineage, metrics, the gate's result, the
+    evaluation files), register a new ``churn`` version and apply the champion/challenger rule."""
+    from pipelines.labels import LABEL
+    from pipelines.train import TrainConfig, register_model
+
+    say = _say(progress)
+    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    split = _split(folder)
+    evaluation = folder / "evaluation"
+    metrics = io.read_json(evaluation / "metrics.json")
+    gate = io.read_json(folder / "features" / "gate.json")
+    extra = {
+        **io.read_json(evaluation / "extra_metrics.json"),
+        "gx_success": float(all(g["success"] for g in gate.values())),
+        "gx_critical_failures": float(sum(len(g.get("critical_failures", [])) for g in gate.values())),
+        "gx_warnings": float(sum(len(g.get("warnings", [])) for g in gate.values())),
+    }
+    result = register_model(
+        _load_fitted(folder),
+        split.test,
+        metrics,
+        evaluation,
+        label=LABEL,
+        config=TrainConfig(model_name="churn", seed=settings.seed),
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=TRAINING_DAG,
+        rows={"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
+        run_params={
+            "label_definition": label.tag,
+            "outflow_pct": label.outflow_pct,
+            "window.lookback_days": window.lookback_days,
+            "window.gap_days": window.gap_days,
+            "window.horizon_days": window.horizon_days,
+            "snapshots": ",".join(f"{d:%Y-%m-%d}" for d in dates),
+            "orchestrator_run": training_run_id(as_of),
+        },
+        lineage={
+            "lake": str(settings.lake_dir),
+            "run_date": as_of.isoformat(),
+            "test_snapshot": f"{dates[-1]:%Y-%m-%d}",
+            "training_set": str(folder / "training_set.parquet"),
+        },
+        extra_metrics=extra,
+        progress=say,
+    )
+    from mlflow import MlflowClient
+
+    MlflowClient(settings.mlflow_tracking_uri).log_artifact(
+        result.run_id, str(folder / "features" / "gate.json"), artifact_path="validation"
+    )
+    registered = {
+        "model_name": result.model_name,
+        "version": result.version,
+        "promoted": result.promoted,
+        "champion_version": result.champion_version,
+        "mlflow_run_id": result.run_id,
+        "reasons": list(result.reasons),
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        **{k: float(v) for k, v in extra.items()},
+    }
+    io.write_json_atomic(folder / "registered.json", registered)
+    say(result.summary())
+    return registered
+
+
+def run_training(
+    settings: Settings, as_of: Any = None, progress: Progress = print, **label_args: Any
+) -> dict:
+    """The whole training job in one process (what the ``churn_training`` DAG runs task by task), after the
+    source-data gate."""
+    as_of = resolve_as_of(settings, as_of)
+    training_features(settings, as_of, progress=progress, **label_args)
+    training_labels(settings, as_of, progress=progress, **label_args)
+    training_fit(settings, as_of, progress=progress, **label_args)
+    training_evaluate(settings, as_of, progress=progress, **label_args)
+    return training_register(settings, as_of, progress=progress, **label_args)
