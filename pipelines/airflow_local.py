@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -53,6 +54,9 @@ def prepare(settings: Settings, *, quiet: bool = True) -> None:
     # GX logs ~200 INFO lines when imported after Airflow has configured logging.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    # As Airflow's own processes do: modules beside the DAG files (``dags/_wiring.py``) are importable.
+    if str(settings.dags_dir) not in sys.path:
+        sys.path.append(str(settings.dags_dir))
     from airflow.utils import db
 
     db.initdb()
@@ -73,11 +77,10 @@ def _xcom(run: Any, task_id: str) -> Any:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    query = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value")
     with create_session() as session:
-        value = XComModel.get_many(
-            run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value", session=session
-        ).first()
-        return None if value is None else XComModel.deserialize_value(value)
+        row = session.scalars(query).first()
+        return None if row is None else XComModel.deserialize_value(row)
 
 
 def run_dag(settings: Settings, dag_id: str, as_of: date, conf: dict[str, Any] | None = None) -> DagOutcome:
