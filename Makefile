@@ -52,4 +52,4 @@ format: .venv/.synced
 	$(RUN) ruff check --fix pipelines dags tests bench
 
 clean:
-	rm -rf $(DATA) bench/out .pytest_cache
+	rm -rf $(DATA) bench/out .pytest_cache .airflow

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 from pipelines.config import Settings, load_settings
@@ -114,6 +114,193 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _tool(name: str) -> str:
+    """The path of a console script of this environment (``mlflow``, ``airflow``, ``pmp``), as a user can type it."""
+    path = Path(sys.executable).parent / name
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """The main job through Airflow: churn_training, then campaign_scoring for every campaign, then a summary."""
+    from pipelines import airflow_local, io
+    from pipelines.campaign import load_specs
+
+    settings = settings.with_data_dir(args.data)
+    as_of = args.as_of or io.lake_end(settings.lake_dir)
+    names = args.campaign or [s.name for s in load_specs(settings.campaigns_dir)]
+    print(
+        f"running the platform through Airflow (dag.test) as of {as_of}; Airflow home {settings.airflow_home}"
+    )
+    airflow_local.prepare(settings)
+    training = airflow_local.run_dag(settings, "churn_training", as_of)
+    print(training.describe())
+    campaigns = []
+    for name in names:
+        outcome = airflow_local.run_dag(settings, f"campaign_scoring__{name}", as_of)
+        print(outcome.describe())
+        campaigns.append(outcome)
+    print()
+    print(_run_summary(settings, training, campaigns))
+    return 0
+
+
+def _run_summary(settings: Settings, training, campaigns) -> str:
+    gate = training.results.get("validate")
+    reg = training.results["register"]
+    m = reg["metrics"]
+    lines = [
+        "=" * 100,
+        f"data-quality gates as of {gate}: passed (report: {settings.runs_dir / f'validate__{gate}' / 'validation' / 'validation.md'})",
+        f"churn model: version {reg['version']} "
+        + (
+            "PROMOTED to champion"
+            if reg["promoted"]
+            else f"not promoted (champion stays v{reg['champion_version']})"
+        ),
+        f"  test auc {m['auc']:.4f}  pr-auc {m['pr_auc']:.4f}  top-decile lift {m['top_decile_lift']:.2f}  "
+        f"brier {m['brier']:.4f}  ks {m['ks']:.3f}"
+        + (
+            f"  ({reg['auc_to_oracle']:.1%} of the oracle AUC {reg['oracle_auc']:.4f})"
+            if "oracle_auc" in reg
+            else ""
+        ),
+        f"  feature gate: {int(reg.get('gx_critical_failures', 0))} critical failure(s), "
+        f"{int(reg.get('gx_warnings', 0))} warning(s)",
+        *[f"  {r}" for r in reg["reasons"]],
+        "campaigns:",
+    ]
+    for outcome in campaigns:
+        w = outcome.results["write"]
+        reasons = ", ".join(f"{k} {v:,}" for k, v in w["excluded_by_reason"].items())
+        lines += [
+            f"  {w['campaign']}: {w['scored']:,} scored, {w['excluded']:,} excluded, {w['selected']:,} selected -> "
+            f"treatment {w['treatment']:,}, holdout {w['holdout']:,} (SRM p = {w['srm_p_value']:.3f})",
+            f"    excluded by reason: {reasons or 'none'}",
+            f"    list: {_tool('pmp')} lists export --campaign {w['campaign']} --out {w['campaign']}.csv",
+        ]
+    lines += [
+        f"campaign database: {settings.database_url}   runs: {_tool('pmp')} campaigns list",
+        f"MLflow UI:  {_tool('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}",
+        f"Airflow UI: {_tool('pmp')} airflow standalone   (then open http://localhost:8080)",
+        "=" * 100,
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    """One campaign run without Airflow: the gates, then features, score, select and hold out, write."""
+    from pipelines import jobs
+
+    settings = settings.with_data_dir(args.data)
+    jobs.validate_data(settings, args.as_of, progress=print)
+    summary = jobs.run_campaign(settings, args.campaign, args.as_of, progress=print)
+    print(f"run {summary['run_id']}: treatment {summary['treatment']:,}, holdout {summary['holdout']:,}")
+    return 0
+
+
+def _cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import db
+
+    settings = settings.with_data_dir(args.data)
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    runs = db.list_runs(engine, args.campaign)
+    if runs.empty:
+        print(f"no campaign runs in {settings.database_url}")
+        return 0
+    columns = [
+        "run_id",
+        "campaign",
+        "logical_date",
+        "model_name",
+        "model_version",
+        "status",
+        "n_scored",
+        "n_excluded",
+        "n_selected",
+        "n_treatment",
+        "n_holdout",
+        "srm_p_value",
+    ]
+    with pd_options():
+        print(runs[columns].to_string(index=False))
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 20)
+
+
+def _cmd_lists(args: argparse.Namespace, settings: Settings) -> int:
+    """Export a campaign list for campaign staff: treatment rows unless --all-groups; contact details only with
+    --with-contact, and every such export is recorded in runs/exports.jsonl."""
+    import getpass
+    import json
+    from datetime import datetime
+
+    from pipelines import db, io
+
+    settings = settings.with_data_dir(args.data)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+    engine = db.make_engine(settings.database_url)
+    groups = ("treatment", "holdout") if args.all_groups else ("treatment",)
+    run_id = db.resolve_run(engine, args.campaign, args.run)
+    targets = db.read_targets(engine, args.campaign, run_id, groups=groups)
+    if args.with_contact:
+        contact = io.read_table(
+            settings.lake_dir, "customers", columns=["customer_id", "full_name", "phone", "email"]
+        )
+        targets = targets.merge(contact, on="customer_id", how="left", validate="one_to_one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        targets.to_csv(out, index=False)
+    else:
+        targets.to_parquet(out, index=False)
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "user": getpass.getuser(),
+        "campaign": args.campaign,
+        "run_id": run_id,
+        "groups": list(groups),
+        "rows": len(targets),
+        "with_contact": bool(args.with_contact),
+        "file": str(out.resolve()),
+    }
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.runs_dir / "exports.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+    if args.with_contact:
+        print(
+            f"NOTE: this export holds personal contact data; recorded in {settings.runs_dir / 'exports.jsonl'}"
+        )
+    print(f"wrote {len(targets):,} rows of {run_id} ({', '.join(groups)}) to {out}")
+    return 0
+
+
+def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    """The airflow command line with this project's environment (home, DAG folder, data, stores)."""
+    import os
+
+    from pipelines.config import airflow_environment
+
+    settings = settings.with_data_dir(args.data)
+    env = {**os.environ}
+    for key, value in airflow_environment(settings).items():
+        env.setdefault(key, value)
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.dags_dir), env.get("PYTHONPATH", "")) if p)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    os.execve(airflow, [airflow, *args.airflow_args], env)
+    return 0  # not reached
+
+
 def _fraction(value: str) -> float:
     number = float(value)
     if not 0 < number < 1:
@@ -179,7 +366,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_cmd_train)
 
-    for command in (synth, validate, train):
+    run = sub.add_parser(
+        "run", help="the main job through Airflow: churn_training, then campaign_scoring for each campaign"
+    )
+    run.add_argument("--as-of", type=_as_of, default=None, help="run date (default: the day after the data)")
+    run.add_argument("--campaign", action="append", help="only this campaign (repeatable; default: all)")
+    run.set_defaults(func=_cmd_run)
+
+    score = sub.add_parser(
+        "score", help="one campaign run without Airflow (gates, score, select, hold out, write)"
+    )
+    score.add_argument("--campaign", required=True, help="campaign name (campaigns/<name>.yaml)")
+    score.add_argument(
+        "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
+    )
+    score.set_defaults(func=_cmd_score)
+
+    campaigns = sub.add_parser("campaigns", help="campaign runs in the campaign database")
+    campaigns_sub = campaigns.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = campaigns_sub.add_parser("list", help="runs with their counts, newest first")
+    listing.add_argument("--campaign", default=None, help="only this campaign")
+    listing.set_defaults(func=_cmd_campaigns)
+
+    lists = sub.add_parser("lists", help="campaign lists for campaign staff")
+    lists_sub = lists.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = lists_sub.add_parser("export", help="write a run's target list to CSV or Parquet")
+    export.add_argument("--campaign", required=True, help="campaign name")
+    export.add_argument("--run", default="latest", help="a run id, or latest (default)")
+    export.add_argument("--out", required=True, help="FILE.csv or FILE.parquet")
+    export.add_argument("--all-groups", action="store_true", help="include the holdout rows (group column)")
+    export.add_argument(
+        "--with-contact",
+        action="store_true",
+        help="add name, phone and email (personal data; the export is logged)",
+    )
+    export.set_defaults(func=_cmd_lists)
+
+    airflow = sub.add_parser(
+        "airflow", help="the airflow CLI with this project's environment, e.g. pmp airflow standalone"
+    )
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
+    airflow.set_defaults(func=_cmd_airflow)
+
+    for command in (synth, validate, train, run, score, listing, export, airflow):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser
 
@@ -189,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     try:
         return args.func(args, settings)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, LookupError) as exc:
         print(f"pmp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
