@@ -76,3 +76,56 @@ def postgres_url():
             yield url.render_as_string(hide_password=False)
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def airflow_settings(tmp_path_factory):
+    """Settings whose Airflow home is a fresh, migrated metadata database for this test session (DAG tests).
+
+    Airflow reads its configuration when first imported, so this must run before anything imports ``airflow``;
+    it overrides any ``AIRFLOW_HOME`` of the shell so a test never touches a developer's Airflow. Only the Airflow
+    variables stay set for the session (DAGs unpaused at creation, so asset events queue their consumers): tasks
+    read the platform's ``PM_*`` settings at run time, and each test sets those itself (``Platform`` in
+    ``tests/integration/test_dags.py``).
+    """
+    import logging
+    import os
+    import sys
+
+    from pipelines import airflow_local
+    from pipelines.config import Settings, airflow_environment
+
+    home = tmp_path_factory.mktemp("airflow_home")
+    if "airflow" in sys.modules:
+        from airflow import configuration
+
+        if Path(configuration.AIRFLOW_HOME).resolve() != home.resolve():
+            pytest.fail(
+                f"airflow was imported before the airflow_settings fixture ran (AIRFLOW_HOME "
+                f"{configuration.AIRFLOW_HOME}); its configuration cannot be redirected to the test home anymore",
+                pytrace=False,
+            )
+    settings = Settings(
+        data_dir=home / "unused-data",
+        mlruns_dir=home / "unused-mlruns",
+        airflow_home=home,
+        retry_delay_seconds=1,
+    )
+    before = dict(os.environ)
+    airflow_vars = {k: v for k, v in airflow_environment(settings).items() if k.startswith("AIRFLOW")}
+    # As in a deployment where the DAGs are switched on: a new champion queues the campaign DAGs listening to it.
+    airflow_vars["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    os.environ.update(airflow_vars)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    airflow_local.prepare(settings)
+    # prepare() also exported the platform settings (PM_*, MLFLOW_TRACKING_URI): take those back.
+    for key in set(os.environ) - set(before):
+        if not key.startswith("AIRFLOW"):
+            del os.environ[key]
+    yield settings
+    for key in set(os.environ) - set(before):
+        if key.startswith("AIRFLOW"):
+            del os.environ[key]
+    for key, value in before.items():
+        if key.startswith("AIRFLOW"):
+            os.environ[key] = value

@@ -1,0 +1,196 @@
+"""DAG integrity: every DAG file imports (the DagBag reports cycles as import errors too), the expected DAGs exist
+with owner, tags and retries, the wiring (task chain, schedules, assets) is what the design says, and parsing is
+fast and light: the scheduler parses these files every few seconds, so nothing heavy may be imported at the top."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+
+DAGS_DIR = PROJECT_ROOT / "dags"
+CAMPAIGNS_DIR = PROJECT_ROOT / "campaigns"
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
+PARSE_BUDGET_SECONDS = 2.0
+# Libraries only task bodies may import: each costs seconds at import (see docs/stack notes).
+HEAVY = ("mlflow", "lightgbm", "great_expectations", "sklearn", "dask", "distributed", "scipy")
+
+TRAINING_TASKS = ["validate", "features", "labels", "train", "evaluate", "register", "publish_champion"]
+CAMPAIGN_TASKS = ["validate", "features", "score", "select", "write"]
+
+
+def campaign_specs() -> dict[str, dict]:
+    specs = {}
+    for path in sorted([*CAMPAIGNS_DIR.glob("*.yaml"), *CAMPAIGNS_DIR.glob("*.yml")]):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        specs[f"campaign_scoring__{spec['name']}"] = spec
+    return specs
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_settings):
+    from airflow.dag_processing.dagbag import DagBag
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PM_CAMPAIGNS_DIR", str(CAMPAIGNS_DIR))
+        yield DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert DAG_FILES, f"no DAG files in {DAGS_DIR}"
+    assert not dagbag.import_errors, "\n\n".join(f"{p}:\n{e}" for p, e in dagbag.import_errors.items())
+    assert {dag.fileloc for dag in dagbag.dags.values()} == {str(p) for p in DAG_FILES}
+
+
+def test_the_dagbag_reports_a_cycle_as_an_import_error(airflow_settings, tmp_path):
+    """The import-error check above is also the cycle check: a cyclic DAG does not load."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "cyclic.py").write_text(
+        textwrap.dedent(
+            """
+            from datetime import datetime
+            from airflow.sdk import DAG
+            from airflow.providers.standard.operators.empty import EmptyOperator
+
+            with DAG("cyclic", start_date=datetime(2025, 1, 1), schedule=None):
+                a, b = EmptyOperator(task_id="a"), EmptyOperator(task_id="b")
+                a >> b >> a
+            """
+        )
+    )
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert "cyclic" not in bag.dags
+    (error,) = bag.import_errors.values()
+    assert "cycle" in error.lower(), error
+
+
+def test_the_expected_dags_exist(dagbag):
+    specs = campaign_specs()
+    assert len(specs) >= 2, f"campaign specs in {CAMPAIGNS_DIR}: {sorted(specs)}"
+    assert set(dagbag.dags) == {"churn_training", *specs}
+
+
+def test_every_dag_has_an_owner_tags_and_retrying_tasks(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+        assert dag.tasks, f"{dag_id} has no tasks"
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id}: owner {task.owner!r}"
+            assert task.retries >= 1, f"{dag_id}.{task.task_id}: retries {task.retries}"
+            assert task.retry_delay.total_seconds() > 0, f"{dag_id}.{task.task_id}: no retry delay"
+        assert dag.owner not in ("", "airflow"), f"{dag_id}: owner {dag.owner!r}"
+
+
+def assert_chain(dag, steps: list[str]) -> None:
+    """The DAG has exactly these tasks and each step runs after the one before it."""
+    assert sorted(dag.task_ids) == sorted(steps), dag.task_ids
+    for before, after in zip(steps, steps[1:], strict=False):
+        assert before in dag.get_task(after).upstream_task_ids, f"{dag.dag_id}: {before} !-> {after}"
+    assert dag.get_task(steps[0]).upstream_task_ids == set()
+    assert dag.get_task(steps[-1]).downstream_task_ids == set()
+
+
+def test_churn_training_chain_ends_in_publishing_the_champion_asset(dagbag):
+    from airflow.sdk import Asset
+
+    dag = dagbag.dags["churn_training"]
+    assert_chain(dag, TRAINING_TASKS)
+    publish = dag.get_task("publish_champion")
+    assert publish.outlets == [Asset(name="churn_champion", uri="model://churn/champion", group="model")]
+    updating = [t for t in TRAINING_TASKS if dag.get_task(t).outlets]
+    assert updating == ["publish_champion"], "only publish_champion updates the asset"
+
+
+def flatten_assets(condition) -> list:
+    objects = getattr(condition, "objects", None)
+    if objects is None:
+        return [condition]
+    return [a for o in objects for a in flatten_assets(o)]
+
+
+@pytest.mark.parametrize("dag_id", sorted(campaign_specs()))
+def test_campaign_dags_run_on_their_cron_and_on_a_new_champion(dagbag, dag_id):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    spec = campaign_specs()[dag_id]
+    dag = dagbag.dags[dag_id]
+    assert_chain(dag, CAMPAIGN_TASKS)
+    schedule = dag.timetable
+    assert isinstance(schedule, AssetOrTimeSchedule), type(schedule)
+    assert isinstance(schedule.timetable, CronTriggerTimetable), type(schedule.timetable)
+    cron = str(spec.get("schedule", "@monthly"))
+    assert schedule.timetable.expression == CRON_PRESETS.get(cron, cron)
+    # The asset the model's training publishes is the one the campaign listens to.
+    published = dagbag.dags[f"{spec.get('model', 'churn')}_training"].get_task("publish_champion").outlets
+    assert flatten_assets(schedule.asset_condition) == published
+    assert dag.max_active_runs == 1
+    assert not dag.catchup
+
+
+PROBE = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+
+dags_dir, files = sys.argv[1], sys.argv[2:]
+sys.path.append(dags_dir)  # as Airflow's own processes do for the DAG folder
+import airflow.sdk
+from airflow.dag_processing.dagbag import DagBag
+
+with tempfile.TemporaryDirectory() as empty:
+    DagBag(dag_folder=empty)  # Airflow's own lazy imports: not the DAG files' cost
+loaded_by_airflow = set(sys.modules)
+result = {"seconds": {}, "dag_ids": {}, "errors": {}}
+for path in files:
+    t0 = time.perf_counter()
+    bag = DagBag(dag_folder=path)
+    result["seconds"][Path(path).name] = time.perf_counter() - t0
+    result["dag_ids"][Path(path).name] = sorted(bag.dag_ids)
+    result["errors"].update({str(k): str(v) for k, v in bag.import_errors.items()})
+result["modules"] = sorted(sys.modules)
+result["added_by_dags"] = sorted({m.split(".")[0] for m in set(sys.modules) - loaded_by_airflow})
+print("PROBE " + json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def cold_parse(airflow_settings, tmp_path_factory) -> dict:
+    """Parse each DAG file in a fresh interpreter (after Airflow itself is imported): times and modules."""
+    import os
+
+    env = {**os.environ, "PM_CAMPAIGNS_DIR": str(CAMPAIGNS_DIR)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(DAGS_DIR), *map(str, DAG_FILES)],
+        cwd=tmp_path_factory.mktemp("parse"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("PROBE ")]
+    return json.loads(line.removeprefix("PROBE "))
+
+
+def test_each_dag_file_parses_within_the_budget(cold_parse):
+    assert not cold_parse["errors"], cold_parse["errors"]
+    assert set(cold_parse["seconds"]) == {p.name for p in DAG_FILES}
+    for name, ids in cold_parse["dag_ids"].items():
+        assert ids, f"{name} defines no DAG"
+    slow = {n: round(s, 2) for n, s in cold_parse["seconds"].items() if s >= PARSE_BUDGET_SECONDS}
+    assert not slow, f"DAG files over the {PARSE_BUDGET_SECONDS} s parse budget: {slow}"
+
+
+def test_dag_files_import_nothing_heavy_at_module_level(cold_parse):
+    top_level = {m.split(".")[0] for m in cold_parse["modules"]}
+    heavy = sorted(set(HEAVY) & top_level)
+    assert not heavy, f"imported while parsing the DAG files: {heavy}"
+    # The DAG files themselves bring in the project's config and little else (no pandas, no pyarrow either).
+    assert {"pandas", "pyarrow"}.isdisjoint(cold_parse["added_by_dags"]), cold_parse["added_by_dags"]
