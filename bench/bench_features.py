@@ -10,7 +10,7 @@ to time our build alone.
 
 The issue's goal: ours within 2x of DuckDB on the 1M-customer lake (≈ 60M transactions in the 180-day lookback).
 The DuckDB query reads the same month partitions ``load_tables`` reads and computes every numeric feature of the
-catalogue with the same filtering (events in ``[as_of - 180d, as_of)``, customers open at ``as_of``); the script
+catalogue with the same filtering (events in ``(as_of - 180d, as_of)``, customers open at ``as_of``); the script
 asserts that both tables agree on every column (allclose on a join on ``customer_id``) before it prints the ratio,
 so the comparison is between two builds of the same table. Peak memory is the process RSS: ours runs first in a
 fresh process; DuckDB's peak is printed with the RSS it started from, since our frames are still held for the
@@ -89,7 +89,7 @@ def main() -> None:
     con = duckdb.connect(config={"threads": args.threads})
     threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
     lookback_txns = con.execute(
-        "SELECT count(*) FROM read_parquet($files) WHERE txn_ts >= $lo AND txn_ts < $as_of",
+        "SELECT count(*) FROM read_parquet($files) WHERE txn_ts > $lo AND txn_ts < $as_of",
         {
             "files": files["transactions"],
             "lo": as_of - pd.Timedelta(days=window.lookback_days),
@@ -141,9 +141,8 @@ def _files(paths: list[str]) -> str:
 def _feature_sql(files: dict[str, list[str]], as_of: pd.Timestamp, window: WindowContract) -> str:
     """Every catalogue feature in SQL, with the definitions of `pipelines.features` (see its CATALOGUE).
 
-    Mirrored to the letter, boundary included: the lookback holds events with age <= 180 days (``ts >= as_of -
-    180d``) while an N-day window holds age < N, so a share's numerator counts an event exactly 180 days old and
-    its denominator (``txn_count_180d`` / ``spend_180d``) does not.
+    Mirrored to the letter, boundary included: the lookback holds events with age < 180 days (``ts > as_of -
+    180d``), as every N-day window holds age < N.
     """
     a = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
     lo = f"({a} - INTERVAL {window.lookback_days} DAY)"
@@ -237,13 +236,13 @@ def _feature_sql(files: dict[str, list[str]], as_of: pd.Timestamp, window: Windo
     t AS (
         SELECT {ID}, {", ".join(txn_cols)}
         FROM {_files(files["transactions"])}
-        WHERE txn_ts >= {lo} AND txn_ts < {a}
+        WHERE txn_ts > {lo} AND txn_ts < {a}
         GROUP BY {ID}
     ),
     e AS (
         SELECT {ID}, {", ".join(ev_cols)}
         FROM {_files(files["app_events"])}
-        WHERE event_ts >= {lo} AND event_ts < {a}
+        WHERE event_ts > {lo} AND event_ts < {a}
         GROUP BY {ID}
     ),
     bk AS (
@@ -268,13 +267,13 @@ def _feature_sql(files: dict[str, list[str]], as_of: pd.Timestamp, window: Windo
     k AS (
         SELECT {ID}, count(*) AS contacts, min({since("sent_at")}) AS days_since_last_contact
         FROM {_files(files["campaign_contacts"])}
-        WHERE "group" = 'treatment' AND sent_at IS NOT NULL AND sent_at >= {lo} AND sent_at < {a}
+        WHERE "group" = 'treatment' AND sent_at IS NOT NULL AND sent_at > {lo} AND sent_at < {a}
         GROUP BY {ID}
     ),
     r AS (
         SELECT {ID}, count(*) AS conversions
         FROM {_files(files["responses"])}
-        WHERE event_type = 'converted' AND event_ts >= {lo} AND event_ts < {a}
+        WHERE event_type = 'converted' AND event_ts > {lo} AND event_ts < {a}
         GROUP BY {ID}
     )
     SELECT {", ".join(select)}

@@ -37,8 +37,7 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
         def validate() -> str:
             from pipelines import jobs
 
-            jobs.load_campaign(load_settings(), name)  # a bad spec fails the run here
-            return run_step(jobs.validate_data, as_of())["as_of"]
+            return run_step(jobs.validate_campaign, name, as_of())["as_of"]
 
         @task
         def features(day: str) -> str:

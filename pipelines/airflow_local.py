@@ -21,6 +21,10 @@ from pipelines.config import Settings, airflow_environment
 class DagRunFailed(RuntimeError):
     """A DAG run ended in a state other than success; the message names the failed tasks."""
 
+    def __init__(self, message: str, failed_tasks: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failed_tasks = list(failed_tasks or [])
+
 
 @dataclass(frozen=True)
 class TaskOutcome:
@@ -32,6 +36,7 @@ class TaskOutcome:
 @dataclass(frozen=True)
 class DagOutcome:
     dag_id: str
+    run_id: str
     state: str
     seconds: float
     tasks: tuple[TaskOutcome, ...]
@@ -104,16 +109,20 @@ def run_dag(settings: Settings, dag_id: str, as_of: date, conf: dict[str, Any] |
     )
     outcome = DagOutcome(
         dag_id,
+        run.run_id,
         str(run.state),
         seconds,
         outcomes,
         {t.task_id: _xcom(run, t.task_id) for t in outcomes if t.state == "success"},
     )
     if str(run.state) != "success":
-        failed = [t.task_id for t in outcomes if t.state not in ("success", "skipped")]
+        failed = [t.task_id for t in outcomes if t.state == "failed"]
+        not_run = [t.task_id for t in outcomes if t.state not in ("success", "skipped", "failed")]
         raise DagRunFailed(
-            f"{dag_id} {run.state}: task(s) {', '.join(failed) or '?'} did not succeed "
-            f"(the log above shows why; task logs are under {settings.airflow_home / 'logs'})\n"
-            + outcome.describe()
+            f"{dag_id} {run.state}: {', '.join(failed) or 'no task'} failed"
+            + (f"; not run: {', '.join(not_run)}" if not_run else "")
+            + f" (the log above shows why; task logs are under {settings.airflow_home / 'logs'})\n"
+            + outcome.describe(),
+            failed,
         )
     return outcome

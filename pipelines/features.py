@@ -32,7 +32,8 @@ STATIC_CATEGORIES = ("gender", "income_band", "occupation", "card_tier", "acquis
 class WindowContract:
     """What a snapshot may see and what its label looks at.
 
-    Features use events in ``[as_of - lookback_days, as_of)``; a label (``labels.py``) looks at
+    Features use events in ``(as_of - lookback_days, as_of)`` (age under ``lookback_days`` days, as every N-day
+    window holds age < N); a label (``labels.py``) looks at
     ``[as_of + gap_days, as_of + gap_days + horizon_days)``.
     """
 
@@ -182,6 +183,33 @@ def render_catalogue() -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
+# The source columns features and labels read (keys of events, and personal data, are never loaded).
+SOURCE_COLUMNS = {
+    "customers": [
+        ID,
+        "signup_date",
+        "closed_date",
+        "birth_year",
+        "city_tier",
+        "credit_limit",
+        *STATIC_CATEGORIES,
+    ],
+    "transactions": [
+        ID,
+        "txn_ts",
+        "amount",
+        "merchant_category",
+        "is_cross_border",
+        "is_installment",
+        "channel",
+    ],
+    "app_events": [ID, "event_ts", "event_type"],
+    "balances": [ID, "month_end", "aum", "card_balance"],
+    "campaign_contacts": [ID, "group", "sent_at"],
+    "responses": [ID, "event_type", "event_ts"],
+}
+
+
 def load_tables(
     lake,
     as_of: date | pd.Timestamp,
@@ -196,13 +224,14 @@ def load_tables(
     if extra_until is not None:
         later = pd.period_range(pd.Timestamp(as_of), pd.Timestamp(extra_until), freq="M")
         months = sorted(set(months) | {p.strftime("%Y-%m") for p in later})
-    tables = {"customers": io.read_table(lake, "customers")}
+    tables = {"customers": io.read_table(lake, "customers", columns=SOURCE_COLUMNS["customers"])}
     for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
         present = [m for m in months if m in set(io.list_months(lake, name))]
+        columns = SOURCE_COLUMNS[name]
         tables[name] = (
-            io.read_table(lake, name, months=present)
+            io.read_table(lake, name, months=present, columns=columns)
             if present
-            else TABLES[name].arrow_schema.empty_table().to_pandas(date_as_object=False)
+            else TABLES[name].arrow_schema.empty_table().select(columns).to_pandas(date_as_object=False)
         )
     return tables
 
@@ -224,6 +253,16 @@ def lookback_months(as_of: date | pd.Timestamp, window: WindowContract | None = 
     return [p.strftime("%Y-%m") for p in pd.period_range(first, as_of, freq="M")]
 
 
+_CUT_SLICE = 4_000_000
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """Concatenate and empty ``parts`` (so the caller's slices are freed before the next array is built)."""
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    parts.clear()
+    return out
+
+
 class _Cut:
     """Events of one table inside the lookback, with each row's customer position and age in days.
 
@@ -231,17 +270,44 @@ class _Cut:
     (copying whole frames through boolean ``.loc`` was most of the time and memory on 60M transactions).
     """
 
-    def __init__(self, frame: pd.DataFrame, ts: str, index: pd.Index, as_of: pd.Timestamp, lookback: int):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        ts: str,
+        index: pd.Index,
+        as_of: pd.Timestamp,
+        lookback: int,
+        min_age: int = 0,
+    ):
+        """Events with age in ``[min_age, lookback)`` days (age > 0 when ``min_age`` is 0: strictly before
+        ``as_of``)."""
         stamps = frame[ts].to_numpy()
+        ids = frame[ID].to_numpy()
         end = as_of.to_datetime64()
         start = (as_of - pd.Timedelta(days=lookback)).to_datetime64()
-        rows = np.flatnonzero((stamps < end) & (stamps >= start))
-        pos = index.get_indexer(frame[ID].to_numpy()[rows])
-        keep = pos >= 0
+        newest = (as_of - pd.Timedelta(days=min_age)).to_datetime64()
+        unit = np.timedelta64(1, "D") / np.timedelta64(1, stamps.dtype.name[11:-1] or "us")
+        row_type = np.int32 if len(frame) < 2**31 else np.int64
+        rows, pos, age = [], [], []
+        # In slices, keeping int32 row numbers and positions: the int64 temporaries of a whole table of tens of
+        # millions of events were the peak of a 1M-customer build.
+        for lo in range(0, len(frame), _CUT_SLICE):
+            st = stamps[lo : lo + _CUT_SLICE]
+            # age < lookback, like every N-day window; age >= min_age (or > 0)
+            r = np.flatnonzero(((st <= newest) if min_age else (st < end)) & (st > start))
+            p = index.get_indexer(ids[lo : lo + _CUT_SLICE][r])
+            keep = p >= 0
+            r, p = r[keep], p[keep]
+            # (end - stamp) in days exactly as numpy's timedelta division computes it.
+            a = (end - st[r]).view(np.int64).astype(np.float64)
+            a /= unit
+            rows.append((r + lo).astype(row_type))
+            pos.append(p.astype(np.int32))
+            age.append(a)
         self.source = frame
-        self.rows = rows[keep]
-        self.pos = pos[keep]
-        self.age = ((end - stamps[self.rows]) / np.timedelta64(1, "D")).astype(np.float64)
+        self.rows = _concat(rows, row_type)
+        self.pos = _concat(pos, np.int32)
+        self.age = _concat(age, np.float64)
         self.n = len(index)
 
     def __getitem__(self, column: str) -> pd.Series:
@@ -267,14 +333,54 @@ class _Cut:
         ``total(values, codes == j)`` would, so the sums are identical, in one pass instead of ``k``.
         """
         has = codes >= 0
-        key = self.pos[has].astype(np.int64) * k + codes[has]
-        return np.bincount(key, weights=values[has], minlength=self.n * k).reshape(self.n, k)
+        everywhere = bool(has.all())
+        key = (self.pos if everywhere else self.pos[has]).astype(np.int64)
+        key *= k  # in place: 60M-row temporaries were the peak of a 1M-customer build
+        key += codes if everywhere else codes[has]
+        weights = values if everywhere else values[has]
+        return np.bincount(key, weights=weights, minlength=self.n * k).reshape(self.n, k)
 
-    def days_since_last(self, mask: np.ndarray | None, cap: int) -> np.ndarray:
+    def min_days(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Whole days since each customer's latest (masked) event; inf where there is none."""
         out = np.full(self.n, np.inf)
         pos, age = (self.pos, self.age) if mask is None else (self.pos[mask], self.age[mask])
         np.minimum.at(out, pos, np.floor(age))
-        return np.where(np.isinf(out), cap, out)
+        return out
+
+    def days_since_last(self, mask: np.ndarray | None, cap: int) -> np.ndarray:
+        return _capped(self.min_days(mask), cap)
+
+
+def _capped(days: np.ndarray, cap: int) -> np.ndarray:
+    return np.where(np.isinf(days), cap, days)
+
+
+BAND_DAYS = 30
+
+
+def _bands(frame: pd.DataFrame, ts: str, index: pd.Index, as_of: pd.Timestamp, lookback: int):
+    """The lookback cut in ``BAND_DAYS``-day age bands, newest first: a 1M-customer build holds one band's arrays
+    at a time instead of the whole lookback's (60M+ transactions). Bands are fixed by age, so removing events
+    at or after ``as_of`` changes no band and no sum's order."""
+    for lo in range(0, lookback, BAND_DAYS):
+        yield _Cut(frame, ts, index, as_of, min(lo + BAND_DAYS, lookback), min_age=lo)
+
+
+class _Sums:
+    """Per-customer totals added band by band, in band order (deterministic floating-point sums)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.values: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        if name in self.values:
+            self.values[name] += values
+        else:
+            self.values[name] = np.array(values, dtype=np.float64)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values.get(name, np.zeros(self.n))
 
 
 def _is(column: pd.Series, value: str) -> np.ndarray:
@@ -317,43 +423,9 @@ def build_features(
     for c in STATIC_CATEGORIES:
         out[c] = pd.Categorical(base[c].astype(str), categories=TABLES["customers"].column(c).allowed)
 
-    txn = _Cut(tables["transactions"], "txn_ts", index, as_of, window.lookback_days)
-    amount = txn["amount"].to_numpy(np.float64)
-    for w in TXN_WINDOWS:
-        recent = txn.age < w
-        out[f"txn_count_{w}d"] = txn.count(recent)
-        out[f"spend_{w}d"] = txn.total(amount, recent)
-    out["days_since_last_txn"] = txn.days_since_last(None, cap)
-    out["avg_ticket_90d"] = _ratio(out["spend_90d"], out["txn_count_90d"])
-    prior = (txn.age >= 30) & (txn.age < 120)
-    out["spend_trend_30d_vs_prior_90d"] = out["spend_30d"] / (txn.total(amount, prior) / 3 + 1)
-    out["txn_trend_30d_vs_prior_90d"] = out["txn_count_30d"] / (txn.count(prior) / 3 + 1)
-    recent30 = txn.age < 30
-    seen = np.zeros((len(index), 30), dtype=bool)  # customer x day: no sort of 10M+ keys for a distinct count
-    seen[txn.pos[recent30], np.floor(txn.age[recent30]).astype(np.int64)] = True
-    out["active_days_30d"] = seen.sum(axis=1).astype(np.float64)
-    n180 = out["txn_count_180d"]
-    out["cross_border_share_180d"] = _ratio(txn.count(txn["is_cross_border"].to_numpy(bool)), n180)
-    out["installment_share_180d"] = _ratio(txn.count(txn["is_installment"].to_numpy(bool)), n180)
-    for ch in ("online", "mobile_wallet"):
-        out[f"{ch}_share_180d"] = _ratio(txn.count(_is(txn["channel"], ch)), n180)
-    spend_at = txn.total_by(
-        amount, _codes(txn["merchant_category"], MERCHANT_CATEGORIES), len(MERCHANT_CATEGORIES)
-    )
-    for k, cat in enumerate(MERCHANT_CATEGORIES):
-        out[f"cat_{cat}_spend_share_180d"] = _ratio(spend_at[:, k], out["spend_180d"])
-
-    events = _Cut(tables["app_events"], "event_ts", index, as_of, window.lookback_days)
-    event_type = events["event_type"]
-    login = _is(event_type, "login")
-    for w in LOGIN_WINDOWS:
-        out[f"logins_{w}d"] = events.count(login & (events.age < w))
-    prior_logins = events.count(login & (events.age >= 30) & (events.age < 120))
-    out["logins_trend_30d_vs_prior_90d"] = out["logins_30d"] / (prior_logins / 3 + 1)
-    out["days_since_last_login"] = events.days_since_last(login, cap)
-    for e in APP_EVENT_TYPES:
-        if e != "login":
-            out[f"{e}_90d"] = events.count(_is(event_type, e) & (events.age < 90))
+    # One helper per event table: each one's arrays are freed before the next table is cut (peak memory).
+    out.update(_transaction_features(tables["transactions"], index, as_of, window))
+    out.update(_app_features(tables["app_events"], index, as_of, window))
 
     out.update(_balance_features(tables["balances"], index, as_of, base["credit_limit"].to_numpy()))
 
@@ -370,6 +442,77 @@ def build_features(
 
     wide = pd.DataFrame(out)
     return wide[[ID, *FEATURE_NAMES]]
+
+
+def _transaction_features(
+    transactions: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, window: WindowContract
+) -> dict:
+    n, k = len(index), len(MERCHANT_CATEGORIES)
+    sums = _Sums(n)
+    last = np.full(n, np.inf)
+    seen = np.zeros((n, 30), dtype=bool)  # customer x day: no sort of 10M+ keys for a distinct count
+    spend_at = np.zeros((n, k))
+    for txn in _bands(transactions, "txn_ts", index, as_of, window.lookback_days):
+        amount = txn["amount"].to_numpy(np.float64)
+        for w in TXN_WINDOWS:
+            recent = txn.age < w
+            sums.add(f"txn_count_{w}d", txn.count(recent))
+            sums.add(f"spend_{w}d", txn.total(amount, recent))
+        np.minimum(last, txn.min_days(), out=last)
+        prior = (txn.age >= 30) & (txn.age < 120)
+        sums.add("prior_spend", txn.total(amount, prior))
+        sums.add("prior_count", txn.count(prior))
+        recent30 = txn.age < 30
+        seen[txn.pos[recent30], np.floor(txn.age[recent30]).astype(np.int64)] = True
+        sums.add("cross_border", txn.count(txn["is_cross_border"].to_numpy(bool)))
+        sums.add("installment", txn.count(txn["is_installment"].to_numpy(bool)))
+        for ch in ("online", "mobile_wallet"):
+            sums.add(ch, txn.count(_is(txn["channel"], ch)))
+        spend_at += txn.total_by(amount, _codes(txn["merchant_category"], MERCHANT_CATEGORIES), k)
+
+    out: dict[str, object] = {}
+    for w in TXN_WINDOWS:
+        out[f"txn_count_{w}d"] = sums[f"txn_count_{w}d"]
+        out[f"spend_{w}d"] = sums[f"spend_{w}d"]
+    out["days_since_last_txn"] = _capped(last, window.lookback_days + 1)
+    out["avg_ticket_90d"] = _ratio(out["spend_90d"], out["txn_count_90d"])
+    out["spend_trend_30d_vs_prior_90d"] = out["spend_30d"] / (sums["prior_spend"] / 3 + 1)
+    out["txn_trend_30d_vs_prior_90d"] = out["txn_count_30d"] / (sums["prior_count"] / 3 + 1)
+    out["active_days_30d"] = seen.sum(axis=1).astype(np.float64)
+    n180 = out["txn_count_180d"]
+    out["cross_border_share_180d"] = _ratio(sums["cross_border"], n180)
+    out["installment_share_180d"] = _ratio(sums["installment"], n180)
+    for ch in ("online", "mobile_wallet"):
+        out[f"{ch}_share_180d"] = _ratio(sums[ch], n180)
+    for j, cat in enumerate(MERCHANT_CATEGORIES):
+        out[f"cat_{cat}_spend_share_180d"] = _ratio(spend_at[:, j], out["spend_180d"])
+    return out
+
+
+def _app_features(
+    events_frame: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, window: WindowContract
+) -> dict:
+    n = len(index)
+    sums = _Sums(n)
+    last_login = np.full(n, np.inf)
+    for events in _bands(events_frame, "event_ts", index, as_of, window.lookback_days):
+        event_type = events["event_type"]
+        login = _is(event_type, "login")
+        for w in LOGIN_WINDOWS:
+            sums.add(f"logins_{w}d", events.count(login & (events.age < w)))
+        sums.add("prior_logins", events.count(login & (events.age >= 30) & (events.age < 120)))
+        np.minimum(last_login, events.min_days(login), out=last_login)
+        for e in APP_EVENT_TYPES:
+            if e != "login":
+                sums.add(f"{e}_90d", events.count(_is(event_type, e) & (events.age < 90)))
+
+    out: dict[str, object] = {f"logins_{w}d": sums[f"logins_{w}d"] for w in LOGIN_WINDOWS}
+    out["logins_trend_30d_vs_prior_90d"] = out["logins_30d"] / (sums["prior_logins"] / 3 + 1)
+    out["days_since_last_login"] = _capped(last_login, window.lookback_days + 1)
+    for e in APP_EVENT_TYPES:
+        if e != "login":
+            out[f"{e}_90d"] = sums[f"{e}_90d"]
+    return out
 
 
 def _balance_features(

@@ -171,8 +171,12 @@ def read_arrow(
 def read_table(
     root: Path, table: str, months: Iterable[str] | None = None, columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """A table as pandas: dictionary columns become ``category``, dates ``datetime64``, strings ``str``."""
-    return read_arrow(root, table, months, columns).to_pandas(date_as_object=False)
+    """A table as pandas: dictionary columns become ``category``, dates ``datetime64``, strings ``str``.
+
+    Arrow's buffers are released column by column during the conversion, so the peak stays near one copy.
+    """
+    arrow = read_arrow(root, table, months, columns)
+    return arrow.to_pandas(date_as_object=False, split_blocks=True, self_destruct=True)
 
 
 @contextmanager

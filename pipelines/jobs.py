@@ -102,6 +102,13 @@ def load_campaign(settings: Settings, name: str):
     return specs[name]
 
 
+def validate_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """The campaign's first step: its spec must load (a bad spec fails before any work), then the source-data
+    gates of ``as_of`` (:func:`validate_data`)."""
+    load_campaign(settings, name)
+    return validate_data(settings, as_of, progress)
+
+
 def _campaign_dir(settings: Settings, name: str, as_of: Any) -> Path:
     return run_dir(settings.runs_dir, campaign_run_id(name, resolve_as_of(settings, as_of)))
 

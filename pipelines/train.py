@@ -194,6 +194,71 @@ class CalibratedModel:
         )
         return pd.DataFrame(contrib, columns=[*self.features, "bias"], index=frame.index)
 
+    def path_contributions(self, frame: pd.DataFrame, chunk_rows: int = 50_000) -> pd.DataFrame:
+        """Per-row contributions in log-odds by decision path (Saabas): in every tree, each split on the row's
+        path credits its feature with the change in the node's expected value. One column per feature plus
+        ``bias``; a row sums to :meth:`raw_score` exactly.
+
+        The cheap stand-in for :meth:`raw_contributions` (TreeSHAP) when many rows need reason codes: it costs a
+        leaf lookup per tree instead of TreeSHAP's leaves x depth^2 (376k rows x 565 trees: TreeSHAP 364 s on 2
+        cores). The top features of the two agree for most rows; SHAP is the one to use for a single customer.
+        """
+        import scipy.sparse as sp
+
+        table, bias = self._leaf_table()
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        for start in range(0, len(frame), chunk_rows):
+            x = self.encode(frame.iloc[start : start + chunk_rows])
+            leaves = self.booster.predict(x, num_iteration=self.best_iteration, pred_leaf=True)
+            leaves = np.asarray(leaves, dtype=np.int64).reshape(len(x), -1)
+            gid = (leaves + self._leaf_offsets[None, : leaves.shape[1]]).ravel()
+            n = len(x)
+            rows = sp.csr_matrix(
+                (np.ones(gid.size), gid, np.arange(0, gid.size + 1, leaves.shape[1])),
+                shape=(n, table.shape[0]),
+            )
+            out[start : start + n] = (rows @ table).toarray()
+        result = pd.DataFrame(out, columns=self.features, index=frame.index)
+        result["bias"] = bias
+        return result
+
+    def _leaf_table(self):
+        """Sparse (all leaves x features) matrix of each leaf's path contributions, and the summed root values."""
+        import scipy.sparse as sp
+
+        cached = getattr(self, "_leaf_cache", None)
+        if cached is not None:
+            return cached
+        trees = self.booster.dump_model(num_iteration=self.best_iteration)["tree_info"]
+        rows, cols, vals, offsets, bias, total = [], [], [], [], 0.0, 0
+        for tree in trees:
+            root = tree["tree_structure"]
+            offsets.append(total)
+            total += tree["num_leaves"]
+            if "leaf_index" in root or "split_feature" not in root:  # a single-leaf tree
+                bias += float(root.get("leaf_value", 0.0))
+                continue
+            bias += float(root["internal_value"])
+            stack = [(root, [])]
+            while stack:
+                node, path = stack.pop()
+                value = node["internal_value"]
+                for side in ("left_child", "right_child"):
+                    child = node[side]
+                    child_value = child["leaf_value"] if "leaf_index" in child else child["internal_value"]
+                    step = [*path, (node["split_feature"], child_value - value)]
+                    if "leaf_index" in child:
+                        for feature, delta in step:
+                            rows.append(offsets[-1] + child["leaf_index"])
+                            cols.append(feature)
+                            vals.append(delta)
+                    else:
+                        stack.append((child, step))
+        table = sp.csr_matrix((vals, (rows, cols)), shape=(total, len(self.features)))  # duplicates summed
+        self._leaf_offsets = np.asarray(offsets, dtype=np.int64)
+        self._leaf_cache = (table, bias)
+        return self._leaf_cache
+
     def feature_importance(self) -> pd.DataFrame:
         """Total gain and split count per feature, highest gain first."""
         gain = self.booster.feature_importance(importance_type="gain", iteration=self.best_iteration)
@@ -203,7 +268,7 @@ class CalibratedModel:
         return table.sort_values(["gain", "feature"], ascending=[False, True], ignore_index=True)
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_leaf")}
         state["booster"] = self.booster.model_to_string(num_iteration=-1)
         return state
 

@@ -96,7 +96,7 @@ class _FakeContribModel:
     def __init__(self, contrib: np.ndarray) -> None:
         self._contrib = contrib
 
-    def raw_contributions(self, frame):
+    def path_contributions(self, frame):
         return pd.DataFrame(
             np.column_stack([self._contrib, np.zeros(len(frame))]),
             columns=[*self.features, "bias"],
@@ -111,3 +111,30 @@ def test_reason_codes_name_the_largest_positive_contributions():
     assert out.loc[0, ["reason_1", "reason_2", "reason_3"]].tolist() == ["b", "d", "a"]
     # only one feature pushed the second score up
     assert out.loc[1, "reason_1"] == "d" and out.loc[1, "reason_2"] is None
+
+
+def test_path_contributions_sum_to_the_raw_score_and_name_the_planted_driver():
+    from pipelines.train import TrainConfig, fit_model
+
+    rng = np.random.default_rng(0)
+    n = 6_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(n),
+            "driver": rng.normal(size=n),
+            "noise_a": rng.normal(size=n),
+            "noise_b": rng.normal(size=n),
+            "tier": pd.Categorical(rng.choice(["a", "b", "c"], size=n)),
+        }
+    )
+    logit = -2.5 + 2.0 * frame["driver"] + 0.6 * (frame["tier"] == "c")
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    config = TrainConfig(n_estimators=200, early_stopping_rounds=20, min_child_samples=20)
+    model = fit_model(
+        frame[:4000], frame[4000:], ["driver", "noise_a", "noise_b", "tier"], ["tier"], "label", config
+    )
+    contrib = model.path_contributions(frame, chunk_rows=1_000)  # several chunks
+    assert np.allclose(contrib.sum(axis=1).to_numpy(), model.raw_score(frame), atol=1e-9)
+    high = frame["driver"] > 1.5
+    reasons = score.reason_codes(score.ScoringModel("m", "1", "champion", "", model), frame[high])
+    assert (reasons["reason_1"] == "driver").mean() > 0.9
