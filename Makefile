@@ -18,7 +18,7 @@ help:
 	@echo "make run    generate the demo bank ($(CUSTOMERS) customers, $(MONTHS) months), then train, score and write"
 	@echo "           the campaign lists through Airflow (churn_training, campaign_scoring__*), and print a summary"
 	@echo "make test   the whole test suite"
-	@echo "make bench  generator and validation benchmarks (print figures)"
+	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring)"
 	@echo "make lint   ruff"
 
 $(UV):
@@ -42,6 +42,7 @@ bench: .venv/.synced
 	$(RUN) python bench/bench_validate.py bench/out/synth
 	$(RUN) python bench/bench_features.py bench/out/synth
 	$(RUN) python bench/bench_train.py --lake bench/out/synth --rows 100000
+	$(RUN) python bench/bench_score.py bench/out/synth --postgres ''
 
 lint: .venv/.synced
 	$(RUN) ruff check pipelines dags tests bench

@@ -70,6 +70,8 @@ def load_scoring_model(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from pipelines.train import mlflow_store
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         if version is None:
@@ -81,14 +83,8 @@ def load_scoring_model(
             f"no model registered as {name}@{alias} in {tracking_uri}: train and promote one first "
             f"(e.g. `pmp train {name}`)"
         ) from exc
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
+    with mlflow_store(tracking_uri):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     model = getattr(pyfunc.unwrap_python_model(), "model", None)
     if model is None or not hasattr(model, "predict_proba"):
         raise ScoringError(f"{name} v{version.version} is not a platform model (no CalibratedModel inside)")

@@ -20,10 +20,12 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -663,10 +665,7 @@ def register_model(
     )
     y_test = _labels(test, label)
 
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
+    with mlflow_store(tracking_uri):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         experiment_id = _experiment_id(client, experiment, tracking_uri, artifact_location)
         test_input = pyfunc_input(test, features, categorical)
@@ -754,9 +753,6 @@ def register_model(
             client.set_model_version_tag(config.model_name, version, "promotion", verdict)
             client.set_model_version_tag(config.model_name, version, "run_id", run.info.run_id)
             say(f"version {version}: {verdict}")
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
 
     return TrainResult(
         run_id=run.info.run_id,
@@ -774,16 +770,35 @@ def load_champion(name: str, tracking_uri: str, alias: str = CHAMPION):
     """The pyfunc registered under ``models:/<name>@<alias>`` in the store at ``tracking_uri``."""
     import mlflow
 
-    # Both URIs: resolving a models:/ URI also reads the logged model from the tracking store, which would
-    # otherwise default to ./mlflow.db in the working directory.
+    with mlflow_store(tracking_uri):
+        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+
+
+@contextmanager
+def mlflow_store(tracking_uri: str):
+    """Point MLflow's tracking and registry at ``tracking_uri`` for the block, then put everything back,
+    including the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` environment variables that
+    ``mlflow.set_tracking_uri`` writes (left behind, they would redirect later settings in the same process).
+
+    Both URIs are set: resolving a ``models:/`` URI also reads the logged model from the tracking store, which
+    would otherwise default to ./mlflow.db in the working directory.
+    """
+    import mlflow
+
+    env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
-        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        yield
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -289,3 +289,21 @@ def test_cli_train_prints_run_version_and_decision(tmp_path, monkeypatch, capsys
     assert main([*args, "--label", "missing"]) == 2
     assert "'missing' not in the table" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "customers.parquet", "mlflow.db"]
+
+
+def test_mlflow_store_puts_the_environment_back(monkeypatch, tmp_path):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; left behind, it redirected later load_settings()."""
+    import os
+
+    from pipelines.config import load_settings
+    from pipelines.train import mlflow_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with mlflow_store(f"sqlite:///{tmp_path / 'a.db'}"):
+        assert os.environ["MLFLOW_TRACKING_URI"].endswith("a.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b.db'}")
+    with mlflow_store(f"sqlite:///{tmp_path / 'a.db'}"):
+        pass
+    assert load_settings().mlflow_tracking_uri.endswith("b.db")
