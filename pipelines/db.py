@@ -158,6 +158,10 @@ campaign_targets = Table(
     Column("reason_1", String),
     Column("reason_2", String),
     Column("reason_3", String),
+    Column("rfm_segment", String),
+    Column("value_tier", String),
+    Column("lifecycle_stage", String),
+    Column("persona", String),
     PrimaryKeyConstraint("run_id", "customer_id"),
     CheckConstraint(f"target_group IN {TARGET_GROUPS!r}", name="target_group"),
     CheckConstraint(f"decile BETWEEN 1 AND {N_DECILES}", name="decile"),
@@ -176,6 +180,24 @@ campaign_exclusions = Table(
     sqlite_with_rowid=False,
 )
 
+SEGMENT_COLUMNS = ("rfm_segment", "value_tier", "lifecycle_stage", "persona")
+# The segment mix of a run: per segment column (dimension) and value, the selected customers by group.
+campaign_segments = Table(
+    "campaign_segments",
+    metadata,
+    Column("run_id", String, nullable=False),
+    Column("dimension", String, nullable=False),
+    Column("segment", String, nullable=False),
+    Column("customers", BigInteger, nullable=False),
+    Column("treatment", BigInteger, nullable=False),
+    Column("holdout", BigInteger, nullable=False),
+    Column("share", Double, nullable=False),
+    Column("avg_score", Double),
+    Column("avg_value", Double),
+    PrimaryKeyConstraint("run_id", "dimension", "segment"),
+)
+SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
+
 TARGET_COLUMNS = (
     "customer_id",
     "score",
@@ -186,13 +208,14 @@ TARGET_COLUMNS = (
     "reason_1",
     "reason_2",
     "reason_3",
+    *SEGMENT_COLUMNS,
 )
 TARGET_REQUIRED = ("customer_id", "score", "decile", "rank", "target_group")
 EXCLUSION_COLUMNS = ("customer_id", "exclusion_reason", "detail")
 EXCLUSION_REQUIRED = ("customer_id", "exclusion_reason")
 # psycopg binary COPY types of the staged columns, in TARGET_COLUMNS / EXCLUSION_COLUMNS order.
 _COPY_TYPES = {
-    "campaign_targets": ["int8", "float8", "int2", "int4", "text", "text", "text", "text", "text"],
+    "campaign_targets": ["int8", "float8", "int2", "int4", *["text"] * 9],
     "campaign_exclusions": ["int8", "text", "text"],
 }
 
@@ -337,9 +360,11 @@ def write_run(
     targets: pd.DataFrame | None,
     exclusions: pd.DataFrame | None,
     *,
+    segments: pd.DataFrame | None = None,
     chunk_rows: int = 100_000,
 ) -> None:
-    """Store a run: its record, its target list and its exclusion audit, replacing whatever the run id had.
+    """Store a run: its record, its target list, its exclusion audit and its segment mix (``segments``:
+    :data:`SEGMENT_SUMMARY_COLUMNS`, optional), replacing whatever the run id had.
 
     Atomic (one transaction: a failure anywhere leaves the database as it was) and idempotent (writing the same
     run again replaces its rows, never duplicates them). Frames are validated first, with errors naming the table
@@ -351,6 +376,7 @@ def write_run(
     _check_engine(engine)
     for name, frame in (("campaign_targets", targets), ("campaign_exclusions", exclusions)):
         _check_frame_run_id(frame, name, run.run_id)
+    segment_rows = _normalize_segments(segments)
     target_rows = _normalize_targets(targets)
     exclusion_rows = _normalize_exclusions(exclusions)
     _check_disjoint(target_rows, exclusion_rows)
@@ -382,6 +408,9 @@ def write_run(
                 )
             else:
                 _insert_rows(conn, table, record["run_id"], frames[table.name], chunk_rows)
+        conn.execute(delete(campaign_segments).where(campaign_segments.c.run_id == record["run_id"]))
+        if segment_rows:
+            conn.execute(insert(campaign_segments), [{"run_id": record["run_id"], **r} for r in segment_rows])
         _checkpoint("written")
 
 
@@ -581,7 +610,7 @@ def _normalize_targets(frame: pd.DataFrame | None) -> pd.DataFrame:
             "target_group": groups,
             **{
                 c: _str_column(frame, table, c, required=False)
-                for c in ("channel", "reason_1", "reason_2", "reason_3")
+                for c in ("channel", "reason_1", "reason_2", "reason_3", *SEGMENT_COLUMNS)
             },
         }
     )
@@ -603,6 +632,28 @@ def _normalize_exclusions(frame: pd.DataFrame | None) -> pd.DataFrame:
             "detail": _str_column(frame, table, "detail", required=False),
         }
     )
+
+
+def _normalize_segments(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The segment-mix rows as plain dicts (a few dozen), or a FrameValidationError."""
+    table = "campaign_segments"
+    if frame is None or len(frame) == 0:
+        return []
+    _check_columns(frame, table, ("dimension", "segment", "customers", "treatment", "holdout", "share"))
+    if frame.duplicated(["dimension", "segment"]).any():
+        raise _fail(table, "segment", "duplicate (dimension, segment) rows")
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {}
+        for c in SEGMENT_SUMMARY_COLUMNS:
+            v = record.get(c)
+            v = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+            row[c] = v.item() if isinstance(v, np.generic) else v
+        if row["dimension"] is None or row["segment"] is None:
+            raise _fail(table, "segment", "every row needs a dimension and a segment")
+        row["dimension"], row["segment"] = str(row["dimension"]), str(row["segment"])
+        rows.append(row)
+    return rows
 
 
 def _check_disjoint(targets: pd.DataFrame, exclusions: pd.DataFrame) -> None:
@@ -695,6 +746,7 @@ _TARGET_DTYPES = {
     "reason_1": "str",
     "reason_2": "str",
     "reason_3": "str",
+    **dict.fromkeys(SEGMENT_COLUMNS, "str"),
 }
 _EXCLUSION_DTYPES = {"run_id": "str", "customer_id": "int64", "exclusion_reason": "str", "detail": "str"}
 _RUN_DTYPES = {
@@ -816,6 +868,19 @@ def read_exclusions(engine: Engine, run_id: str) -> pd.DataFrame:
             select(*(e[n] for n in _EXCLUSION_DTYPES)).where(e.run_id == run_id).order_by(e.customer_id)
         ).all()
     return _frame(rows, _EXCLUSION_DTYPES)
+
+
+def read_segments(engine: Engine, run_id: str) -> pd.DataFrame:
+    """The segment mix of a run (:data:`SEGMENT_SUMMARY_COLUMNS`), by dimension then size."""
+    s_ = campaign_segments.c
+    with engine.connect() as conn:
+        _require_run(conn, run_id)
+        rows = conn.execute(
+            select(*(s_[n] for n in SEGMENT_SUMMARY_COLUMNS))
+            .where(s_.run_id == run_id)
+            .order_by(s_.dimension, s_.customers.desc(), s_.segment)
+        ).all()
+    return pd.DataFrame(rows, columns=list(SEGMENT_SUMMARY_COLUMNS))
 
 
 def group_counts(engine: Engine, run_id: str) -> dict[str, int]:

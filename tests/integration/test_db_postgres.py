@@ -38,6 +38,7 @@ def test_tables_live_in_the_test_schema(engine, postgres_url):
     assert sorted(found) == [
         (schema, "campaign_exclusions"),
         (schema, "campaign_runs"),
+        (schema, "campaign_segments"),
         (schema, "campaign_targets"),
     ]
     db.ensure_schema(engine)  # idempotent on PostgreSQL too
@@ -54,7 +55,13 @@ def test_roundtrip_keeps_values_dtypes_and_utc_timestamps(postgres_url):
     engine = db.make_engine(url.render_as_string(hide_password=False))
     try:
         db.ensure_schema(engine)
-        targets = make_targets(10).assign(email="someone@example.com")
+        targets = make_targets(10).assign(
+            email="someone@example.com",
+            rfm_segment="Lost",
+            value_tier="low",
+            lifecycle_stage="dormant",
+            persona="revolver",
+        )
         db.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
 
         got = db.read_targets(engine, "winback", groups=("treatment", "holdout"))

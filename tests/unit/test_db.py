@@ -164,7 +164,14 @@ def test_ensure_schema_is_idempotent_and_keeps_data(engine):
 
 
 def test_roundtrip_keeps_values_and_dtypes(engine):
-    targets = make_targets(10).assign(email="someone@example.com", first_name="Ann")  # never stored
+    targets = make_targets(10).assign(
+        email="someone@example.com",
+        first_name="Ann",  # never stored
+        rfm_segment="Champions",
+        value_tier="high",
+        lifecycle_stage="active",
+        persona=None,
+    )
     db.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
 
     got = db.read_targets(engine, "winback", groups=("treatment", "holdout"))
@@ -173,6 +180,7 @@ def test_roundtrip_keeps_values_and_dtypes(engine):
     pd.testing.assert_frame_equal(got, expected.astype({"run_id": "str"}))
     assert got["score"].tolist() == targets["score"].tolist(), "floats must round-trip exactly"
     assert got["reason_2"].isna().sum() == 4 and got["reason_3"].isna().all()
+    assert set(got["rfm_segment"]) == {"Champions"} and got["persona"].isna().all()
 
     treatment = db.read_targets(engine, "winback")
     assert set(treatment["target_group"]) == {"treatment"} and len(treatment) == 8
@@ -499,3 +507,26 @@ def test_group_counts_and_exclusions_of_unknown_runs_raise(history):
         db.group_counts(history, "nope")
     with pytest.raises(db.RunNotFoundError):
         db.read_exclusions(history, "nope")
+
+
+def test_segment_mix_is_written_with_the_run_and_replaced_on_rerun(engine):
+    mix = pd.DataFrame(
+        {
+            "dimension": ["rfm_segment", "rfm_segment", "lifecycle_stage"],
+            "segment": ["Champions", "Lost", "active"],
+            "customers": [6, 4, 10],
+            "treatment": [5, 3, 8],
+            "holdout": [1, 1, 2],
+            "share": [0.6, 0.4, 1.0],
+            "avg_score": [0.5, 0.2, 0.38],
+            "avg_value": [np.nan, np.nan, np.nan],
+        }
+    )
+    db.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix)
+    got = db.read_segments(engine, "campaign__winback__2026-01-01")
+    assert len(got) == 3 and got.loc[got["segment"] == "Champions", "treatment"].item() == 5
+    assert got["avg_value"].isna().all()
+    db.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix.iloc[:1])
+    assert len(db.read_segments(engine, "campaign__winback__2026-01-01")) == 1
+    with pytest.raises(db.FrameValidationError, match="campaign_segments"):
+        db.write_run(engine, make_run(), make_targets(10), None, segments=pd.concat([mix, mix]))
