@@ -70,7 +70,13 @@ def _run(settings: Settings, label: str) -> dict:
     as_of = jobs.resolve_as_of(settings)
     times = {}
     with measure(f"{label}: whole run") as whole:
-        for step in (jobs.campaign_features, jobs.campaign_score, jobs.campaign_select, jobs.campaign_write):
+        for step in (
+            jobs.campaign_features,
+            jobs.campaign_segments,
+            jobs.campaign_score,
+            jobs.campaign_select,
+            jobs.campaign_write,
+        ):
             t0 = time.perf_counter()
             out = step(settings, name, as_of)
             times[step.__name__] = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """campaign_scoring: one DAG per campaign spec in ``campaigns/`` (dag_id ``campaign_scoring__<name>``).
 
-validate -> features -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
+validate -> features -> segment -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
 ``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
 summaries; the work is in ``pipelines.jobs``. Only the spec headers (name, model, schedule) are read at parse time;
 the full spec is validated by the first task.
@@ -46,7 +46,13 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
             return run_step(jobs.campaign_features, name, day)
 
         @task
-        def score(day: str, _features: str) -> dict:
+        def segment(day: str, _features: str) -> dict:
+            from pipelines import jobs
+
+            return run_step(jobs.campaign_segments, name, day)
+
+        @task
+        def score(day: str, _segments: dict) -> dict:
             from pipelines import jobs
 
             return run_step(jobs.campaign_score, name, day)
@@ -64,7 +70,7 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
             return run_step(jobs.campaign_write, name, day)
 
         day = validate()
-        write(day, select(day, score(day, features(day))))
+        write(day, select(day, score(day, segment(day, features(day)))))
 
     return scoring()
 

@@ -179,6 +179,11 @@ def _run_summary(settings: Settings, training, campaigns) -> str:
             f"  {w['campaign']}: {w['scored']:,} scored, {w['excluded']:,} excluded, {w['selected']:,} selected -> "
             f"treatment {w['treatment']:,}, holdout {w['holdout']:,} (SRM p = {w['srm_p_value']:.3f})",
             f"    excluded by reason: {reasons or 'none'}",
+            *[
+                f"    audience by {dim}: "
+                + ", ".join(f"{seg} {n:,}" for seg, n in sorted(mix.items(), key=lambda kv: -kv[1]))
+                for dim, mix in w.get("segment_mix", {}).items()
+            ],
             f"    list: {_tool('pmp')} lists export --campaign {w['campaign']} --out {w['campaign']}.csv",
         ]
     lines += [

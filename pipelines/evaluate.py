@@ -161,3 +161,29 @@ def calibration_plot(y, p, path: str | Path, bins: int = 10) -> Path:
     labels = ("mean predicted probability", "observed rate", "Calibration (equal-count bins)")
     series = (table["mean_predicted"], table["observed_rate"])
     return _line_chart(path, series, top, "perfect", labels, "upper left")
+
+
+def segment_chart(mix: pd.DataFrame, path: str | Path, title: str = "audience by segment") -> Path:
+    """Horizontal bars of treatment and holdout customers per segment, one panel per segment column
+    (``mix``: ``dimension, segment, treatment, holdout`` rows as written by a campaign run)."""
+    plt = _pyplot()
+    path = Path(path)
+    dims = list(dict.fromkeys(mix["dimension"]))
+    heights = [max(1.2, 0.35 * (mix["dimension"] == d).sum() + 0.6) for d in dims]
+    fig, axes = plt.subplots(len(dims), 1, figsize=(7, sum(heights)), dpi=100, squeeze=False)
+    try:
+        for ax, dim in zip(axes[:, 0], dims, strict=True):
+            part = mix.loc[mix["dimension"] == dim].iloc[::-1]
+            y = np.arange(len(part))
+            ax.barh(y, part["treatment"], label="treatment")
+            ax.barh(y, part["holdout"], left=part["treatment"], label="holdout")
+            ax.set_yticks(y, part["segment"].astype(str))
+            ax.set_title(dim, fontsize=10)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0, 0].legend(loc="lower right")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

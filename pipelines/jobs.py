@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines import io
@@ -120,6 +121,69 @@ def campaign_features(settings: Settings, name: str, as_of: Any = None, progress
     return str(build_wide_table(settings, as_of, out, progress))
 
 
+def persona_model_path(settings: Settings) -> Path:
+    """Where the persona model lives between runs: fitted once, then re-applied, so a customer whose behaviour
+    has not changed keeps the same persona. Delete the file to refit."""
+    return settings.data_dir / "segments" / "persona_model.json"
+
+
+def campaign_segments(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """RFM segment, lifecycle stage, persona, value tier and flags of every customer of the wide table ->
+    ``segments.parquet``. The value tier needs a ``value`` champion; without one it is left empty."""
+    from pipelines import campaign as cmp
+    from pipelines import segment
+
+    say = _say(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    wide = io.read_frame(folder / "features.parquet")
+    invalid = cmp.invalid_customers(
+        settings.lake_dir,
+        as_of,
+        spec.contact_policy.invalid_customer or cmp.InvalidCustomerRule(),
+    )
+    model_path = persona_model_path(settings)
+    known = segment.PersonaModel.from_dict(io.read_json(model_path)) if model_path.is_file() else None
+    segments, model = segment.assign_segments(wide, invalid_ids=invalid, persona_model=known)
+    if known is None:
+        io.write_json_atomic(model_path, model.to_dict())
+        say(f"persona model fitted on {len(wide):,} customers and kept in {model_path}")
+    value = _predict_value(settings, wide, say)
+    if value is not None:
+        segments["value_tier"] = segment.value_tiers(value).to_numpy()
+        segments["predicted_value"] = value.to_numpy()
+    else:
+        segments["value_tier"] = pd.Series(pd.NA, index=segments.index, dtype="str")
+    io.write_frame(segments, folder / "segments.parquet")
+    mix = segments["lifecycle_stage"].value_counts(normalize=True)
+    say("lifecycle mix of the base: " + ", ".join(f"{k} {v:.0%}" for k, v in mix.items() if v > 0))
+    return {"segments": str(folder / "segments.parquet"), "customers": len(segments)}
+
+
+def _predict_value(settings: Settings, wide: pd.DataFrame, say: Callable[[str], None]) -> pd.Series | None:
+    """Predicted value per customer (indexed like ``wide``) from the ``value`` champion, or None without one."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines import value
+    from pipelines.train import mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    try:
+        version = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias("value", "champion")
+    except MlflowException:
+        say("no value@champion model: value tiers left empty (train one with `pmp train value`)")
+        return None
+    with mlflow_store(uri):
+        pyfunc = mlflow.pyfunc.load_model(f"models:/value/{version.version}")
+    model = getattr(pyfunc.unwrap_python_model(), "model", None)
+    predicted = value.predict_value(model, wide)
+    say(f"value v{version.version}: predicted value of {len(wide):,} customers")
+    return pd.Series(np.asarray(predicted, dtype=np.float64), index=wide.index)
+
+
 def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Score every customer of the wide table with the champion of the campaign's model ->
     ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version)."""
@@ -143,6 +207,7 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     ``exclusions.parquet``. Fails the run on a sample-ratio mismatch."""
     from pipelines import campaign as cmp
     from pipelines import db
+    from pipelines.db import SEGMENT_COLUMNS
     from pipelines.score import (
         GROUP,
         HOLDOUT,
@@ -163,6 +228,8 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     wide = io.read_frame(folder / "features.parquet")
     scores = io.read_frame(folder / "scores.parquet")
     scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
+    segments = io.read_frame(folder / "segments.parquet")
+    scored = scored.merge(segments, on="customer_id", how="left", validate="one_to_one")
 
     customers = io.read_table(
         settings.lake_dir, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
@@ -202,9 +269,10 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     )
     model = load_scoring_model(**_pinned(folder), tracking_uri=settings.mlflow_tracking_uri)
     reasons = reason_codes(model, selected)
-    targets = selected[["customer_id", "score", "decile", "rank", GROUP]].merge(
-        reasons, on="customer_id", how="left", validate="one_to_one"
-    )
+    keep = ["customer_id", "score", "decile", "rank", GROUP, *SEGMENT_COLUMNS]
+    if "predicted_value" in selected.columns:
+        keep.append("predicted_value")
+    targets = selected[keep].merge(reasons, on="customer_id", how="left", validate="one_to_one")
     targets["channel"] = spec.channel
     io.write_frame(targets, folder / "targets.parquet")
     io.write_frame(exclusions, folder / "exclusions.parquet")
@@ -261,9 +329,10 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
         holdout_fraction=spec.holdout_fraction,
         details={"excluded_by_reason": selection["excluded_by_reason"], "channel": spec.channel},
     )
+    mix = segment_mix(targets)
     engine = db.make_engine(settings.database_url)
     db.ensure_schema(engine)
-    db.write_run(engine, record, targets, exclusions)
+    db.write_run(engine, record, targets, exclusions, segments=mix)
     stored = db.group_counts(engine, run_id)
     planned = targets[GROUP].value_counts()
     if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
@@ -273,7 +342,104 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
         f"run {run_id} as stored",
     )
     say(f"wrote {sum(stored.values()):,} targets and {len(exclusions):,} exclusions to {_safe_url(engine)}")
-    return {**selection, "database": _safe_url(engine), "srm_p_value": srm.p_value, "campaign": name}
+    mlflow_run = _log_campaign_run(settings, record, selection, mix, folder)
+    return {
+        **selection,
+        "database": _safe_url(engine),
+        "srm_p_value": srm.p_value,
+        "campaign": name,
+        "mlflow_run_id": mlflow_run,
+        "segment_mix": {
+            dim: {str(r["segment"]): int(r["customers"]) for _, r in part.iterrows()}
+            for dim, part in mix.groupby("dimension", sort=False)
+        },
+    }
+
+
+def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
+    """The audience by segment: for each segment column present (``rfm_segment``, ``lifecycle_stage``,
+    ``persona``, ``value_tier``) and value, customers, treatment, holdout, share of the audience, average score
+    and average predicted value. Missing segment values count as ``unknown``."""
+    from pipelines.db import SEGMENT_COLUMNS
+    from pipelines.score import GROUP, HOLDOUT, TREATMENT
+
+    rows = []
+    total = max(len(targets), 1)
+    value = targets["predicted_value"] if "predicted_value" in targets.columns else None
+    for dim in SEGMENT_COLUMNS:
+        if dim not in targets.columns or targets[dim].isna().all():
+            continue
+        keys = targets[dim].astype("object").where(targets[dim].notna(), "unknown").astype(str)
+        for seg, part in targets.groupby(keys, sort=True):
+            rows.append(
+                {
+                    "dimension": dim,
+                    "segment": seg,
+                    "customers": len(part),
+                    "treatment": int((part[GROUP] == TREATMENT).sum()),
+                    "holdout": int((part[GROUP] == HOLDOUT).sum()),
+                    "share": len(part) / total,
+                    "avg_score": float(part["score"].mean()),
+                    "avg_value": float(value.loc[part.index].mean()) if value is not None else float("nan"),
+                }
+            )
+    mix = pd.DataFrame(rows)
+    if mix.empty:
+        return mix
+    return mix.sort_values(["dimension", "customers"], ascending=[True, False], ignore_index=True)
+
+
+def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataFrame, folder: Path) -> str:
+    """One MLflow run per campaign run (experiment ``campaign_scoring``, replaced on a rerun): counts, the SRM
+    p-value, the exclusion reasons and the audience's segment mix as a table and a chart."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.evaluate import segment_chart
+    from pipelines.train import mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(uri)
+    with mlflow_store(uri):
+        experiment = client.get_experiment_by_name(CAMPAIGN_DAG)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(CAMPAIGN_DAG)
+        for old in client.search_runs([experiment_id], f"tags.pmp_run_id = '{record.run_id}'"):
+            client.delete_run(old.info.run_id)
+        charts = folder / "charts"
+        charts.mkdir(parents=True, exist_ok=True)
+        mix.to_csv(charts / "segment_mix.csv", index=False)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_id) as run:
+            mlflow.set_tags({"pmp_run_id": record.run_id, "campaign": record.campaign})
+            mlflow.log_params(
+                {
+                    "campaign": record.campaign,
+                    "as_of": record.logical_date.isoformat(),
+                    "model": f"{record.model_name} v{record.model_version}",
+                    "holdout_fraction": record.holdout_fraction,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    k: float(selection[k])
+                    for k in (
+                        "scored",
+                        "eligible",
+                        "excluded",
+                        "selected",
+                        "treatment",
+                        "holdout",
+                        "srm_p_value",
+                    )
+                }
+            )
+            mlflow.log_dict(selection["excluded_by_reason"], "excluded_by_reason.json")
+            mlflow.log_artifact(str(charts / "segment_mix.csv"))
+            if not mix.empty:
+                segment_chart(
+                    mix, charts / "segment_mix.png", title=f"{record.campaign}: audience by segment"
+                )
+                mlflow.log_artifact(str(charts / "segment_mix.png"))
+        return run.info.run_id
 
 
 def _safe_url(engine) -> str:
@@ -285,6 +451,7 @@ def run_campaign(settings: Settings, name: str, as_of: Any = None, progress: Pro
     source-data gate (run :func:`validate_data` first, as the DAG does)."""
     as_of = resolve_as_of(settings, as_of)
     campaign_features(settings, name, as_of, progress)
+    campaign_segments(settings, name, as_of, progress)
     campaign_score(settings, name, as_of, progress)
     campaign_select(settings, name, as_of, progress)
     return campaign_write(settings, name, as_of, progress)

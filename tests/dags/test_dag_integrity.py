@@ -22,7 +22,7 @@ PARSE_BUDGET_SECONDS = 2.0
 HEAVY = ("mlflow", "lightgbm", "great_expectations", "sklearn", "dask", "distributed", "scipy")
 
 TRAINING_TASKS = ["validate", "features", "labels", "train", "evaluate", "register", "publish_champion"]
-CAMPAIGN_TASKS = ["validate", "features", "score", "select", "write"]
+CAMPAIGN_TASKS = ["validate", "features", "segment", "score", "select", "write"]
 
 
 def campaign_specs() -> dict[str, dict]:

@@ -39,7 +39,7 @@ CAMPAIGN = "churn-winback"
 CAMPAIGN_DAG = f"campaign_scoring__{CAMPAIGN}"
 CHAMPION_URI = "model://churn/champion"
 TRAINING_TASKS = ["validate", "features", "labels", "train", "evaluate", "register", "publish_champion"]
-CAMPAIGN_TASKS = ["validate", "features", "score", "select", "write"]
+CAMPAIGN_TASKS = ["validate", "features", "segment", "score", "select", "write"]
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,15 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
         assert srm.p_value > 0.001, srm
         assert run.srm_p_value == pytest.approx(srm.p_value)
         assert counts["holdout"] / len(targets) == pytest.approx(spec.holdout_fraction, abs=0.03)
+
+        # Segments travel with the targets, and the run's segment mix is stored and sums to the audience.
+        for column in ("rfm_segment", "lifecycle_stage", "persona"):
+            assert targets[column].notna().all(), column
+        mix = db.read_segments(engine, run_id)
+        for dim, part in mix.groupby("dimension"):
+            assert part["customers"].sum() == len(targets), dim
+            assert (part["treatment"] + part["holdout"] == part["customers"]).all()
+        assert set(mix["dimension"]) >= {"rfm_segment", "lifecycle_stage", "persona"}
 
         # Exclusions are audited: every scored customer is either eligible or excluded with a reason, and no
         # excluded customer is a target.
