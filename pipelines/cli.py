@@ -70,6 +70,14 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if (args.model is None) == (args.table is None):
         raise ValueError("give either a model name (pmp train churn) or --table FILE --label COL")
+    if args.model == "value":
+        from pipelines import jobs
+
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        jobs.value_train(settings, args.as_of, progress=print)
+        print("champion: models:/value@champion")
+        return 0
     if args.model == "churn":
         from pipelines.labels import LabelDefinition
 
@@ -137,17 +145,19 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     airflow_local.prepare(settings)
     training = airflow_local.run_dag(settings, "churn_training", as_of)
     print(training.describe())
+    valued = airflow_local.run_dag(settings, "value_training", as_of)
+    print(valued.describe())
     campaigns = []
     for name in names:
         outcome = airflow_local.run_dag(settings, f"campaign_scoring__{name}", as_of)
         print(outcome.describe())
         campaigns.append(outcome)
     print()
-    print(_run_summary(settings, training, campaigns))
+    print(_run_summary(settings, training, campaigns, valued))
     return 0
 
 
-def _run_summary(settings: Settings, training, campaigns) -> str:
+def _run_summary(settings: Settings, training, campaigns, valued=None) -> str:
     gate = training.results.get("validate")
     reg = training.results["register"]
     m = reg["metrics"]
@@ -170,6 +180,7 @@ def _run_summary(settings: Settings, training, campaigns) -> str:
         f"  feature gate: {int(reg.get('gx_critical_failures', 0))} critical failure(s), "
         f"{int(reg.get('gx_warnings', 0))} warning(s)",
         *[f"  {r}" for r in reg["reasons"]],
+        *_value_lines(valued),
         "campaigns:",
     ]
     for outcome in campaigns:
@@ -193,6 +204,27 @@ def _run_summary(settings: Settings, training, campaigns) -> str:
         "=" * 100,
     ]
     return "\n".join(lines)
+
+
+def _value_lines(valued) -> list[str]:
+    if valued is None or "train" not in valued.results:
+        return []
+    v = valued.results["train"]
+    m = v["metrics"]
+    verdict = (
+        "PROMOTED to champion" if v["promoted"] else f"not promoted (champion stays v{v['champion_version']})"
+    )
+    lines = [
+        f"value model: version {v['version']} {verdict}",
+        f"  normalised gini {m['normalised_gini']:.3f}  top-20% share {m['top20_share']:.1%}  "
+        f"total error {m['total_error']:+.1%}",
+    ]
+    if "baseline_normalised_gini" in m:
+        lines.append(
+            f"  BG/NBD baseline: gini {m['baseline_normalised_gini']:.3f}  top-20% share "
+            f"{m['baseline_top20_share']:.1%}  total error {m['baseline_total_error']:+.1%}"
+        )
+    return lines
 
 
 def _cmd_score(args: argparse.Namespace, settings: Settings) -> int:
@@ -343,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train, register and maybe promote a model on a customer table (CSV or Parquet)"
     )
     train.add_argument(
-        "model", nargs="?", choices=("churn",), help="train a platform model on the lake (--data, --as-of)"
+        "model",
+        nargs="?",
+        choices=("churn", "value"),
+        help="train a platform model on the lake (--data, --as-of)",
     )
     train.add_argument("--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file")
     train.add_argument("--label", default=None, help="the target column (two classes), with --table")

@@ -727,3 +727,39 @@ def run_training(
     training_fit(settings, as_of, progress=progress, **label_args)
     training_evaluate(settings, as_of, progress=progress, **label_args)
     return training_register(settings, as_of, progress=progress, **label_args)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Value training
+
+
+VALUE_DAG = "value_training"
+VALUE_HORIZON_MONTHS = 6
+
+
+def value_train(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict:
+    """Train, evaluate (against the BG/NBD + Gamma-Gamma baseline on the same customers), register and maybe
+    promote the ``value`` model (``value.train_value``); returns the decision and the test metrics."""
+    from pipelines import value
+
+    as_of = resolve_as_of(settings, as_of)
+    # The newest snapshot whose label window (the next HORIZON_MONTHS months of spend) ends by the run date.
+    snapshot = (pd.Timestamp(as_of) - pd.DateOffset(months=VALUE_HORIZON_MONTHS)).date()
+    result = value.train_value(
+        settings.data_dir,
+        tracking_uri=settings.mlflow_tracking_uri,
+        as_of=snapshot,
+        horizon_months=VALUE_HORIZON_MONTHS,
+        expectations_dir=settings.expectations_dir,
+        progress=_say(progress),
+    )
+    _say(progress)(result.summary())
+    return {
+        "model_name": result.model_name,
+        "version": result.version,
+        "promoted": result.promoted,
+        "champion_version": result.champion_version,
+        "mlflow_run_id": result.run_id,
+        "reasons": list(result.reasons),
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+    }

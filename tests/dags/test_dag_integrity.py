@@ -74,7 +74,7 @@ def test_the_dagbag_reports_a_cycle_as_an_import_error(airflow_settings, tmp_pat
 def test_the_expected_dags_exist(dagbag):
     specs = campaign_specs()
     assert len(specs) >= 2, f"campaign specs in {CAMPAIGNS_DIR}: {sorted(specs)}"
-    assert set(dagbag.dags) == {"churn_training", *specs}
+    assert set(dagbag.dags) == {"churn_training", "value_training", *specs}
 
 
 def test_every_dag_has_an_owner_tags_and_retrying_tasks(dagbag):
@@ -106,6 +106,16 @@ def test_churn_training_chain_ends_in_publishing_the_champion_asset(dagbag):
     assert publish.outlets == [Asset(name="churn_champion", uri="model://churn/champion", group="model")]
     updating = [t for t in TRAINING_TASKS if dag.get_task(t).outlets]
     assert updating == ["publish_champion"], "only publish_champion updates the asset"
+
+
+def test_value_training_publishes_the_value_champion_only_from_its_last_task(dagbag):
+    from airflow.sdk import Asset
+
+    dag = dagbag.dags["value_training"]
+    assert_chain(dag, ["validate", "train", "publish_champion"])
+    assert dag.get_task("publish_champion").outlets == [
+        Asset(name="value_champion", uri="model://value/champion", group="model")
+    ]
 
 
 def flatten_assets(condition) -> list:

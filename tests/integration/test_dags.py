@@ -338,7 +338,8 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
         assert table_rows(engine) == rows
         assert db.list_runs(engine, CAMPAIGN)["run_id"].tolist() == [run_id]
         retargeted = db.read_targets(engine, CAMPAIGN, run_id, groups=("treatment", "holdout"))
-        key = ["customer_id", "target_group", "rank"]
+        # The persona model stored by the first run is re-applied: unchanged customers keep their persona.
+        key = ["customer_id", "target_group", "rank", "rfm_segment", "lifecycle_stage", "persona"]
         pd.testing.assert_frame_equal(
             retargeted[key].sort_values("customer_id").reset_index(drop=True),
             targets[key].sort_values("customer_id").reset_index(drop=True),
