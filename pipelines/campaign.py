@@ -47,6 +47,7 @@ from pydantic import (
 from pipelines import io
 from pipelines.features import FEATURE_NAMES, STATIC_CATEGORIES
 from pipelines.schema import CONTACT_CHANNELS, TABLES
+from pipelines.segment import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
 ID = "customer_id"
 KNOWN_MODELS = ("churn", "response", "uplift")
@@ -71,7 +72,13 @@ EXCLUSION_COLUMNS = ("customer_id", "exclusion_reason", "detail")
 
 _SLUG = re.compile(r"^[a-z0-9-]+$")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
-_CATEGORY_VALUES = {c: TABLES["customers"].column(c).allowed for c in STATIC_CATEGORIES}
+_CATEGORY_VALUES = {
+    **{c: TABLES["customers"].column(c).allowed for c in STATIC_CATEGORIES},
+    # Segment columns with fixed value lists (personas are named from the data, so any name is accepted).
+    "rfm_segment": RFM_SEGMENTS,
+    "lifecycle_stage": LIFECYCLE_STAGES,
+    "value_tier": VALUE_TIERS,
+}
 _NUMERIC_COLUMNS = frozenset(c for c in (*FEATURE_NAMES, *SCORE_COLUMNS) if c not in _CATEGORY_VALUES)
 _ORDERING_OPS = ("<", "<=", ">", ">=", "between")
 _COMPARE = {

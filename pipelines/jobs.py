@@ -389,6 +389,18 @@ def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
     return mix.sort_values(["dimension", "customers"], ascending=[True, False], ignore_index=True)
 
 
+def _base_summary(folder: Path) -> pd.DataFrame:
+    """Size, share, average score and average predicted value of every segment over the whole scored base."""
+    from pipelines import segment
+
+    segments = io.read_frame(folder / "segments.parquet")
+    scores = io.read_frame(folder / "scores.parquet", columns=["customer_id", "score"])
+    value = None
+    if "predicted_value" in segments.columns:
+        value = pd.Series(segments["predicted_value"].to_numpy(), index=segments["customer_id"].to_numpy())
+    return segment.segment_summary(segments, scores, value)
+
+
 def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataFrame, folder: Path) -> str:
     """One MLflow run per campaign run (experiment ``campaign_scoring``, replaced on a rerun): counts, the SRM
     p-value, the exclusion reasons and the audience's segment mix as a table and a chart."""
@@ -408,6 +420,7 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
         charts = folder / "charts"
         charts.mkdir(parents=True, exist_ok=True)
         mix.to_csv(charts / "segment_mix.csv", index=False)
+        _base_summary(folder).to_csv(charts / "segment_summary_base.csv", index=False)
         with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_id) as run:
             mlflow.set_tags({"pmp_run_id": record.run_id, "campaign": record.campaign})
             mlflow.log_params(
@@ -434,6 +447,7 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
             )
             mlflow.log_dict(selection["excluded_by_reason"], "excluded_by_reason.json")
             mlflow.log_artifact(str(charts / "segment_mix.csv"))
+            mlflow.log_artifact(str(charts / "segment_summary_base.csv"))
             if not mix.empty:
                 segment_chart(
                     mix, charts / "segment_mix.png", title=f"{record.campaign}: audience by segment"

@@ -92,9 +92,23 @@ def test_defaults_salt_and_frozen():
 
 @pytest.mark.parametrize("column", ["score", "decile", "rfm_segment", "persona", FEATURE_NAMES[0]])
 def test_score_segment_and_feature_columns_are_allowed_in_rules(column):
-    value = "champions" if column in ("rfm_segment", "persona") else 1
+    value = {"rfm_segment": "Champions", "persona": "points collector"}.get(column, 1)
     assert _spec(audience=[{"column": column, "op": "==", "value": value}]).audience[0].column == column
     assert set(FEATURE_NAMES) < set(AUDIENCE_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "column, good, bad",
+    [
+        ("rfm_segment", "Champions", "champions"),
+        ("lifecycle_stage", "dormant", "sleepy"),
+        ("value_tier", "high", "top"),
+    ],
+)
+def test_segment_values_in_rules_are_checked_against_the_segment_lists(column, good, bad):
+    assert _spec(audience=[{"column": column, "op": "in", "value": [good]}]).audience[0].value == (good,)
+    with pytest.raises(SpecError, match=f"not a value of '{column}'"):
+        _spec(audience=[{"column": column, "op": "==", "value": bad}])
 
 
 BAD_SPECS = [
