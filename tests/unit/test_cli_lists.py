@@ -34,6 +34,10 @@ def staff_data(tmp_path, monkeypatch):
             "reason_1": "days_since_last_login",
             "reason_2": None,
             "reason_3": None,
+            "rfm_segment": "At risk",
+            "value_tier": "mid",
+            "lifecycle_stage": "dormant",
+            "persona": "revolver",
         }
     )
     engine = db.make_engine(f"sqlite:///{data / 'campaigns.db'}")
@@ -52,6 +56,8 @@ def test_export_has_treatment_rows_and_no_personal_data_by_default(staff_data, t
     assert len(frame) == 8 and set(frame["target_group"]) == {"treatment"}
     assert list(frame["rank"]) == list(range(1, 9))
     assert not PII & set(frame.columns)
+    assert set(frame["lifecycle_stage"]) == {"dormant"} and set(frame["rfm_segment"]) == {"At risk"}
+    assert {"value_tier", "persona"} <= set(frame.columns)
     logged = [json.loads(line) for line in (staff_data / "runs" / "exports.jsonl").read_text().splitlines()]
     assert logged[-1]["with_contact"] is False and logged[-1]["rows"] == 8
 
