@@ -730,28 +730,9 @@ def register_model(
                         for k in ("auc", "top_decile_lift", "brier")
                     }
                 )
-            if decision.promoted:
-                client.set_registered_model_alias(config.model_name, CHAMPION, version)
-            verdict = "promoted" if decision.promoted else "rejected"
-            text = "\n".join(
-                [
-                    f"{config.model_name} v{version}: {verdict}"
-                    + (f" (champion was v{champion_version})" if champion_version else ""),
-                    *decision.reasons,
-                ]
+            verdict = record_promotion(
+                client, config.model_name, version, run.info.run_id, decision, champion_version
             )
-            mlflow.set_tags(
-                {
-                    "promotion.decision": verdict,
-                    "promotion.reasons": text[:5000],
-                    "promotion.champion_version": champion_version or "",
-                    "model_version": version,
-                }
-            )
-            mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
-            mlflow.log_text(text + "\n", "promotion.txt")
-            client.set_model_version_tag(config.model_name, version, "promotion", verdict)
-            client.set_model_version_tag(config.model_name, version, "run_id", run.info.run_id)
             say(f"version {version}: {verdict}")
 
     return TrainResult(
@@ -764,6 +745,39 @@ def register_model(
         champion_version=champion_version,
         model=model,
     )
+
+
+def record_promotion(
+    client, model_name: str, version: str, run_id: str, decision: Decision, champion_version: str | None
+) -> str:
+    """Apply and record a promotion decision inside the active MLflow run: move ``champion`` when promoted, tag
+    the run (decision, reasons, champion version) and the model version, log ``promoted`` and ``promotion.txt``.
+    Returns ``"promoted"`` or ``"rejected"``."""
+    import mlflow
+
+    if decision.promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    verdict = "promoted" if decision.promoted else "rejected"
+    text = "\n".join(
+        [
+            f"{model_name} v{version}: {verdict}"
+            + (f" (champion was v{champion_version})" if champion_version else ""),
+            *decision.reasons,
+        ]
+    )
+    mlflow.set_tags(
+        {
+            "promotion.decision": verdict,
+            "promotion.reasons": text[:5000],
+            "promotion.champion_version": champion_version or "",
+            "model_version": version,
+        }
+    )
+    mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
+    mlflow.log_text(text + "\n", "promotion.txt")
+    client.set_model_version_tag(model_name, version, "promotion", verdict)
+    client.set_model_version_tag(model_name, version, "run_id", run_id)
+    return verdict
 
 
 def load_champion(name: str, tracking_uri: str, alias: str = CHAMPION):

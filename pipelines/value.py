@@ -972,12 +972,12 @@ def register_value_model(
 
     from pipelines.train import (
         CHALLENGER,
-        CHAMPION,
         PIP_REQUIREMENTS,
         _experiment_id,
         _flat,
         mlflow_store,
         pyfunc_input,
+        record_promotion,
     )
 
     say = progress or (lambda _msg: None)
@@ -1045,28 +1045,9 @@ def register_value_model(
                 mlflow.log_metric(
                     "gain_normalised_gini", metrics["normalised_gini"] - champion_metrics["normalised_gini"]
                 )
-            if decision.promoted:
-                client.set_registered_model_alias(config.model_name, CHAMPION, version)
-            verdict = "promoted" if decision.promoted else "rejected"
-            text = "\n".join(
-                [
-                    f"{config.model_name} v{version}: {verdict}"
-                    + (f" (champion was v{champion_version})" if champion_version else ""),
-                    *decision.reasons,
-                ]
+            verdict = record_promotion(
+                client, config.model_name, version, run.info.run_id, decision, champion_version
             )
-            mlflow.set_tags(
-                {
-                    "promotion.decision": verdict,
-                    "promotion.reasons": text[:5000],
-                    "promotion.champion_version": champion_version or "",
-                    "model_version": version,
-                }
-            )
-            mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
-            mlflow.log_text(text + "\n", "promotion.txt")
-            client.set_model_version_tag(config.model_name, version, "promotion", verdict)
-            client.set_model_version_tag(config.model_name, version, "run_id", run.info.run_id)
             say(f"version {version}: {verdict}")
 
     return ValueResult(
