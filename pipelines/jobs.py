@@ -408,13 +408,12 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
     from mlflow import MlflowClient
 
     from pipelines.evaluate import segment_chart
-    from pipelines.train import mlflow_store
+    from pipelines.train import _experiment_id, mlflow_store
 
     uri = settings.mlflow_tracking_uri
     client = MlflowClient(uri)
     with mlflow_store(uri):
-        experiment = client.get_experiment_by_name(CAMPAIGN_DAG)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(CAMPAIGN_DAG)
+        experiment_id = _experiment_id(client, CAMPAIGN_DAG, uri, None)  # artifacts beside the store
         for old in client.search_runs([experiment_id], f"tags.pmp_run_id = '{record.run_id}'"):
             client.delete_run(old.info.run_id)
         charts = folder / "charts"
