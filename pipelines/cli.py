@@ -122,6 +122,25 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_readout(args: argparse.Namespace, settings: Settings) -> int:
+    """The readout of an experiment in a flat file: rates, lift with CI, p-value and the SRM verdict."""
+    from pipelines.readout import readout
+    from pipelines.train import read_table
+
+    result = readout(
+        read_table(args.table),
+        treatment_col=args.treatment,
+        treated=args.treated,
+        control=args.control,
+        outcome_col=args.outcome,
+        expected_share=args.expected_share,
+        segment_cols=args.segment or (),
+        positive=args.positive,
+    )
+    print(result.describe())
+    return 0
+
+
 def _tool(name: str) -> str:
     """The path of a console script of this environment (``mlflow``, ``airflow``, ``pmp``), as a user can type it."""
     path = Path(sys.executable).parent / name
@@ -441,6 +460,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="add name, phone and email (personal data; the export is logged)",
     )
     export.set_defaults(func=_cmd_lists)
+
+    readout = sub.add_parser(
+        "readout", help="readout of an experiment in a CSV or Parquet file: lift with CI, p-value, SRM check"
+    )
+    readout.add_argument(
+        "--table", required=True, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
+    )
+    readout.add_argument("--treatment", required=True, help="the column holding the group")
+    readout.add_argument("--treated", required=True, help="the value of the treated group in --treatment")
+    readout.add_argument("--control", required=True, help="the value of the control group in --treatment")
+    readout.add_argument(
+        "--outcome", required=True, help="the response column (0/1, boolean, or see --positive)"
+    )
+    readout.add_argument("--positive", default=None, help="the outcome value that counts as a response")
+    readout.add_argument(
+        "--expected-share", type=_fraction, default=None, help="planned treated share, for the SRM check"
+    )
+    readout.add_argument(
+        "--segment", action="append", default=None, help="also read out by this column (repeatable)"
+    )
+    readout.set_defaults(func=_cmd_readout)
 
     airflow = sub.add_parser(
         "airflow", help="the airflow CLI with this project's environment, e.g. pmp airflow standalone"
