@@ -127,6 +127,24 @@ def _cmd_readout(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.readout import readout
     from pipelines.train import read_table
 
+    if (args.table is None) == (args.campaign_id is None):
+        raise ValueError(
+            "give either --table FILE (an experiment in a file) or --campaign-id ID (a lake campaign)"
+        )
+    if args.campaign_id is not None:
+        from pipelines import jobs
+
+        jobs.readout_campaign(
+            settings.with_data_dir(args.data),
+            args.campaign_id,
+            window_days=args.window_days,
+            expected_share=args.expected_share or 0.9,
+            progress=print,
+        )
+        return 0
+    for flag in ("treatment", "treated", "control", "outcome"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"--table needs --{flag}")
     result = readout(
         read_table(args.table),
         treatment_col=args.treatment,
@@ -465,13 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
         "readout", help="readout of an experiment in a CSV or Parquet file: lift with CI, p-value, SRM check"
     )
     readout.add_argument(
-        "--table", required=True, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
+        "--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
     )
-    readout.add_argument("--treatment", required=True, help="the column holding the group")
-    readout.add_argument("--treated", required=True, help="the value of the treated group in --treatment")
-    readout.add_argument("--control", required=True, help="the value of the control group in --treatment")
     readout.add_argument(
-        "--outcome", required=True, help="the response column (0/1, boolean, or see --positive)"
+        "--campaign-id", default=None, help="read out a campaign of the lake (campaign_contacts + responses)"
+    )
+    readout.add_argument(
+        "--window-days", type=_positive, default=14, help="with --campaign-id: response window (default 14)"
+    )
+    readout.add_argument("--treatment", default=None, help="the column holding the group")
+    readout.add_argument("--treated", default=None, help="the value of the treated group in --treatment")
+    readout.add_argument("--control", default=None, help="the value of the control group in --treatment")
+    readout.add_argument(
+        "--outcome", default=None, help="the response column (0/1, boolean, or see --positive)"
     )
     readout.add_argument("--positive", default=None, help="the outcome value that counts as a response")
     readout.add_argument(
@@ -488,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
     airflow.set_defaults(func=_cmd_airflow)
 
-    for command in (synth, validate, train, run, score, listing, export, airflow):
+    for command in (synth, validate, train, run, score, listing, export, readout, airflow):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser
 

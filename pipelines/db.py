@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -196,6 +197,31 @@ campaign_segments = Table(
     Column("avg_value", Double),
     PrimaryKeyConstraint("run_id", "dimension", "segment"),
 )
+# The readout of a campaign (one row per campaign id, replaced when read out again).
+campaign_results = Table(
+    "campaign_results",
+    metadata,
+    Column("campaign_id", String, primary_key=True),
+    Column("response_window_days", Integer, nullable=False),
+    Column("treated_n", BigInteger, nullable=False),
+    Column("treated_conv", BigInteger, nullable=False),
+    Column("control_n", BigInteger, nullable=False),
+    Column("control_conv", BigInteger, nullable=False),
+    Column("treated_rate", Double, nullable=False),
+    Column("control_rate", Double, nullable=False),
+    Column("lift_abs", Double, nullable=False),
+    Column("lift_ci_low", Double, nullable=False),
+    Column("lift_ci_high", Double, nullable=False),
+    Column("lift_rel", Double),
+    Column("p_value", Double, nullable=False),
+    Column("incremental_responses", Double, nullable=False),
+    Column("srm_p_value", Double),
+    Column("trustworthy", Boolean, nullable=False),
+    Column("alert", Text),
+    Column("created_at", _UTCDateTime, nullable=False),
+)
+RESULT_COLUMNS = tuple(c.name for c in campaign_results.columns)
+
 SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
 
 TARGET_COLUMNS = (
@@ -881,6 +907,26 @@ def read_segments(engine: Engine, run_id: str) -> pd.DataFrame:
             .order_by(s_.dimension, s_.customers.desc(), s_.segment)
         ).all()
     return pd.DataFrame(rows, columns=list(SEGMENT_SUMMARY_COLUMNS))
+
+
+def write_result(engine: Engine, row: dict[str, Any]) -> None:
+    """Store (or replace) the readout of one campaign in ``campaign_results``, in one transaction."""
+    record = {c: row.get(c) for c in RESULT_COLUMNS}
+    record["created_at"] = record["created_at"] or datetime.now(UTC)
+    missing = [c.name for c in campaign_results.columns if not c.nullable and record[c.name] is None]
+    if missing:
+        raise _fail("campaign_results", missing[0], f"missing value(s) for {missing}")
+    ensure_schema(engine)
+    with _begin_write(engine, f"pmp.campaign_result:{record['campaign_id']}") as conn:
+        conn.execute(delete(campaign_results).where(campaign_results.c.campaign_id == record["campaign_id"]))
+        conn.execute(insert(campaign_results).values(**record))
+
+
+def read_results(engine: Engine) -> pd.DataFrame:
+    """Every stored campaign readout, by campaign id."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(campaign_results).order_by(campaign_results.c.campaign_id)).all()
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
 def group_counts(engine: Engine, run_id: str) -> dict[str, int]:

@@ -776,3 +776,121 @@ def value_train(settings: Settings, as_of: Any = None, progress: Progress = None
         "reasons": list(result.reasons),
         "metrics": {k: float(v) for k, v in result.metrics.items()},
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Readout of a campaign in the lake (treatment against holdout after the response window)
+
+
+def readout_campaign(
+    settings: Settings,
+    campaign_id: str,
+    *,
+    window_days: int = 14,
+    expected_share: float = 0.9,
+    floor: float = 0.01,
+    progress: Progress = None,
+) -> dict:
+    """Read out a campaign recorded in the lake (``campaign_contacts`` + ``responses``): conversion within
+    ``window_days`` of selection, treatment against holdout with the lift's CI and p-value, the SRM check
+    against ``expected_share`` (the planned treated share), the funnel and UTM channel quality, and the
+    response-floor alert. Writes ``runs/readout__<campaign_id>/``, a ``campaign_results`` row and an MLflow run
+    in the ``campaign-readouts`` experiment (all replaced when read out again)."""
+    from dataclasses import asdict
+
+    from pipelines import db
+    from pipelines.readout import channel_quality, funnel, readout, response_floor_alert
+
+    say = _say(progress)
+    lake = settings.lake_dir
+    contacts = io.read_table(lake, "campaign_contacts")
+    contacts = contacts.loc[contacts["campaign_id"] == campaign_id].reset_index(drop=True)
+    if contacts.empty:
+        known = sorted(
+            io.read_table(lake, "campaign_contacts", columns=["campaign_id"])["campaign_id"].unique()
+        )
+        raise LookupError(f"no campaign {campaign_id!r} in campaign_contacts; known: {', '.join(known)}")
+    responses = io.read_table(lake, "responses")
+    responses = responses.loc[responses["campaign_id"] == campaign_id].reset_index(drop=True)
+
+    converted = responses.loc[responses["event_type"] == "converted", ["customer_id", "event_ts"]]
+    window = contacts[["customer_id", "selected_at"]].merge(converted, on="customer_id", how="inner")
+    inside = (window["event_ts"] >= window["selected_at"]) & (
+        window["event_ts"] < window["selected_at"] + pd.Timedelta(days=window_days)
+    )
+    responders = set(window.loc[inside, "customer_id"])
+    frame = pd.DataFrame(
+        {
+            "group": contacts["group"].astype(str),
+            "converted": contacts["customer_id"].isin(responders).astype(int),
+        }
+    )
+    result = readout(
+        frame,
+        treatment_col="group",
+        treated="treatment",
+        control="holdout",
+        outcome_col="converted",
+        expected_share=expected_share,
+    )
+    alert = response_floor_alert(result, floor)
+    folder = run_dir(settings.runs_dir, f"readout__{campaign_id}")
+    stages = funnel(contacts, responses, campaign_id)
+    channels = channel_quality(responses, contacts, campaign_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    stages.to_csv(folder / "funnel.csv", index=False)
+    channels.to_csv(folder / "channel_quality.csv", index=False)
+    io.write_text_atomic(folder / "readout.md", result.describe() + ("\n\n" + alert if alert else "") + "\n")
+    o = result.overall
+    row = {
+        "campaign_id": campaign_id,
+        "response_window_days": window_days,
+        **{k: v for k, v in asdict(o).items() if k in db.RESULT_COLUMNS},
+        "srm_p_value": result.srm.p_value if result.srm else None,
+        "trustworthy": result.trustworthy,
+        "alert": alert,
+    }
+    io.write_json_atomic(folder / "readout.json", row)
+    engine = db.make_engine(settings.database_url)
+    db.write_result(engine, row)
+    row["mlflow_run_id"] = _log_readout(settings, row, folder)
+    say(result.describe())
+    if alert:
+        say(alert)
+    return row
+
+
+def _log_readout(settings: Settings, row: dict, folder: Path) -> str:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.train import _experiment_id, mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(uri)
+    with mlflow_store(uri):
+        experiment_id = _experiment_id(client, "campaign-readouts", uri, None)
+        for old in client.search_runs([experiment_id], f"tags.campaign_id = '{row['campaign_id']}'"):
+            client.delete_run(old.info.run_id)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=row["campaign_id"]) as run:
+            mlflow.set_tags({"campaign_id": row["campaign_id"], "trustworthy": str(row["trustworthy"])})
+            mlflow.log_param("response_window_days", row["response_window_days"])
+            mlflow.log_metrics(
+                {
+                    k: float(row[k])
+                    for k in (
+                        "treated_rate",
+                        "control_rate",
+                        "lift_abs",
+                        "lift_ci_low",
+                        "lift_ci_high",
+                        "p_value",
+                        "incremental_responses",
+                        "srm_p_value",
+                    )
+                    if row.get(k) is not None
+                }
+            )
+            for name in ("readout.md", "readout.json", "funnel.csv", "channel_quality.csv"):
+                mlflow.log_artifact(str(folder / name))
+        return run.info.run_id

@@ -417,6 +417,42 @@ def test_cli_readout_missing_file_and_missing_argument_exit_2(tmp_path, capsys):
     argv = ["readout", "--treatment", "a", "--treated", "1", "--control", "0", "--outcome", "y"]
     assert main([*argv, "--table", str(tmp_path / "none.csv")]) == 2
     assert "none.csv" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
+    assert main(argv) == 2  # neither --table nor --campaign-id
+    assert "--table FILE" in capsys.readouterr().err
+    assert main(["readout", "--table", str(tmp_path / "none.csv")]) == 2  # --table without the columns
+    assert "--table needs --treatment" in capsys.readouterr().err
+
+
+def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipelines import db, io
+    from pipelines.config import Settings
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lake").symlink_to(bank / "lake", target_is_directory=True)
+    settings = Settings(data_dir=data, mlruns_dir=tmp_path / "mlruns")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    contacts = io.read_table(settings.lake_dir, "campaign_contacts")
+    campaign = sorted(contacts["campaign_id"].unique())[0]
+    mine = contacts.loc[contacts["campaign_id"] == campaign, "group"].astype(str).value_counts()
+
+    assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0
+    assert "treatment vs holdout" in capsys.readouterr().out
+    assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0  # read out again: replaced
+    results = db.read_results(db.make_engine(settings.database_url))
+    assert results["campaign_id"].tolist() == [campaign]
+    row = results.iloc[0]
+    assert (row.treated_n, row.control_n) == (mine["treatment"], mine["holdout"])
+    assert row.lift_ci_low <= row.lift_abs <= row.lift_ci_high and 0 <= row.p_value <= 1
+    folder = data / "runs" / f"readout__{campaign}"
+    assert {"readout.md", "readout.json", "funnel.csv", "channel_quality.csv"} <= {
+        p.name for p in folder.iterdir()
+    }
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("campaign-readouts")
+    runs = client.search_runs([experiment.experiment_id], f"tags.campaign_id = '{campaign}'")
+    assert len(runs) == 1 and runs[0].data.metrics["lift_abs"] == pytest.approx(row.lift_abs)
+    assert main(["readout", "--campaign-id", "nope", "--data", str(data)]) == 2
+    assert "known:" in capsys.readouterr().err
