@@ -169,34 +169,24 @@ def _tool(name: str) -> str:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """The main job through Airflow: churn_training, then campaign_scoring for every campaign, then a summary."""
-    from pipelines import airflow_local, io
-    from pipelines.campaign import load_specs
+    """The main job through Airflow (``dags/_local_run.py``, in its own process: ``pipelines`` never imports
+    Airflow): churn_training, value_training, every campaign DAG, then :func:`run_summary`."""
+    import subprocess
 
-    settings = settings.with_data_dir(args.data)
-    as_of = args.as_of or io.lake_end(settings.lake_dir)
-    names = args.campaign or [s.name for s in load_specs(settings.campaigns_dir)]
-    print(
-        f"running the platform through Airflow (dag.test) as of {as_of}; Airflow home {settings.airflow_home}"
-    )
-    airflow_local.prepare(settings)
-    training = airflow_local.run_dag(settings, "churn_training", as_of)
-    print(training.describe())
-    valued = airflow_local.run_dag(settings, "value_training", as_of)
-    print(valued.describe())
-    campaigns = []
-    for name in names:
-        outcome = airflow_local.run_dag(settings, f"campaign_scoring__{name}", as_of)
-        print(outcome.describe())
-        campaigns.append(outcome)
-    print()
-    print(_run_summary(settings, training, campaigns, valued))
-    return 0
+    argv = [sys.executable, str(settings.dags_dir / "_local_run.py")]
+    if args.data:
+        argv += ["--data", args.data]
+    if args.as_of:
+        argv += ["--as-of", args.as_of.isoformat()]
+    for name in args.campaign or ():
+        argv += ["--campaign", name]
+    return subprocess.run(argv, check=False).returncode
 
 
-def _run_summary(settings: Settings, training, campaigns, valued=None) -> str:
-    gate = training.results.get("validate")
-    reg = training.results["register"]
+def run_summary(settings: Settings, training: dict, campaigns: list[dict], valued: dict | None = None) -> str:
+    """The ``make run`` summary from the DAG runs' task results (task id -> returned value)."""
+    gate = training.get("validate")
+    reg = training["register"]
     m = reg["metrics"]
     lines = [
         "=" * 100,
@@ -220,8 +210,8 @@ def _run_summary(settings: Settings, training, campaigns, valued=None) -> str:
         *_value_lines(valued),
         "campaigns:",
     ]
-    for outcome in campaigns:
-        w = outcome.results["write"]
+    for results in campaigns:
+        w = results["write"]
         reasons = ", ".join(f"{k} {v:,}" for k, v in w["excluded_by_reason"].items())
         lines += [
             f"  {w['campaign']}: {w['scored']:,} scored, {w['excluded']:,} excluded, {w['selected']:,} selected -> "
@@ -243,10 +233,10 @@ def _run_summary(settings: Settings, training, campaigns, valued=None) -> str:
     return "\n".join(lines)
 
 
-def _value_lines(valued) -> list[str]:
-    if valued is None or "train" not in valued.results:
+def _value_lines(valued: dict | None) -> list[str]:
+    if not valued or "train" not in valued:
         return []
-    v = valued.results["train"]
+    v = valued["train"]
     m = v["metrics"]
     verdict = (
         "PROMOTED to champion" if v["promoted"] else f"not promoted (champion stays v{v['champion_version']})"

@@ -368,9 +368,26 @@ def _begin_write(engine: Engine, lock_key: str) -> Iterator[Connection]:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the three campaign tables and their indexes if missing; a no-op when they exist."""
+    """Create the campaign tables and their indexes if missing, and add nullable columns a newer version of this
+    module defines to tables an older version created (segment columns on ``campaign_targets``); a no-op when
+    everything is there. A missing NOT NULL column cannot be added this way and raises CampaignDBError."""
+    from sqlalchemy import inspect
+
     with _begin_write(engine, "pmp.campaign_schema") as conn:
         metadata.create_all(conn, checkfirst=True)
+        inspector = inspect(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in (c for c in table.columns if c.name not in present):
+                if not column.nullable:
+                    raise CampaignDBError(
+                        f"{table.name}.{column.name}: the table predates this NOT NULL column; migrate it by hand"
+                    )
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- write

@@ -39,6 +39,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def local_runner():
+    """``dags/_local_run.py`` (the dag.test() runner lives beside the DAGs: ``pipelines`` never imports Airflow)."""
+    import importlib
+    import sys
+
+    dags = str(PROJECT_ROOT / "dags")
+    if dags not in sys.path:
+        sys.path.append(dags)
+    return importlib.import_module("_local_run")
+
+
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -92,7 +103,7 @@ def airflow_settings(tmp_path_factory):
     import os
     import sys
 
-    from pipelines import airflow_local
+    airflow_local = local_runner()
     from pipelines.config import Settings, airflow_environment
 
     home = tmp_path_factory.mktemp("airflow_home")

@@ -1,4 +1,4 @@
-"""Whole DAGs through Airflow itself (``dag.test()``, via ``pipelines.airflow_local.run_dag``) on a small bank.
+"""Whole DAGs through Airflow itself (``dag.test()``, via ``dags/_local_run.py``'s ``run_dag``) on a small bank.
 
 churn_training trains, registers and promotes a champion and publishes the ``churn_champion`` asset; an unchanged
 retrain is registered but not promoted and publishes nothing. The campaign DAG then scores with that champion and
@@ -24,10 +24,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from pipelines import airflow_local, db, io, jobs
+from pipelines import db, io, jobs
 from pipelines.config import Settings, airflow_environment
 from pipelines.synth import SynthConfig, generate_bank
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, local_runner
+
+airflow_local = local_runner()
 
 pytestmark = pytest.mark.slow
 

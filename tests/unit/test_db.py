@@ -530,3 +530,20 @@ def test_segment_mix_is_written_with_the_run_and_replaced_on_rerun(engine):
     assert len(db.read_segments(engine, "campaign__winback__2026-01-01")) == 1
     with pytest.raises(db.FrameValidationError, match="campaign_segments"):
         db.write_run(engine, make_run(), make_targets(10), None, segments=pd.concat([mix, mix]))
+
+
+def test_ensure_schema_adds_the_nullable_columns_an_older_database_lacks(tmp_path):
+    """A campaign database created before the segment columns existed is upgraded in place, rows kept."""
+    from sqlalchemy import inspect, text
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    db.ensure_schema(engine)
+    db.write_run(engine, make_run(), make_targets(4), None)
+    with engine.begin() as conn:
+        for column in db.SEGMENT_COLUMNS:
+            conn.execute(text(f"ALTER TABLE campaign_targets DROP COLUMN {column}"))
+    db.ensure_schema(engine)
+    assert set(db.SEGMENT_COLUMNS) <= {c["name"] for c in inspect(engine).get_columns("campaign_targets")}
+    assert len(db.read_targets(engine, "winback", groups=("treatment", "holdout"))) == 4
+    db.write_run(engine, make_run(), make_targets(4).assign(persona="revolver"), None)
+    assert set(db.read_targets(engine, "winback")["persona"]) == {"revolver"}

@@ -1,8 +1,10 @@
 """Run the project's DAGs through Airflow itself on this machine: ``dag.test()`` against a SQLite metadata database
-under ``.airflow/`` (what ``make run`` and the integration tests do).
+under ``.airflow/``. ``make run`` (``pmp run``) executes this file; the integration tests import it.
 
-This is the one module of the package that drives Airflow, and it imports Airflow only inside its functions:
-importing ``pipelines`` (or this module) never imports Airflow.
+It lives beside the DAGs, not in ``pipelines`` (which never imports Airflow), and imports Airflow only inside its
+functions. ``.airflowignore`` keeps the DAG processor from parsing it.
+
+    python dags/_local_run.py [--data DIR] [--as-of YYYY-MM-DD] [--campaign NAME ...]
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pipelines.config import Settings, airflow_environment
+from pipelines.config import Settings, airflow_environment, load_settings
 
 
 class DagRunFailed(RuntimeError):
@@ -126,3 +128,50 @@ def run_dag(settings: Settings, dag_id: str, as_of: date, conf: dict[str, Any] |
             failed,
         )
     return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    """churn_training, value_training, then every campaign DAG (or the ``--campaign`` ones), then the summary."""
+    import argparse
+
+    from pipelines import io
+    from pipelines.campaign import load_specs
+    from pipelines.cli import run_summary
+
+    parser = argparse.ArgumentParser(description="the platform's main job through Airflow (dag.test)")
+    parser.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
+    parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="run date (default: lake end)")
+    parser.add_argument("--campaign", action="append", help="only this campaign (repeatable; default: all)")
+    args = parser.parse_args(argv)
+    settings = load_settings().with_data_dir(args.data)
+    as_of = args.as_of or io.lake_end(settings.lake_dir)
+    known = [s.name for s in load_specs(settings.campaigns_dir)]
+    unknown = sorted(set(args.campaign or ()) - set(known))
+    if unknown:
+        print(
+            f"pmp run: error: unknown campaign(s) {', '.join(unknown)}; known: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return 2
+    names = args.campaign or known
+    print(
+        f"running the platform through Airflow (dag.test) as of {as_of}; Airflow home {settings.airflow_home}"
+    )
+    prepare(settings)
+    try:
+        outcomes = [run_dag(settings, "churn_training", as_of), run_dag(settings, "value_training", as_of)]
+        print("\n".join(o.describe() for o in outcomes))
+        for name in names:
+            outcomes.append(run_dag(settings, f"campaign_scoring__{name}", as_of))
+            print(outcomes[-1].describe())
+    except DagRunFailed as exc:
+        print(f"pmp run: failed: {exc}", file=sys.stderr)
+        return 1
+    training, valued, *campaigns = (o.results for o in outcomes)
+    print()
+    print(run_summary(settings, training, campaigns, valued))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
