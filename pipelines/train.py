@@ -653,7 +653,6 @@ def register_model(
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
     say = progress or (lambda _msg: None)
     features, categorical = model.features, model.categorical
@@ -669,51 +668,24 @@ def register_model(
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         experiment_id = _experiment_id(client, experiment, tracking_uri, artifact_location)
         test_input = pyfunc_input(test, features, categorical)
-        with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            params = {
-                **_flat("lgb.", config.lgb_params()),
-                **_flat("", {k: v for k, v in asdict(config).items() if k not in config.lgb_params()}),
-                "label": label,
-                "n_features": str(len(features)),
-                "categorical": json.dumps(categorical),
-                "best_iteration": str(model.best_iteration),
-                **{f"rows.{part}": str(n) for part, n in rows.items()},
-                **_flat("run.", run_params),
-                **_flat("lineage.", lineage),
-            }
-            mlflow.log_params(params)
-            mlflow.set_tags({**_flat("lineage.", lineage), "model_name": config.model_name})
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            log_run_inputs(
+                config, label, model, rows, run_params, lineage, {"best_iteration": str(model.best_iteration)}
+            )
             mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in TEST_METRICS})
             mlflow.log_metrics({"test_base_rate": metrics["base_rate"], "test_n": float(metrics["n"])})
             if extra_metrics:
                 mlflow.log_metrics({k: float(v) for k, v in extra_metrics.items()})
 
-            (out / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
-            (out / "features.json").write_text(
-                json.dumps({"features": features, "categories": model.categories}, indent=2, default=str)
-            )
-            mlflow.log_artifacts(str(out), artifact_path="evaluation")
             for name in EVALUATION_FILES:
                 if (Path(evaluation_dir) / name).is_file():
                     mlflow.log_artifact(str(Path(evaluation_dir) / name), artifact_path="evaluation")
 
             say("logging and registering the model")
             example = test_input.head(5)
-            with warnings.catch_warnings():
-                # MLflow nags about type hints on predict; the explicit signature below is the contract.
-                warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-                warnings.filterwarnings("ignore", message=".*CloudPickle.*")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=_pyfunc_class()(model),
-                    signature=infer_signature(example, model.predict_proba(example)),
-                    input_example=example,
-                    pip_requirements=list(PIP_REQUIREMENTS),
-                    registered_model_name=config.model_name,
-                )
-            version = str(info.registered_model_version)
-            client.set_registered_model_alias(config.model_name, CHALLENGER, version)
+            version = log_registered_pyfunc(
+                client, config.model_name, _pyfunc_class()(model), example, model.predict_proba(example)
+            )
 
             champion_version, champion_metrics, problem = _champion_metrics(
                 client, config.model_name, test_input, y_test
@@ -745,6 +717,63 @@ def register_model(
         champion_version=champion_version,
         model=model,
     )
+
+
+def log_run_inputs(
+    config: Any,
+    label: str,
+    model: Any,
+    rows: Mapping[str, int],
+    run_params: Mapping[str, Any],
+    lineage: Mapping[str, Any],
+    extra_params: Mapping[str, str],
+) -> None:
+    """What a training run was given, logged on the active MLflow run: LightGBM and config parameters, label,
+    feature counts, row counts, run parameters and lineage (also as tags), and ``evaluation/lineage.json`` and
+    ``evaluation/features.json`` (features and their category lists)."""
+    import mlflow
+
+    lgb_params = config.lgb_params()
+    mlflow.log_params(
+        {
+            **_flat("lgb.", lgb_params),
+            **_flat("", {k: v for k, v in asdict(config).items() if k not in lgb_params}),
+            "label": label,
+            "n_features": str(len(model.features)),
+            "categorical": json.dumps(model.categorical),
+            **extra_params,
+            **{f"rows.{part}": str(n) for part, n in rows.items()},
+            **_flat("run.", run_params),
+            **_flat("lineage.", lineage),
+        }
+    )
+    mlflow.set_tags({**_flat("lineage.", lineage), "model_name": config.model_name})
+    mlflow.log_text(json.dumps(dict(lineage), indent=2, default=str), "evaluation/lineage.json")
+    features = {"features": model.features, "categories": model.categories}
+    mlflow.log_text(json.dumps(features, indent=2, default=str), "evaluation/features.json")
+
+
+def log_registered_pyfunc(client, model_name: str, python_model: Any, example: pd.DataFrame, output) -> str:
+    """Log ``python_model`` as the run's ``model`` (signature from ``example`` -> ``output``, explicit pip
+    requirements), register it as a new version of ``model_name`` with alias ``challenger``; returns the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():
+        # MLflow nags about type hints on predict; the explicit signature is the contract.
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*CloudPickle.*")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=list(PIP_REQUIREMENTS),
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    return version
 
 
 def record_promotion(

@@ -24,7 +24,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -968,13 +968,11 @@ def register_value_model(
     the same ``test`` frame. The same pattern as :func:`train.register_model`, with the value metrics."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
     from pipelines.train import (
-        CHALLENGER,
-        PIP_REQUIREMENTS,
         _experiment_id,
-        _flat,
+        log_registered_pyfunc,
+        log_run_inputs,
         mlflow_store,
         pyfunc_input,
         record_promotion,
@@ -990,48 +988,26 @@ def register_value_model(
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         experiment_id = _experiment_id(client, experiment, tracking_uri, artifact_location)
         test_input = pyfunc_input(test, features, categorical)
-        with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            lgb_params = config.lgb_params()
-            mlflow.log_params(
-                {
-                    **_flat("lgb.", lgb_params),
-                    **_flat("", {k: v for k, v in asdict(config).items() if k not in lgb_params}),
-                    "label": label,
-                    "n_features": str(len(features)),
-                    "categorical": json.dumps(categorical),
-                    "best_iterations": json.dumps(model.best_iterations),
-                    **{f"rows.{part}": str(n) for part, n in rows.items()},
-                    **_flat("run.", run_params),
-                    **_flat("lineage.", lineage),
-                }
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            log_run_inputs(
+                config,
+                label,
+                model,
+                rows,
+                run_params,
+                lineage,
+                {"best_iterations": json.dumps(model.best_iterations)},
             )
-            mlflow.set_tags({**_flat("lineage.", lineage), "model_name": config.model_name})
             mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
             if extra_metrics:
                 mlflow.log_metrics({k: float(v) for k, v in extra_metrics.items()})
-            (out / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
-            (out / "features.json").write_text(
-                json.dumps({"features": features, "categories": model.categories}, indent=2, default=str)
-            )
-            mlflow.log_artifacts(str(out), artifact_path="evaluation")
             mlflow.log_artifacts(str(evaluation_dir), artifact_path="evaluation")
 
             say("logging and registering the value model")
             example = test_input.head(5)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-                warnings.filterwarnings("ignore", message=".*CloudPickle.*")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=_value_pyfunc_class()(model),
-                    signature=infer_signature(example, model.predict(example)),
-                    input_example=example,
-                    pip_requirements=list(PIP_REQUIREMENTS),
-                    registered_model_name=config.model_name,
-                )
-            version = str(info.registered_model_version)
-            client.set_registered_model_alias(config.model_name, CHALLENGER, version)
+            version = log_registered_pyfunc(
+                client, config.model_name, _value_pyfunc_class()(model), example, model.predict(example)
+            )
 
             champion_version, champion_metrics, problem = _champion_value_metrics(
                 client, config.model_name, test_input, y_test
