@@ -515,8 +515,15 @@ def _test_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return metrics
 
 
-def _champion_metrics(client, name: str, test_input: pd.DataFrame, y_test: np.ndarray):
-    """(version, metrics, problem) of the current champion scored on ``test_input``.
+def _champion_metrics(
+    client,
+    name: str,
+    test_input: pd.DataFrame,
+    y_test: np.ndarray,
+    metrics_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+):
+    """(version, metrics, problem) of the current champion scored on ``test_input`` (``metrics_fn(y, predicted)``,
+    by default the binary test metrics).
 
     (None, None, None) without a champion; metrics None and a problem text when it cannot be scored here.
     """
@@ -548,7 +555,7 @@ def _champion_metrics(client, name: str, test_input: pd.DataFrame, y_test: np.nd
             None,
             f"champion v{current.version} could not score the test frame: {exc}",
         )
-    return str(current.version), _test_metrics(y_test, p), None
+    return str(current.version), (metrics_fn or _test_metrics)(y_test, p), None
 
 
 def train_and_register(

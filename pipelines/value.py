@@ -895,40 +895,6 @@ def _value_pyfunc_class():
     return ValuePyfunc
 
 
-def _champion_value_metrics(client, name: str, test_input: pd.DataFrame, y: np.ndarray):
-    """(version, metrics, problem) of the current champion scored on ``test_input``; (None, None, None) without
-    one, metrics None and a problem text when it cannot be scored here."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.train import CHAMPION
-
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None, None, None
-    try:
-        champion = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-        schema = champion.metadata.get_input_schema()
-        needed = [c.name for c in schema.inputs] if schema is not None else list(test_input.columns)
-        absent = [c for c in needed if c not in test_input.columns]
-        if absent:
-            return (
-                str(current.version),
-                None,
-                f"champion v{current.version} needs column(s) {', '.join(absent)} that the test frame lacks: "
-                "the two cannot be compared on the same test frame (promote by hand if intended)",
-            )
-        p = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel()
-    except Exception as exc:  # a champion that cannot score blocks automatic promotion, never the run
-        return (
-            str(current.version),
-            None,
-            f"champion v{current.version} could not score the test frame: {exc}",
-        )
-    return str(current.version), value_metrics(y, p), None
-
-
 def evaluate_value_model(
     model: ValueModel, test: pd.DataFrame, label: str, out_dir: Path
 ) -> dict[str, float]:
@@ -970,6 +936,7 @@ def register_value_model(
     from mlflow import MlflowClient
 
     from pipelines.train import (
+        _champion_metrics,
         _experiment_id,
         log_registered_pyfunc,
         log_run_inputs,
@@ -1009,8 +976,8 @@ def register_value_model(
                 client, config.model_name, _value_pyfunc_class()(model), example, model.predict(example)
             )
 
-            champion_version, champion_metrics, problem = _champion_value_metrics(
-                client, config.model_name, test_input, y_test
+            champion_version, champion_metrics, problem = _champion_metrics(
+                client, config.model_name, test_input, y_test, value_metrics
             )
             if problem:
                 decision = Decision(False, (problem,), champion_version)
