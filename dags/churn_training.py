@@ -42,31 +42,31 @@ def churn_training():
     def features(day: str, params=None) -> dict:
         from pipelines import jobs
 
-        return run_step(jobs.training_features, day, **jobs.label_params(params))
+        return run_step(jobs.training_features, day, params)
 
     @task
     def labels(day: str, _features: dict, params=None) -> dict:
         from pipelines import jobs
 
-        return run_step(jobs.training_labels, day, **jobs.label_params(params))
+        return run_step(jobs.training_labels, day, params)
 
     @task
     def train(day: str, _labels: dict, params=None) -> str:
         from pipelines import jobs
 
-        return run_step(jobs.training_fit, day, **jobs.label_params(params))
+        return run_step(jobs.training_fit, day, params)
 
     @task
     def evaluate(day: str, _model: str, params=None) -> dict:
         from pipelines import jobs
 
-        return run_step(jobs.training_evaluate, day, **jobs.label_params(params))
+        return run_step(jobs.training_evaluate, day, params)
 
     @task
     def register(day: str, _evaluation: dict, params=None) -> dict:
         from pipelines import jobs
 
-        return run_step(jobs.training_register, day, **jobs.label_params(params))
+        return run_step(jobs.training_register, day, params)
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:

@@ -508,14 +508,17 @@ def training_run_id(as_of: Any) -> str:
     return make_run_id(TRAINING_DAG, as_of)
 
 
-def _training(settings: Settings, as_of: Any, definition: str, horizon_days: int, snapshots: int):
+def _training(settings: Settings, as_of: Any, params: Any):
+    """The run's date, label definition, window, snapshot dates and folder from the label ``params``
+    (:func:`label_params`: DAG params or None for the defaults)."""
     from pipelines.features import WindowContract
     from pipelines.labels import LabelDefinition, snapshot_dates
 
+    args = label_params(params)
     as_of = resolve_as_of(settings, as_of)
-    label = LabelDefinition(name=definition, horizon_days=horizon_days)
+    label = LabelDefinition(name=args["definition"], horizon_days=args["horizon_days"])
     window = WindowContract(horizon_days=label.horizon_days, gap_days=label.gap_days)
-    dates = snapshot_dates(as_of, label, snapshots)
+    dates = snapshot_dates(as_of, label, args["snapshots"])
     folder = run_dir(settings.runs_dir, training_run_id(as_of))
     return as_of, label, window, dates, folder
 
@@ -523,10 +526,8 @@ def _training(settings: Settings, as_of: Any, definition: str, horizon_days: int
 def training_features(
     settings: Settings,
     as_of: Any = None,
+    params: Any = None,
     *,
-    definition: str = "closure",
-    horizon_days: int = 90,
-    snapshots: int = 5,
     progress: Progress = None,
 ) -> dict:
     """The gated wide table of every training snapshot -> ``features/<snapshot>.parquet``."""
@@ -534,7 +535,7 @@ def training_features(
     from pipelines.validate import require_valid, validate_features
 
     say = _say(progress)
-    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    as_of, label, window, dates, folder = _training(settings, as_of, params)
     say(f"churn training {as_of}: {label.tag}, snapshots {dates[0]:%Y-%m-%d} .. {dates[-1]:%Y-%m-%d} (test)")
     gates = {}
     for d in dates:
@@ -552,10 +553,8 @@ def training_features(
 def training_labels(
     settings: Settings,
     as_of: Any = None,
+    params: Any = None,
     *,
-    definition: str = "closure",
-    horizon_days: int = 90,
-    snapshots: int = 5,
     min_positives: int = 500,
     min_negatives: int = 500,
     progress: Progress = None,
@@ -566,7 +565,7 @@ def training_labels(
     from pipelines.labels import LABEL, SNAPSHOT, check_label_balance, make_labels, split_out_of_time
 
     say = _say(progress)
-    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    as_of, label, window, dates, folder = _training(settings, as_of, params)
     frames = []
     for d in dates:
         wide = io.read_frame(folder / "features" / f"{d:%Y-%m-%d}.parquet")
@@ -592,10 +591,8 @@ def _split(folder: Path):
 def training_fit(
     settings: Settings,
     as_of: Any = None,
+    params: Any = None,
     *,
-    definition: str = "closure",
-    horizon_days: int = 90,
-    snapshots: int = 5,
     progress: Progress = None,
 ) -> str:
     """Fit LightGBM (early stopping on the validation snapshot) and its calibrator -> ``model.pkl``."""
@@ -606,7 +603,7 @@ def training_fit(
     from pipelines.train import TrainConfig, fit_model
 
     say = _say(progress)
-    *_, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    *_, folder = _training(settings, as_of, params)
     split = _split(folder)
     say(f"fitting on {len(split.train):,} rows, early stopping on {len(split.valid):,}")
     config = TrainConfig(model_name="churn", seed=settings.seed)
@@ -626,10 +623,8 @@ def _load_fitted(folder: Path):
 def training_evaluate(
     settings: Settings,
     as_of: Any = None,
+    params: Any = None,
     *,
-    definition: str = "closure",
-    horizon_days: int = 90,
-    snapshots: int = 5,
     progress: Progress = None,
 ) -> dict:
     """Test metrics on the newest snapshot, decile table, charts and importance -> ``evaluation/``; with the
@@ -639,7 +634,7 @@ def training_evaluate(
     from pipelines.train import evaluate_model
 
     say = _say(progress)
-    as_of, label, _window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    as_of, label, _window, dates, folder = _training(settings, as_of, params)
     test = _split(folder).test
     metrics = evaluate_model(_load_fitted(folder), test, LABEL, folder / "evaluation")
     extra: dict[str, float] = {}
@@ -658,10 +653,8 @@ def training_evaluate(
 def training_register(
     settings: Settings,
     as_of: Any = None,
+    params: Any = None,
     *,
-    definition: str = "closure",
-    horizon_days: int = 90,
-    snapshots: int = 5,
     progress: Progress = None,
 ) -> dict:
     """Log the run to MLflow (parameters, window, label definition, lineage, metrics, the gate's result, the
@@ -670,7 +663,7 @@ def training_register(
     from pipelines.train import TrainConfig, register_model
 
     say = _say(progress)
-    as_of, label, window, dates, folder = _training(settings, as_of, definition, horizon_days, snapshots)
+    as_of, label, window, dates, folder = _training(settings, as_of, params)
     split = _split(folder)
     evaluation = folder / "evaluation"
     metrics = io.read_json(evaluation / "metrics.json")
@@ -730,16 +723,16 @@ def training_register(
 
 
 def run_training(
-    settings: Settings, as_of: Any = None, progress: Progress = print, **label_args: Any
+    settings: Settings, as_of: Any = None, params: Any = None, progress: Progress = print
 ) -> dict:
     """The whole training job in one process (what the ``churn_training`` DAG runs task by task), after the
     source-data gate."""
     as_of = resolve_as_of(settings, as_of)
-    training_features(settings, as_of, progress=progress, **label_args)
-    training_labels(settings, as_of, progress=progress, **label_args)
-    training_fit(settings, as_of, progress=progress, **label_args)
-    training_evaluate(settings, as_of, progress=progress, **label_args)
-    return training_register(settings, as_of, progress=progress, **label_args)
+    training_features(settings, as_of, params, progress=progress)
+    training_labels(settings, as_of, params, progress=progress)
+    training_fit(settings, as_of, params, progress=progress)
+    training_evaluate(settings, as_of, params, progress=progress)
+    return training_register(settings, as_of, params, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------------------
