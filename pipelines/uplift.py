@@ -12,6 +12,11 @@ deterministic parameters of :class:`pipelines.train.TrainConfig` and early stopp
 from the training rows (stratified by treatment and outcome). Models are fitted one after the other, each with
 ``config.num_threads`` threads, so threads never exceed that number.
 
+Memory: features are encoded once into a float32, row-major matrix whose rows are ordered by the blocks the
+boosters train and stop on (train/validation, per treatment group where the learner splits by group), so every
+booster reads a contiguous slice of it instead of a copy; scoring encodes and predicts in chunks of
+:data:`PREDICT_CHUNK_ROWS` rows.
+
 lightgbm is imported inside the functions that need it: importing this module stays cheap.
 """
 
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.train import CalibratedModel, TrainConfig, _category_list, _is_categorical_like
+from pipelines.train import TrainConfig, _as_category_values, _category_list, _is_categorical_like
 
 QINI_COLUMNS = (
     "n_targeted",
@@ -37,6 +42,7 @@ QINI_COLUMNS = (
     "incremental_responses",
     "random_incremental",
 )
+PREDICT_CHUNK_ROWS = 100_000
 NO_HETEROGENEITY = "no reliable heterogeneity"
 HETEROGENEITY = "heterogeneity found"
 WORSE_THAN_RANDOM = "model ranks worse than random"
@@ -313,7 +319,11 @@ def _valid_mask(y: np.ndarray, t: np.ndarray, share: float, seed: int) -> np.nda
 
 
 class _Encoder:
-    """Feature list and fit-time category lists; encodes a frame to the float matrix the boosters see."""
+    """Feature list and fit-time category lists; encodes a frame to the float32 matrix the boosters see.
+
+    The encoding is :meth:`train.CalibratedModel.encode`'s (numerics as numbers, categoricals as codes of the
+    fit-time lists, NaN for missing or unseen values), in float32 to halve the memory of the largest object.
+    """
 
     def __init__(self, X: pd.DataFrame, categorical: Sequence[str] | None) -> None:
         if categorical is None:
@@ -322,35 +332,62 @@ class _Encoder:
             ]
         self.features = [str(c) for c in X.columns]
         self.categories = {c: _category_list(X[c]) for c in categorical}
-        self._model = CalibratedModel(None, self.features, self.categories, "platt", {}, 0)
 
     @property
     def categorical_index(self) -> list[int]:
         return [self.features.index(c) for c in self.categories]
 
-    def encode(self, X: pd.DataFrame) -> np.ndarray:
-        return self._model.encode(X)
+    def encode(self, X: pd.DataFrame, rows: np.ndarray | None = None, extra: int = 0) -> np.ndarray:
+        """A C-ordered float32 matrix: one row per row of ``X`` (in the order ``rows`` gives, when given), one
+        column per feature, then ``extra`` columns left for the caller to fill."""
+        missing = [f for f in self.features if f not in X.columns]
+        if missing:
+            raise KeyError(f"frame lacks model feature column(s): {', '.join(missing)}")
+        n = len(X) if rows is None else len(rows)
+        out = np.empty((n, len(self.features) + extra), dtype=np.float32)
+        for j, name in enumerate(self.features):
+            col = X[name]
+            if name in self.categories:
+                cats = self.categories[name]
+                if isinstance(col.dtype, pd.CategoricalDtype) and list(col.cat.categories) == cats:
+                    codes = col.cat.codes.to_numpy()
+                else:
+                    values = _as_category_values(col, cats)
+                    codes = pd.Categorical(values, categories=cats).codes
+                values = codes.astype(np.float32)
+                values[codes < 0] = np.nan
+            else:
+                if _is_categorical_like(col) and not pd.api.types.is_bool_dtype(col):
+                    raise ValueError(f"feature {name!r} was numeric at fit time but is {col.dtype} now")
+                values = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float32, na_value=np.nan)
+            out[:, j] = values if rows is None else values[rows]
+        return out
+
+
+def _blocks(key: np.ndarray, n_keys: int) -> list[slice]:
+    """Slices of the sorted ``key`` holding each value 0 .. n_keys - 1."""
+    bounds = np.searchsorted(key, np.arange(n_keys + 1), side="left")
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _fit_booster(
-    x: np.ndarray,
-    target: np.ndarray,
-    valid: np.ndarray,
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_stop: np.ndarray,
+    y_stop: np.ndarray,
     cat_idx: list[int],
     config: TrainConfig,
     objective: str = "binary",
-    weight: np.ndarray | None = None,
+    w_fit: np.ndarray | None = None,
+    w_stop: np.ndarray | None = None,
 ):
-    """LightGBM on rows ``~valid`` with early stopping on rows ``valid``, cut to its best iteration."""
+    """LightGBM on ``x_fit`` with early stopping on ``x_stop``, cut to its best iteration. The matrices are used
+    as they are (no copy when they are C-ordered float32 or float64)."""
     import lightgbm as lgb
 
-    names = [f"f{i}" for i in range(x.shape[1])]
-    w_train = None if weight is None else weight[~valid]
-    w_valid = None if weight is None else weight[valid]
-    dtrain = lgb.Dataset(
-        x[~valid], label=target[~valid], weight=w_train, feature_name=names, categorical_feature=cat_idx
-    )
-    dvalid = lgb.Dataset(x[valid], label=target[valid], weight=w_valid, reference=dtrain)
+    names = [f"f{i}" for i in range(x_fit.shape[1])]
+    dtrain = lgb.Dataset(x_fit, label=y_fit, weight=w_fit, feature_name=names, categorical_feature=cat_idx)
+    dvalid = lgb.Dataset(x_stop, label=y_stop, weight=w_stop, reference=dtrain)
     booster = lgb.train(
         _params(config, objective),
         dtrain,
@@ -364,9 +401,13 @@ def _fit_booster(
 
 
 class _Learner:
-    """Common plumbing: config, validation share, categorical handling, input checks."""
+    """Common plumbing: config, validation share, categorical handling, input checks, chunked scoring."""
 
     name = "learner"
+    # Learners that fit one booster per treatment group order the rows by group as well as by train/validation.
+    _by_group = False
+    # Matrix columns after the features (the S-learner's treatment flag).
+    _extra = 0
 
     def __init__(
         self,
@@ -381,7 +422,12 @@ class _Learner:
         self.categorical = None if categorical is None else list(categorical)
         self.encoder: _Encoder | None = None
 
-    def _prepare(self, X: pd.DataFrame, y, t) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare(self, X: pd.DataFrame, y, t) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[slice]]:
+        """(x, y, t, blocks): rows sorted so that each block the boosters need is one contiguous slice of x.
+
+        Blocks: [train, validation], or with ``_by_group`` [treated train, treated validation, control train,
+        control validation]. The validation rows are ``valid_size`` of each treatment x outcome cell.
+        """
         y, t = _flags(y, "outcome y"), _flags(t, "treatment t")
         if not (len(X) == y.size == t.size):
             raise ValueError(f"X, y and t differ in length: {len(X)}, {y.size}, {t.size}")
@@ -391,17 +437,25 @@ class _Learner:
                 raise ValueError(f"the {label} rows need both outcomes to fit an uplift model")
         self.encoder = _Encoder(X, self.categorical)
         valid = _valid_mask(y, t, self.valid_size, self.config.seed)
-        return self.encoder.encode(X), y, t, valid
+        key = valid.astype(np.int8) + (2 * (t == 0) if self._by_group else 0)
+        order = np.argsort(key, kind="stable")
+        x = self.encoder.encode(X, rows=order, extra=self._extra)
+        return x, y[order], t[order], _blocks(key[order], 4 if self._by_group else 2)
 
-    def _encode(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
+        """The uplift score of each row of ``X``, encoded and predicted :data:`PREDICT_CHUNK_ROWS` rows at a time."""
         if self.encoder is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
-        return self.encoder.encode(X)
+        out = np.empty(len(X), dtype=np.float64)
+        for start in range(0, len(X), PREDICT_CHUNK_ROWS):
+            part = X.iloc[start : start + PREDICT_CHUNK_ROWS]
+            out[start : start + len(part)] = self._uplift(self.encoder.encode(part, extra=self._extra))
+        return out
 
     def fit(self, X: pd.DataFrame, y, t) -> _Learner:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
+    def _uplift(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -409,35 +463,39 @@ class SLearner(_Learner):
     """One classifier with the treatment flag as the last feature; uplift = p(x, t=1) - p(x, t=0)."""
 
     name = "s_learner"
+    _extra = 1
 
     def fit(self, X: pd.DataFrame, y, t) -> SLearner:
-        x, y, t, valid = self._prepare(X, y, t)
-        self.booster = _fit_booster(
-            np.column_stack([x, t]), y, valid, self.encoder.categorical_index, self.config
-        )
+        x, y, t, (fit, stop) = self._prepare(X, y, t)
+        x[:, -1] = t
+        cat = self.encoder.categorical_index
+        self.booster = _fit_booster(x[fit], y[fit], x[stop], y[stop], cat, self.config)
         return self
 
-    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
-        x = self._encode(X)
-        ones, zeros = np.ones((len(x), 1)), np.zeros((len(x), 1))
-        return self.booster.predict(np.hstack([x, ones])) - self.booster.predict(np.hstack([x, zeros]))
+    def _uplift(self, x: np.ndarray) -> np.ndarray:
+        # The flag column is overwritten in place: no copy of the matrix per counterfactual.
+        x[:, -1] = 1.0
+        treated = self.booster.predict(x)
+        x[:, -1] = 0.0
+        return treated - self.booster.predict(x)
 
 
 class TLearner(_Learner):
     """One classifier on treated rows, one on control rows; uplift = p_treated(x) - p_control(x)."""
 
     name = "t_learner"
+    _by_group = True
 
     def fit(self, X: pd.DataFrame, y, t) -> TLearner:
-        x, y, t, valid = self._prepare(X, y, t)
+        x, y, _, (t_fit, t_stop, c_fit, c_stop) = self._prepare(X, y, t)
         cat = self.encoder.categorical_index
         self.boosters = {
-            g: _fit_booster(x[t == g], y[t == g], valid[t == g], cat, self.config) for g in (1.0, 0.0)
+            g: _fit_booster(x[fit], y[fit], x[stop], y[stop], cat, self.config)
+            for g, fit, stop in ((1.0, t_fit, t_stop), (0.0, c_fit, c_stop))
         }
         return self
 
-    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
-        x = self._encode(X)
+    def _uplift(self, x: np.ndarray) -> np.ndarray:
         return self.boosters[1.0].predict(x) - self.boosters[0.0].predict(x)
 
 
@@ -450,6 +508,7 @@ class XLearner(_Learner):
     """
 
     name = "x_learner"
+    _by_group = True
 
     def __init__(self, *args: Any, propensity: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -458,20 +517,21 @@ class XLearner(_Learner):
         self.propensity = propensity
 
     def fit(self, X: pd.DataFrame, y, t) -> XLearner:
-        x, y, t, valid = self._prepare(X, y, t)
+        x, y, t, (t_fit, t_stop, c_fit, c_stop) = self._prepare(X, y, t)
         cat = self.encoder.categorical_index
-        treated, control = t == 1, t == 0
-        mu1 = _fit_booster(x[treated], y[treated], valid[treated], cat, self.config)
-        mu0 = _fit_booster(x[control], y[control], valid[control], cat, self.config)
-        d1 = y[treated] - mu0.predict(x[treated])
-        d0 = mu1.predict(x[control]) - y[control]
-        self.tau1 = _fit_booster(x[treated], d1, valid[treated], cat, self.config, "regression")
-        self.tau0 = _fit_booster(x[control], d0, valid[control], cat, self.config, "regression")
+        treated, control = slice(t_fit.start, t_stop.stop), slice(c_fit.start, c_stop.stop)
+        mu1 = _fit_booster(x[t_fit], y[t_fit], x[t_stop], y[t_stop], cat, self.config)
+        mu0 = _fit_booster(x[c_fit], y[c_fit], x[c_stop], y[c_stop], cat, self.config)
+        # One imputed-effect array in the row order of x, so the same fit/stop slices select from it.
+        d = np.empty_like(y)
+        d[treated] = y[treated] - mu0.predict(x[treated])
+        d[control] = mu1.predict(x[control]) - y[control]
+        self.tau1 = _fit_booster(x[t_fit], d[t_fit], x[t_stop], d[t_stop], cat, self.config, "regression")
+        self.tau0 = _fit_booster(x[c_fit], d[c_fit], x[c_stop], d[c_stop], cat, self.config, "regression")
         self.g = float(self.propensity if self.propensity is not None else t.mean())
         return self
 
-    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
-        x = self._encode(X)
+    def _uplift(self, x: np.ndarray) -> np.ndarray:
         return self.g * self.tau0.predict(x) + (1.0 - self.g) * self.tau1.predict(x)
 
 
@@ -485,23 +545,28 @@ class ClassTransformation(_Learner):
     name = "class_transformation"
 
     def fit(self, X: pd.DataFrame, y, t) -> ClassTransformation:
-        x, y, t, valid = self._prepare(X, y, t)
+        x, y, t, (fit, stop) = self._prepare(X, y, t)
         z = y * t + (1.0 - y) * (1.0 - t)
         share = t.mean()
-        weight = np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
-        self.booster = _fit_booster(x, z, valid, self.encoder.categorical_index, self.config, weight=weight)
+        w = np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
+        cat = self.encoder.categorical_index
+        self.booster = _fit_booster(
+            x[fit], z[fit], x[stop], z[stop], cat, self.config, w_fit=w[fit], w_stop=w[stop]
+        )
         return self
 
-    def predict_uplift(self, X: pd.DataFrame) -> np.ndarray:
-        return 2.0 * self.booster.predict(self._encode(X)) - 1.0
+    def _uplift(self, x: np.ndarray) -> np.ndarray:
+        return 2.0 * self.booster.predict(x) - 1.0
 
 
 LEARNERS = {c.name: c for c in (SLearner, TLearner, XLearner, ClassTransformation)}
 
 
-def default_learners(config: TrainConfig | None = None) -> dict[str, _Learner]:
-    """One of each learner, same settings."""
-    return {name: cls(config) for name, cls in LEARNERS.items()}
+def default_learners(
+    config: TrainConfig | None = None, categorical: Sequence[str] | None = None
+) -> dict[str, _Learner]:
+    """One of each learner, same settings (and the same ``categorical`` columns, auto-detected when None)."""
+    return {name: cls(config, categorical=categorical) for name, cls in LEARNERS.items()}
 
 
 def select_best(
@@ -512,31 +577,34 @@ def select_best(
     X_valid: pd.DataFrame,
     y_valid,
     t_valid,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[str, _Learner, pd.DataFrame]:
     """Fit each learner in turn on the training rows and score it on the validation rows.
 
     Returns ``(name, learner, table)``: the learner with the highest normalised Qini on the validation rows
     (first listed wins a tie) and a table, best first, with ``learner``, ``qini``, ``auuc``, ``uplift_at_30`` and
-    ``fit_seconds``.
+    ``fit_seconds``. ``progress`` gets a line before and after each fit.
     """
     if not learners:
         raise ValueError("no learners to compare")
+    say = progress or (lambda _msg: None)
     rows, fitted = [], {}
-    for name, learner in learners.items():
+    for i, (name, learner) in enumerate(learners.items(), start=1):
+        say(f"fitting {name} ({i}/{len(learners)}) on {len(X_train):,} rows")
         start = time.perf_counter()
         learner.fit(X_train, y, t)
         seconds = time.perf_counter() - start
         s = learner.predict_uplift(X_valid)
         fitted[name] = learner
-        rows.append(
-            {
-                "learner": name,
-                "qini": qini_coefficient(y_valid, t_valid, s),
-                "auuc": auuc(y_valid, t_valid, s),
-                "uplift_at_30": uplift_at_k(y_valid, t_valid, s, 0.3),
-                "fit_seconds": seconds,
-            }
-        )
+        row = {
+            "learner": name,
+            "qini": qini_coefficient(y_valid, t_valid, s),
+            "auuc": auuc(y_valid, t_valid, s),
+            "uplift_at_30": uplift_at_k(y_valid, t_valid, s, 0.3),
+            "fit_seconds": seconds,
+        }
+        rows.append(row)
+        say(f"  {name}: valid qini {row['qini']:.4f}, auuc {row['auuc']:.4f} ({seconds:.1f} s)")
     table = pd.DataFrame(rows)
     table = table.sort_values("qini", ascending=False, kind="stable", ignore_index=True)
     best = str(table["learner"].iloc[0])
