@@ -38,6 +38,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -51,6 +52,8 @@ from pipelines.segment import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
 ID = "customer_id"
 KNOWN_MODELS = ("churn", "response", "uplift")
+# What a model: uplift campaign selects by when the uplift champion found no heterogeneity (spec field fallback).
+FALLBACKS = ("response", "random")
 SEGMENT_COLUMNS = ("rfm_segment", "value_tier", "lifecycle_stage", "persona")
 SCORE_COLUMNS = ("score", "decile")
 AUDIENCE_COLUMNS = (*FEATURE_NAMES, *SCORE_COLUMNS, *SEGMENT_COLUMNS)
@@ -226,6 +229,31 @@ class ContactPolicy(_Model):
     invalid_customer: InvalidCustomerRule | None = InvalidCustomerRule()
 
 
+_Rate = Annotated[float, Field(gt=0.0, lt=1.0, strict=True)]
+_FIXED_HOLDOUT = TypeAdapter(Annotated[float, Field(gt=0.0, lt=0.5, strict=True)])
+
+
+class PowerTarget(_Model):
+    """What ``holdout_fraction: auto`` sizes the holdout for: detect an absolute lift of ``min_detectable_lift``
+    over a control response rate of ``baseline_rate`` with probability ``power`` (two-sided test at ``alpha``)."""
+
+    baseline_rate: _Rate
+    min_detectable_lift: _Rate
+    alpha: _Rate = 0.05
+    power: _Rate = 0.8
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PowerTarget:
+        if self.baseline_rate + self.min_detectable_lift >= 1:
+            raise ValueError(
+                f"baseline_rate + min_detectable_lift must stay below 1 (got {self.baseline_rate} + "
+                f"{self.min_detectable_lift}); the lift is absolute: 0.01 is one percentage point"
+            )
+        if self.power <= self.alpha:
+            raise ValueError(f"power ({self.power}) must be greater than alpha ({self.alpha})")
+        return self
+
+
 class CampaignSpec(_Model):
     """A campaign as declared in ``campaigns/<name>.yaml``. See ``docs/campaigns.md`` for every field."""
 
@@ -236,7 +264,11 @@ class CampaignSpec(_Model):
     channel: StrictStr
     audience: tuple[AudienceRule, ...] = ()
     selection: Selection
-    holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5, strict=True)] = 0.1
+    # A fixed share, or "auto": the smallest share that reaches the power block's target (see holdout_for).
+    holdout_fraction: float | Literal["auto"] = 0.1
+    power: PowerTarget | None = Field(default=None, validate_default=True)
+    # What an uplift campaign selects by when the uplift champion found no heterogeneity (or there is none).
+    fallback: Literal["response", "random"] = "response"
     contact_policy: ContactPolicy = ContactPolicy()
     response_window_days: Literal[7, 14] = 14
     cost_per_contact: Annotated[float, Field(ge=0.0, strict=True)] = 0.0
@@ -251,6 +283,68 @@ class CampaignSpec(_Model):
         if isinstance(data, dict) and data.get("salt") is None and isinstance(data.get("name"), str):
             data = {**data, "salt": data["name"]}
         return data
+
+    @field_validator("holdout_fraction", mode="plain")
+    @classmethod
+    def _holdout_fraction(cls, v: Any) -> float | str:
+        if v == "auto":
+            return v
+        if isinstance(v, str):
+            raise ValueError(f"must be a number in (0, 0.5) or 'auto', got {v!r}")
+        try:
+            return _FIXED_HOLDOUT.validate_python(v)
+        except ValidationError as e:
+            msg = e.errors()[0]["msg"]
+            raise ValueError(
+                f"{msg[0].lower()}{msg[1:]} (got {v!r}); or 'auto' to size it by power analysis"
+            ) from None
+
+    @field_validator("power")
+    @classmethod
+    def _power_goes_with_auto(cls, v: PowerTarget | None, info: ValidationInfo) -> PowerTarget | None:
+        if "holdout_fraction" not in info.data:  # the fraction itself is invalid and already reported
+            return v
+        auto = info.data["holdout_fraction"] == "auto"
+        if auto and v is None:
+            raise ValueError(
+                "required with holdout_fraction: auto: {baseline_rate: <control response rate>, "
+                "min_detectable_lift: <absolute lift to detect>, alpha: 0.05, power: 0.8}"
+            )
+        if not auto and v is not None:
+            raise ValueError(
+                f"a power block is only used with holdout_fraction: auto (holdout_fraction is "
+                f"{info.data['holdout_fraction']}); remove one of them"
+            )
+        return v
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_is_for_uplift(cls, v: str, info: ValidationInfo) -> str:
+        model = info.data.get("model")
+        if model is not None and model != "uplift":
+            raise ValueError(f"only for model: uplift campaigns (this one is model: {model}); remove it")
+        return v
+
+    def holdout_for(self, audience_n: int) -> tuple[float, str]:
+        """The holdout fraction for an audience of ``audience_n`` selected customers, and a one-line note.
+
+        A fixed ``holdout_fraction`` is returned as it is ("... fixed in spec"); ``auto`` gives the smallest share
+        of the audience that reaches the power block's target (``pipelines.power.holdout_fraction_for``, between
+        5 % and 50 %) and the plan's ``describe()``, which starts with "UNDER-POWERED" when even 50 % does not.
+        """
+        if self.holdout_fraction != "auto":
+            return float(self.holdout_fraction), f"holdout_fraction {self.holdout_fraction:g} fixed in spec"
+        from pipelines.power import holdout_fraction_for
+
+        target = self.power
+        plan = holdout_fraction_for(
+            audience_n,
+            target.baseline_rate,
+            target.min_detectable_lift,
+            alpha=target.alpha,
+            power=target.power,
+        )
+        return plan.fraction, plan.describe()
 
     @field_validator("name")
     @classmethod

@@ -111,6 +111,76 @@ def test_segment_values_in_rules_are_checked_against_the_segment_lists(column, g
         _spec(audience=[{"column": column, "op": "==", "value": bad}])
 
 
+AUTO = {"holdout_fraction": "auto", "power": {"baseline_rate": 0.05, "min_detectable_lift": 0.01}}
+
+
+def test_a_fixed_holdout_fraction_is_used_as_it_is():
+    spec = _spec(holdout_fraction=0.2)
+    assert spec.power is None
+    assert spec.holdout_for(1_000) == (0.2, "holdout_fraction 0.2 fixed in spec")
+    assert _spec().holdout_for(0) == (0.1, "holdout_fraction 0.1 fixed in spec")
+
+
+def test_an_auto_holdout_is_sized_by_power_analysis():
+    from pipelines.power import holdout_fraction_for, power_of
+
+    spec = _spec(**AUTO)
+    assert spec.holdout_fraction == "auto"
+    assert (spec.power.alpha, spec.power.power) == (0.05, 0.8)  # defaults
+    fraction, note = spec.holdout_for(20_000)
+    plan = holdout_fraction_for(20_000, 0.05, 0.01)
+    assert (fraction, note) == (plan.fraction, plan.describe())
+    assert 0.05 < fraction < 0.5 and power_of(plan.treated_n, plan.holdout_n, 0.05, 0.01) >= 0.8
+    # a stricter target needs a larger holdout; a large audience needs only the minimum share
+    strict = _spec(**{**AUTO, "power": {**AUTO["power"], "power": 0.9, "alpha": 0.01}})
+    assert strict.holdout_for(20_000)[0] > fraction
+    assert spec.holdout_for(1_000_000)[0] == 0.05
+
+
+def test_an_auto_holdout_on_a_small_audience_runs_but_says_it_is_under_powered():
+    fraction, note = _spec(**AUTO).holdout_for(1_500)
+    assert fraction == 0.5
+    assert note.startswith("UNDER-POWERED: holdout 50.0% of 1,500") and "only lifts of ≥ +" in note
+
+
+def test_auto_holdout_and_fallback_in_yaml(tmp_path):
+    text = """
+name: uplift-cross-sell
+description: cross-sell to the persuadable
+model: uplift
+channel: push
+selection: {top_k: 5000}
+holdout_fraction: auto
+power:
+  baseline_rate: 0.03
+  min_detectable_lift: 0.01
+  power: 0.9
+fallback: random
+"""
+    path = tmp_path / "uplift.yaml"
+    path.write_text(text, encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.holdout_fraction == "auto" and spec.fallback == "random"
+    assert (spec.power.baseline_rate, spec.power.min_detectable_lift, spec.power.power) == (0.03, 0.01, 0.9)
+
+
+def test_fallback_defaults_to_response_and_is_only_for_uplift_campaigns():
+    assert _spec().fallback == "response"
+    assert _spec(model="uplift").fallback == "response"
+    assert _spec(model="uplift", fallback="random").fallback == "random"
+    assert campaign.FALLBACKS == ("response", "random")
+    for model in ("churn", "response"):
+        with pytest.raises(
+            SpecError, match=rf"fallback: only for model: uplift campaigns \(this one is model: {model}\)"
+        ):
+            _spec(model=model, fallback="response")
+
+
+def test_the_demo_specs_keep_a_fixed_holdout_and_the_default_fallback():
+    for spec in load_specs(CAMPAIGNS):
+        assert isinstance(spec.holdout_fraction, float) and spec.power is None and spec.fallback == "response"
+
+
 BAD_SPECS = [
     ({"foo": 1}, "foo", r"unknown field 'foo' \(allowed: name, description, model"),
     (
@@ -176,6 +246,64 @@ BAD_SPECS = [
     ({"selection": {"score_threshold": 1.5}}, "selection.score_threshold", r"less than or equal to 1"),
     ({"holdout_fraction": 0.5}, "holdout_fraction", r"less than 0.5 \(got 0.5\)"),
     ({"holdout_fraction": 0}, "holdout_fraction", r"greater than 0 \(got 0\)"),
+    (
+        {"holdout_fraction": 0.6},
+        "holdout_fraction",
+        r"less than 0.5 \(got 0.6\); or 'auto' to size it by power",
+    ),
+    (
+        {"holdout_fraction": "half"},
+        "holdout_fraction",
+        r"must be a number in \(0, 0.5\) or 'auto', got 'half'",
+    ),
+    ({"holdout_fraction": "auto"}, "power", r"required with holdout_fraction: auto: \{baseline_rate: "),
+    (
+        {"holdout_fraction": 0.2, "power": {"baseline_rate": 0.05, "min_detectable_lift": 0.01}},
+        "power",
+        r"a power block is only used with holdout_fraction: auto \(holdout_fraction is 0.2\)",
+    ),
+    (
+        {"power": {"baseline_rate": 0.05, "min_detectable_lift": 0.01}},
+        "power",
+        r"only used with holdout_fraction: auto \(holdout_fraction is 0.1\)",
+    ),
+    (
+        {"holdout_fraction": "auto", "power": {"baseline_rate": 0.05}},
+        "power.min_detectable_lift",
+        r"required field is missing",
+    ),
+    (
+        {"holdout_fraction": "auto", "power": {"baseline_rate": 5, "min_detectable_lift": 0.01}},
+        "power.baseline_rate",
+        r"less than 1 \(got 5\)",
+    ),
+    (
+        {"holdout_fraction": "auto", "power": {"baseline_rate": 0.9, "min_detectable_lift": 0.2}},
+        "power",
+        r"baseline_rate \+ min_detectable_lift must stay below 1 \(got 0.9 \+ 0.2\); the lift is absolute",
+    ),
+    (
+        {
+            "holdout_fraction": "auto",
+            "power": {"baseline_rate": 0.05, "min_detectable_lift": 0.01, "power": 0.01},
+        },
+        "power",
+        r"power \(0.01\) must be greater than alpha \(0.05\)",
+    ),
+    (
+        {
+            "holdout_fraction": "auto",
+            "power": {"baseline_rate": 0.05, "min_detectable_lift": 0.01, "beta": 0.2},
+        },
+        "power.beta",
+        r"unknown field 'beta' \(allowed: baseline_rate, min_detectable_lift, alpha, power\)",
+    ),
+    ({"fallback": "random"}, "fallback", r"only for model: uplift campaigns \(this one is model: churn\)"),
+    (
+        {"model": "uplift", "fallback": "best"},
+        "fallback",
+        r"input should be 'response' or 'random' \(got 'best'\)",
+    ),
     ({"response_window_days": 30}, "response_window_days", r"7 or 14 \(got 30\)"),
     ({"name": "Churn Winback"}, "name", r"lowercase letters, digits and hyphens"),
     ({"schedule": "monthly"}, "schedule", r"Airflow preset .* or a 5-field cron line"),
