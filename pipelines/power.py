@@ -364,5 +364,6 @@ def powered_statement(
     chance = _power(n1, n0, p0, min(max(p0 + observed, 0.0), 1.0) - p0, alpha)
     return (
         f"under-powered: {size} only lifts of ≥ {_points(mde)} would be detected with {level}; {seen} is "
-        f"below it (a true lift of that size is detected {chance:.0%} of the time), so a null result says little."
+        f"below it (a true lift of that size is detected {chance:.0%} of the time), so a null result at this "
+        "size says little about lifts that small."
     )

@@ -8,16 +8,22 @@
   :func:`pipelines.score.check_sample_ratio` at ``SRM_ALPHA``; a failed check marks the readout untrustworthy.
 - :func:`funnel` and :func:`channel_quality` read the lake's ``campaign_contacts`` and ``responses`` frames.
 - :func:`response_floor_alert` says when the treated response rate is below a floor, and which segments drag.
+- :func:`lift_by_decile_chart` draws the lift by score decile (or any segment column) with its intervals;
+  :func:`render_report` writes the one-page report as Markdown and as standalone HTML.
 
 The formulas are written out in ``docs/readout.md``.
 """
 
 from __future__ import annotations
 
+import html
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -487,3 +493,479 @@ def channel_quality(responses: pd.DataFrame, contacts: pd.DataFrame, campaign_id
     table["registration_rate"] = table["registrations"] / visits
     table["conversion_rate"] = table["conversions"] / visits
     return table.sort_values(["visits", *utm], ascending=[False, *[True] * len(utm)], ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chart and report
+
+
+def lift_by_decile_chart(
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    by: str = "decile",
+    title: str | None = None,
+    level: float = 0.95,
+) -> Path:
+    """Write a PNG of the absolute lift (percentage points) per segment with its interval as error bars and a
+    zero line, from the rows of a :attr:`Readout.segments` table whose ``by`` is ``by`` (score decile by default;
+    any segment column works). Bars are coloured by whether the interval lies above zero, spans it, or lies below.
+    ``level`` only labels the interval (the table's own level). Returns the path; ValueError when no row has
+    that ``by``.
+    """
+    from matplotlib.patches import Patch
+
+    from pipelines.evaluate import _pyplot
+
+    _require_columns(table, SEGMENT_COLUMNS)
+    rows = table[table["by"] == by]
+    if rows.empty:
+        known = ", ".join(map(str, dict.fromkeys(table["by"]))) or "none"
+        raise ValueError(f"no rows with by == {by!r} in the segment table (by values: {known})")
+    if by == "decile":
+        rows = rows.sort_values("segment", kind="stable")
+    plt = _pyplot()
+    path = Path(path)
+    lift_pts = rows["lift_abs"].to_numpy(dtype=float) * 100
+    low = rows["lift_ci_low"].to_numpy(dtype=float) * 100
+    high = rows["lift_ci_high"].to_numpy(dtype=float) * 100
+    labels = [str(s) for s in rows["segment"]]
+    kinds = np.where(low > 0, "above", np.where(high < 0, "below", "spans"))
+    palette = {"above": "#2e7d32", "spans": "#90a4ae", "below": "#c62828"}
+    names = {"above": "interval above 0", "spans": "interval spans 0", "below": "interval below 0"}
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4), dpi=100)
+    try:
+        ax.bar(x, lift_pts, color=[palette[k] for k in kinds], width=0.7)
+        ax.errorbar(
+            x, lift_pts, yerr=[lift_pts - low, high - lift_pts], fmt="none", ecolor="black", capsize=3
+        )
+        ax.axhline(0, color="black", linewidth=0.8)
+        rotate = len(rows) > 12 or max(map(len, labels)) > 6
+        ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xlabel("score decile (1 = highest scores)" if by == "decile" else by)
+        ax.set_ylabel("lift, percentage points")
+        ax.set_title(
+            title or f"Absolute lift by {'score decile' if by == 'decile' else by} ({level:.0%} interval)"
+        )
+        ax.legend(
+            handles=[Patch(color=palette[k], label=names[k]) for k in palette if k in set(kinds)], fontsize=8
+        )
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class _Strong:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One piece of the report, rendered both to Markdown and to HTML."""
+
+    kind: str  # h2, p, warn, ul, table, img
+    spans: tuple = ()  # p / warn: the text, str and _Strong pieces; ul: one tuple of spans per item
+    headers: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    numeric: tuple[bool, ...] = ()
+    src: str = ""
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|<(?=[A-Za-z/!?])")
+
+
+def _md(text: object) -> str:
+    """Text made literal in Markdown (a cell or a line cannot start emphasis, a link, a tag or a new column)."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), re.sub(r"\s+", " ", str(text)))
+
+
+def _spans_md(spans) -> str:
+    return "".join(f"**{_md(s.text)}**" if isinstance(s, _Strong) else _md(s) for s in spans)
+
+
+def _spans_html(spans) -> str:
+    return "".join(
+        f"<strong>{html.escape(s.text)}</strong>" if isinstance(s, _Strong) else html.escape(str(s))
+        for s in spans
+    )
+
+
+def _to_markdown(title: str, blocks: Sequence[_Block]) -> str:
+    out = [f"# {_md(title)}"]
+    for b in blocks:
+        if b.kind == "h2":
+            out.append(f"## {_spans_md(b.spans)}")
+        elif b.kind == "p":
+            out.append(_spans_md(b.spans))
+        elif b.kind == "warn":
+            out.append("> " + _spans_md(b.spans))
+        elif b.kind == "ul":
+            out.append("\n".join(f"- {_spans_md(item)}" for item in b.spans))
+        elif b.kind == "table":
+            align = ["---:" if n else "---" for n in b.numeric]
+            lines = [b.headers, align, *b.rows]
+            out.append(
+                "\n".join(
+                    "| " + " | ".join(_md(c) if i != 1 else c for c in line) + " |"
+                    for i, line in enumerate(lines)
+                )
+            )
+        elif b.kind == "img":
+            out.append(f"![{_spans_md(b.spans)}]({quote(b.src)})")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """\
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232a;
+       max-width: 980px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.5em; margin: 0 0 .4em; }
+h2 { font-size: 1.15em; margin: 1.6em 0 .4em; padding-bottom: .2em; border-bottom: 1px solid #d9dee3; }
+table { border-collapse: collapse; margin: .5em 0; font-variant-numeric: tabular-nums; }
+th, td { padding: .25em .65em; border-bottom: 1px solid #e6e9ec; text-align: left; vertical-align: top; }
+th { background: #f4f6f8; font-weight: 600; }
+.num { text-align: right; white-space: nowrap; }
+.wide { overflow-x: auto; }
+.warn { background: #fdecea; border-left: 4px solid #c62828; padding: .6em .9em; }
+ul { padding-left: 1.3em; }
+img { max-width: 100%; }
+"""
+
+
+def _to_html(title: str, blocks: Sequence[_Block]) -> str:
+    out = [f"<h1>{html.escape(title)}</h1>"]
+    for b in blocks:
+        if b.kind == "h2":
+            out.append(f"<h2>{_spans_html(b.spans)}</h2>")
+        elif b.kind == "p":
+            out.append(f"<p>{_spans_html(b.spans)}</p>")
+        elif b.kind == "warn":
+            out.append(f'<p class="warn">{_spans_html(b.spans)}</p>')
+        elif b.kind == "ul":
+            items = "".join(f"<li>{_spans_html(item)}</li>" for item in b.spans)
+            out.append(f"<ul>{items}</ul>")
+        elif b.kind == "table":
+
+            def cell(tag: str, text: str, numeric: bool) -> str:
+                cls = ' class="num"' if numeric else ""
+                return f"<{tag}{cls}>{html.escape(text)}</{tag}>"
+
+            head = "".join(cell("th", h, n) for h, n in zip(b.headers, b.numeric, strict=True))
+            body = "".join(
+                "<tr>" + "".join(cell("td", c, n) for c, n in zip(row, b.numeric, strict=True)) + "</tr>"
+                for row in b.rows
+            )
+            out.append(
+                f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            )
+        elif b.kind == "img":
+            alt = html.escape("".join(s.text if isinstance(s, _Strong) else str(s) for s in b.spans))
+            out.append(f'<p><img src="{html.escape(quote(b.src))}" alt="{alt}"></p>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(out)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def _rate_text(v: Any) -> str:
+    return "–" if _missing(v) else f"{v:.2%}"
+
+
+def _pts(v: Any) -> str:
+    return "–" if _missing(v) else f"{100 * v:+.2f}"
+
+
+def _int_text(v: Any) -> str:
+    return "–" if _missing(v) else f"{int(v):,}"
+
+
+def _p_text(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _fact_text(v: Any) -> str:
+    if _missing(v):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.6g}"
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}: {_fact_text(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return ", ".join(map(_fact_text, v))
+    return str(v)
+
+
+def _group_name(label: str, word: str) -> str:
+    return word if label in ("treated", "treatment", "control", "holdout") else f"{word} ({label})"
+
+
+def _headline(result: Readout, facts: Mapping[str, Any]) -> list[_Block]:
+    o = result.overall
+    level = f"{1 - o.alpha:.0%}"
+    treated, control = (
+        _group_name(result.treated_label, "treated"),
+        _group_name(result.control_label, "holdout"),
+    )
+    table = _Block(
+        "table",
+        headers=("", treated, control),
+        rows=(
+            ("customers", f"{o.treated_n:,}", f"{o.control_n:,}"),
+            ("responses", f"{o.treated_conv:,}", f"{o.control_conv:,}"),
+            ("response rate", _rate_text(o.treated_rate), _rate_text(o.control_rate)),
+        ),
+        numeric=(False, True, True),
+    )
+    test = "Fisher's exact test" if o.test == "fisher" else "pooled z-test"
+    verdict = f"significant at {o.alpha:g}" if o.significant else f"not significant at {o.alpha:g}"
+    rel = (
+        "n/a (holdout rate 0)"
+        if o.lift_rel is None
+        else f"{o.lift_rel:+.1%} ({level} CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})"
+    )
+    items = [
+        (
+            "Absolute lift: ",
+            _Strong(f"{_pts(o.lift_abs)} percentage points"),
+            f" ({level} CI {_pts(o.lift_ci_low)} to {_pts(o.lift_ci_high)}, Newcombe hybrid score); "
+            f"p = {_p_text(o.p_value)} ({test}), {verdict}",
+        ),
+        ("Relative lift: ", rel),
+        (
+            "Incremental responses: ",
+            f"{o.incremental_responses:,.1f} ({level} CI {o.incremental_ci_low:,.1f} to {o.incremental_ci_high:,.1f})",
+        ),
+    ]
+    cost, value = facts.get("cost_per_contact"), facts.get("value_per_response")
+    if isinstance(cost, int | float) and isinstance(value, int | float) and not isinstance(cost, bool):
+        ros = return_on_spend(o, float(cost), float(value))
+        roi = "n/a (no cost)" if ros.roi is None else f"{ros.roi:+.1%}"
+        items.append(
+            (
+                "Return on spend: ",
+                f"incremental value {ros.incremental_value:,.2f} ({level} CI {ros.incremental_value_ci_low:,.2f} to "
+                f"{ros.incremental_value_ci_high:,.2f}), cost {ros.cost:,.2f}, net {ros.net:,.2f}, ROI {roi}",
+            )
+        )
+    return [_Block("h2", ("Headline",)), table, _Block("ul", tuple(items))]
+
+
+def _segment_table(rows: pd.DataFrame, level: str) -> _Block:
+    return _Block(
+        "table",
+        headers=(
+            "segment",
+            "treated n",
+            "treated rate",
+            "holdout n",
+            "holdout rate",
+            "lift (points)",
+            f"{level} CI",
+            "p-value",
+            "incremental",
+        ),
+        rows=tuple(
+            (
+                str(r.segment),
+                _int_text(r.treated_n),
+                _rate_text(r.treated_rate),
+                _int_text(r.control_n),
+                _rate_text(r.control_rate),
+                _pts(r.lift_abs),
+                f"{_pts(r.lift_ci_low)} to {_pts(r.lift_ci_high)}",
+                _p_text(r.p_value),
+                f"{r.incremental_responses:,.1f}",
+            )
+            for r in rows.itertuples(index=False)
+        ),
+        numeric=(False, *[True] * 8),
+    )
+
+
+def _funnel_table(stages: pd.DataFrame) -> _Block:
+    groups = list(dict.fromkeys(stages["group"].astype(str)))
+    by = {(str(r.group), r.stage): r for r in stages.itertuples(index=False)}
+    headers: list[str] = ["stage"]
+    for g in groups:
+        headers += [g, "stage rate", "of selected"]
+    rows = []
+    for stage in dict.fromkeys(stages["stage"]):
+        row = [str(stage)]
+        for g in groups:
+            r = by.get((g, stage))
+            row += (
+                ["–"] * 3
+                if r is None
+                else [_int_text(r.customers), _rate_text(r.stage_rate), _rate_text(r.rate_from_selected)]
+            )
+        rows.append(tuple(row))
+    return _Block(
+        "table", headers=tuple(headers), rows=tuple(rows), numeric=(False, *[True] * (len(headers) - 1))
+    )
+
+
+def _channel_table(channels: pd.DataFrame, limit: int) -> list[_Block]:
+    utm = [c for c in UTM_COLUMNS if c in channels.columns]
+    measures = ("visits", "registrations", "conversions")
+    rates = ("registration_rate", "conversion_rate")
+    rows = tuple(
+        (
+            *(str(getattr(r, c)) for c in utm),
+            *(_int_text(getattr(r, m)) for m in measures),
+            *(_rate_text(getattr(r, m)) for m in rates),
+        )
+        for r in channels.head(limit).itertuples(index=False)
+    )
+    headers = (*(c.removeprefix("utm_") for c in utm), *measures, "registration rate", "conversion rate")
+    blocks = [_Block("table", headers=headers, rows=rows, numeric=(*[False] * len(utm), *[True] * 5))]
+    if len(channels) > limit:
+        blocks.append(
+            _Block("p", (f"{len(channels) - limit:,} more UTM combinations not shown (fewer visits).",))
+        )
+    return blocks
+
+
+def render_report(
+    result: Readout,
+    *,
+    title: str,
+    facts: Mapping[str, Any] | None = None,
+    funnel: pd.DataFrame | None = None,
+    channels: pd.DataFrame | None = None,
+    alert: str | None = None,
+    power_note: str | None = None,
+    true_lift: float | None = None,
+    chart: str | Path | None = None,
+    channel_rows: int = 15,
+) -> tuple[str, str]:
+    """A one-page readout report: ``(markdown, html)``, the same content twice; the HTML is standalone (inline
+    style, no scripts) and refers only to ``chart``.
+
+    Sections: the ``facts`` (campaign id, window, model …, shown as given), a banner when the SRM check failed,
+    the headline (both rates, absolute and relative lift with their intervals, p-value, incremental responses,
+    and the return on spend when ``facts`` holds numeric ``cost_per_contact`` and ``value_per_response``), trust
+    (SRM verdict, ``power_note``, ``true_lift`` and whether the interval covers it), the ``alert`` with its
+    diagnosis, the lift by score decile (``chart``: the PNG's file name relative to the report, an absolute path
+    is reduced to its name; then the table) and by every other segment column, the ``funnel`` (as returned by
+    :func:`funnel`) and the UTM ``channels`` (:func:`channel_quality`, the first ``channel_rows`` rows). Omitted
+    inputs leave their section out. All text is escaped for Markdown and for HTML.
+    """
+    facts = dict(facts or {})
+    o = result.overall
+    level = f"{1 - o.alpha:.0%}"
+    blocks: list[_Block] = []
+    if facts:
+        blocks.append(
+            _Block(
+                "table",
+                headers=("fact", "value"),
+                rows=tuple((str(k), _fact_text(v)) for k, v in facts.items()),
+                numeric=(False, False),
+            )
+        )
+    if not result.trustworthy:
+        blocks.append(
+            _Block(
+                "warn",
+                (
+                    _Strong("UNTRUSTWORTHY:"),
+                    " the treated/holdout split failed the sample-ratio check, so the assignment was broken "
+                    "somewhere (lost records, a filter on one group). Do not act on the lift below.",
+                ),
+            )
+        )
+    blocks += _headline(result, facts)
+
+    blocks.append(_Block("h2", ("Trust and power",)))
+    trust = [
+        (
+            _Strong("trustworthy") if result.trustworthy else _Strong("UNTRUSTWORTHY"),
+            ": ",
+            result.srm_verdict(),
+        )
+    ]
+    if power_note:
+        trust.append(("Power: ", power_note))
+    if true_lift is not None:
+        covered = o.lift_ci_low <= true_lift <= o.lift_ci_high
+        trust.append(
+            (
+                f"True lift (ground truth): {_pts(true_lift)} points; the {level} CI "
+                f"[{_pts(o.lift_ci_low)}, {_pts(o.lift_ci_high)}] ",
+                _Strong("covers it") if covered else _Strong("does not cover it"),
+                f" (estimate off by {100 * (o.lift_abs - true_lift):+.2f} points).",
+            )
+        )
+    blocks.append(_Block("ul", tuple(trust)))
+
+    if alert:
+        lines = [line for line in alert.splitlines() if line.strip()]
+        blocks += [_Block("h2", ("Alert",)), _Block("warn", (_Strong(lines[0]),))]
+        if len(lines) > 1:
+            blocks.append(_Block("ul", tuple((line,) for line in lines[1:])))
+
+    segments = result.segments
+    sections = list(dict.fromkeys(segments["by"]))
+    # The chart goes with the decile table, else with the first segment table, else on its own.
+    chart_by = "decile" if "decile" in sections else (sections[0] if sections else None)
+    image = None
+    if chart is not None:
+        src = Path(chart).name if Path(chart).is_absolute() else str(chart)
+        image = _Block("img", (f"absolute lift by {chart_by or 'segment'} with {level} intervals",), src=src)
+        if chart_by is None:
+            blocks += [_Block("h2", ("Lift chart",)), image]
+    for by in sections:
+        rows = segments[segments["by"] == by]
+        if by == "decile":
+            rows = rows.sort_values("segment", kind="stable")
+        name = "score decile (1 = highest scores)" if by == "decile" else str(by)
+        blocks.append(_Block("h2", (f"Lift by {name}",)))
+        if image is not None and by == chart_by:
+            blocks.append(image)
+        blocks.append(_segment_table(rows, level))
+    if sections:
+        blocks.append(
+            _Block("p", ("No multiplicity correction: read segment p-values as a screen, not as findings.",))
+        )
+
+    if funnel is not None:
+        blocks.append(_Block("h2", ("Funnel",)))
+        blocks.append(
+            _funnel_table(funnel)
+            if len(funnel)
+            else _Block("p", ("No contacts or responses recorded for this campaign.",))
+        )
+        if len(funnel):
+            blocks.append(
+                _Block(
+                    "p",
+                    (
+                        "Customers per stage and group; stage rate: over the stage before; of selected: over "
+                        "every customer of the group, the only base the holdout has (it is never sent). "
+                        "app_installed is a side step and converted includes organic conversions.",
+                    ),
+                )
+            )
+    if channels is not None:
+        blocks.append(_Block("h2", ("Channel quality (UTM)",)))
+        blocks += (
+            _channel_table(channels, channel_rows)
+            if len(channels)
+            else [_Block("p", ("No tracked or organic visits, registrations or conversions.",))]
+        )
+    return _to_markdown(title, blocks), _to_html(title, blocks)

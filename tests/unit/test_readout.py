@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,10 @@ from pipelines.readout import (
     channel_quality,
     funnel,
     lift,
+    lift_by_decile_chart,
     newcombe_interval,
     readout,
+    render_report,
     response_floor_alert,
     return_on_spend,
     two_proportion_p_value,
@@ -456,3 +459,189 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
     assert len(runs) == 1 and runs[0].data.metrics["lift_abs"] == pytest.approx(row.lift_abs)
     assert main(["readout", "--campaign-id", "nope", "--data", str(data)]) == 2
     assert "known:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# lift chart and report
+
+
+def _decile_readout(treated_share=0.9, n=40_000, seed=0):
+    frame = _experiment(n=n, treated_share=treated_share, seed=seed)
+    frame["segment"] = frame["region"].map({"north": "at_risk <b>", "south": "loyal|core_*x*"})
+    return readout(
+        frame,
+        treatment_col="arm",
+        treated="B",
+        control="A",
+        outcome_col="bought",
+        expected_share=0.9,
+        segment_cols=("decile", "segment"),
+    )
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_lift_by_decile_chart_writes_a_png_for_deciles_and_for_any_segment_column(tmp_path):
+    result = _decile_readout()
+    path = lift_by_decile_chart(result.segments, tmp_path / "lift.png")
+    assert path == tmp_path / "lift.png"
+    width, height = _png_size(path)
+    assert width >= 600 and height == 400
+    by_segment = lift_by_decile_chart(result.segments, tmp_path / "segment.png", by="segment", title="t")
+    assert _png_size(by_segment)[1] == 400 and by_segment.read_bytes() != path.read_bytes()
+    # rows in any order give the same decile chart
+    shuffled = result.segments.sample(frac=1, random_state=1)
+    again = lift_by_decile_chart(shuffled, tmp_path / "again.png")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_lift_by_decile_chart_errors_name_the_missing_rows(tmp_path):
+    result = _decile_readout()
+    with pytest.raises(ValueError, match=r"no rows with by == 'region'.*by values: decile, segment"):
+        lift_by_decile_chart(result.segments, tmp_path / "x.png", by="region")
+    with pytest.raises(ValueError, match="lift_ci_low"):
+        lift_by_decile_chart(result.segments.drop(columns="lift_ci_low"), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+class _Html(HTMLParser):
+    """Checks that every opened element is closed in order, and collects the external references and text."""
+
+    VOID = {"meta", "img", "br", "hr", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.refs, self.text, self.tags = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href")]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack.pop() == tag, f"</{tag}> closes {self.stack}"
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Html:
+    parser = _Html()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == []
+    return parser
+
+
+def _report(result, **kwargs):
+    contacts, responses = _lake_frames()
+    args = {
+        "title": "Readout <script>alert(1)</script> & co",
+        "facts": {
+            "campaign_id": "cmp-1",
+            "cost_per_contact": 0.5,
+            "value_per_response": 40.0,
+            "dry_run": False,
+        },
+        "funnel": funnel(contacts, responses, "c1"),
+        "channels": channel_quality(responses, contacts, "c1"),
+        "alert": response_floor_alert(result, floor=0.05),
+        "power_note": "powered: 80% power to detect ≥ +0.90 points",
+        "true_lift": 0.01,
+        "chart": "lift_by_decile.png",
+        **kwargs,
+    }
+    return render_report(result, **args)
+
+
+def test_report_headline_trust_and_every_section():
+    result = _decile_readout()
+    o = result.overall
+    markdown, page = _report(result)
+    for text in (markdown, page):
+        assert f"{o.treated_rate:.2%}" in text and f"{o.control_rate:.2%}" in text
+        assert f"{o.treated_n:,}" in text and f"{o.control_n:,}" in text
+        assert f"{100 * o.lift_abs:+.2f} percentage points" in text
+        assert f"95% CI {100 * o.lift_ci_low:+.2f} to {100 * o.lift_ci_high:+.2f}" in text
+        assert f"{o.lift_rel:+.1%} (95% CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})" in text
+        assert f"p = {o.p_value:.4f} (pooled z-test)" in text
+        assert f"Incremental responses: {o.incremental_responses:,.1f}" in text
+        ros = return_on_spend(o, 0.5, 40.0)
+        assert f"incremental value {ros.incremental_value:,.2f}" in text and f"cost {ros.cost:,.2f}" in text
+        assert "SRM: ok" in text and "UNTRUSTWORTHY" not in text
+        assert "powered: 80% power to detect ≥ +0.90 points" in text
+        covers = o.lift_ci_low <= 0.01 <= o.lift_ci_high
+        assert ("covers it" if covers else "does not cover it") in text
+        for heading in ("Headline", "Trust and power", "Alert", "Lift by score decile", "Lift by segment"):
+            assert heading in text
+        assert "Funnel" in text and "Channel quality (UTM)" in text and "ALERT: treated response rate" in text
+        assert "Below the floor by decile" in text
+        assert "dry_run" in text
+    # the decile table has ten rows, in decile order, and the chart sits with it
+    decile_part = markdown.split("## Lift by score decile")[1].split("## ")[0]
+    assert "![absolute lift by decile with 95% intervals](lift_by_decile.png)" in decile_part
+    rows = [line for line in decile_part.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(1, 11))
+    funnel_part = markdown.split("## Funnel")[1].split("## ")[0]
+    assert "| converted | 1 | 100.00% | 25.00% | 1 | – | 50.00% |" in funnel_part
+
+
+def test_report_escapes_text_and_is_standalone_html():
+    result = _decile_readout()
+    markdown, page = _report(result)
+    parsed = _parse(page)
+    assert parsed.refs == ["lift_by_decile.png"]  # the only external asset
+    assert "script" not in parsed.tags and "<script>" not in page
+    assert "Readout &lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "Readout <script>alert(1)</script> & co" in "".join(parsed.text)
+    assert "at_risk &lt;b&gt;" in page and "<b>" not in page
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    # Markdown: a pipe cannot open a table column, a tag is not HTML, emphasis markers are literal
+    assert markdown.startswith("# Readout \\<script>alert(1)\\</script> & co\n")
+    assert "| loyal\\|core\\_\\*x\\* |" in markdown and "| at_risk \\<b> |" in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| loyal")]
+    assert table_rows and all(row.count(" | ") == 8 for row in table_rows)
+
+
+def test_report_flags_an_untrustworthy_readout_and_leaves_out_what_is_not_given():
+    frame = _experiment(treated_share=0.93)
+    result = readout(
+        frame, treatment_col="arm", treated="B", control="A", outcome_col="bought", expected_share=0.9
+    )
+    markdown, page = render_report(result, title="biased split")
+    assert "> **UNTRUSTWORTHY:** the treated/holdout split failed the sample-ratio check" in markdown
+    assert '<p class="warn"><strong>UNTRUSTWORTHY:</strong>' in page
+    assert "MISMATCH" in markdown and "**UNTRUSTWORTHY**: SRM: MISMATCH" in markdown
+    # the banner comes before the headline
+    assert markdown.index("UNTRUSTWORTHY:") < markdown.index("## Headline")
+    for absent in (
+        "Return on spend",
+        "Power:",
+        "True lift",
+        "## Alert",
+        "## Lift by",
+        "## Funnel",
+        "## Channel",
+    ):
+        assert absent not in markdown
+    _parse(page)
+    assert "<img" not in page and _parse(page).refs == []
+
+
+def test_report_true_lift_outside_the_interval_and_an_absolute_chart_path(tmp_path):
+    result = _decile_readout()
+    markdown, page = _report(result, true_lift=0.5, chart=tmp_path / "charts" / "lift by decile.png")
+    assert "**does not cover it**" in markdown
+    assert "](lift%20by%20decile.png)" in markdown and 'src="lift%20by%20decile.png"' in page
+
+
+def test_report_of_the_cli_style_readout_keeps_describe_unchanged():
+    result = _decile_readout()
+    before = result.describe()
+    _report(result)
+    assert result.describe() == before and before.startswith("readout: B vs A\ntreated ")
