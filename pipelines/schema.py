@@ -243,7 +243,24 @@ CHURN_TRUTH = Table(
     partition_by="month_end",
 )
 
-TRUTH_TABLES: dict[str, Table] = {CHURN_TRUTH.name: CHURN_TRUTH}
+UPLIFT_TYPES = ("persuadable", "sure_thing", "lost_cause", "do_not_disturb")
+CAMPAIGN_TRUTH = Table(
+    "campaigns",
+    "True response probabilities of every campaign contact (treatment and holdout), within 14 days of selection.",
+    (
+        Column("campaign_id", pa.string(), "Campaign key."),
+        Column("customer_id", pa.int64(), "Customer key."),
+        Column("selected_at", TIMESTAMP, "When the audience was drawn."),
+        _cat("group", CONTACT_GROUPS, "treatment or holdout."),
+        _cat("uplift_type", UPLIFT_TYPES, "The customer's hidden uplift type at selection."),
+        Column("p_control", pa.float64(), "P(converted within 14 days of selection) without contact."),
+        Column("p_treated", pa.float64(), "P(converted within 14 days of selection) when contacted."),
+    ),
+    key=("campaign_id", "customer_id"),
+    partition_by="selected_at",
+)
+
+TRUTH_TABLES: dict[str, Table] = {t.name: t for t in (CHURN_TRUTH, CAMPAIGN_TRUTH)}
 
 
 def get_table(name: str) -> Table:

@@ -44,25 +44,32 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import io
+from pipelines import synth_campaigns as sc
 from pipelines.schema import (
     ACQUISITION_CHANNELS,
     APP_EVENT_TYPES,
+    CAMPAIGN_TRUTH,
     CARD_TIERS,
     CHURN_TRUTH,
-    CONTACT_CHANNELS,
-    CONTACT_GROUPS,
     GENDERS,
     INCOME_BANDS,
     MERCHANT_CATEGORIES,
     OCCUPATIONS,
-    RESPONSE_EVENTS,
     TABLES,
     TXN_CHANNELS,
-    UTM_MEDIUMS,
-    UTM_SOURCES,
 )
 
 US_PER_DAY = 86_400 * 1_000_000
+US_PER_HOUR = 3_600 * 1_000_000
+# Past campaigns, in order: (kind, channel); see pipelines/synth_campaigns.py for how customers respond.
+CAMPAIGN_PLAN = (
+    ("upgrade", "email"),
+    ("activation", "push"),
+    ("installment", "sms"),
+    ("winback", "call"),
+    ("upgrade", "email"),
+    ("winback", "sms"),
+)
 CUSTOMER_ID_BASE = 1_000_000_000
 
 # Lifecycle states of the hidden Markov chain.
@@ -234,9 +241,9 @@ class SynthConfig:
     chunk_size: int = 100_000
     new_customer_share: float = 0.15  # customers who sign up during the data period
     # 0-based months with a past campaign; a history shorter than the first of them gets one in its last month.
-    campaign_months: tuple[int, ...] = (2, 5, 8, 11)
-    campaign_share: float = 0.05  # share of eligible customers selected per campaign
-    campaign_holdout: float = 0.1
+    campaign_months: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
+    campaign_share: float = 0.4  # share of contactable customers selected per campaign
+    campaign_holdout: float = 0.5  # test-and-learn campaigns: half the audience is held out
     dirty: bool = False
     workers: int = 0  # 0: one per core, at most 2 (each worker holds one chunk, ~0.5 GB at 100k customers)
 
@@ -403,9 +410,10 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
         truth_table = _churn_truth_table(cust, states, entry, m, bal_idx, month_starts)
         io.write_part(truth_table, truth, "churn", chunk, io.month_key(start))
 
-    contacts, responses = _draw_campaigns(rng, cust, states, signup_us, closed_us, config)
+    contacts, responses, campaign_truth = _draw_campaigns(rng, cust, states, signup_us, closed_us, config)
     for spec, table in ((TABLES["campaign_contacts"], contacts), (TABLES["responses"], responses)):
         io.write_partitioned(table, spec, lake, chunk)
+    io.write_partitioned(campaign_truth, CAMPAIGN_TRUTH, truth, chunk)
 
     cust_table = _customers_table(rng, cust, closed_date)
     io.write_part(cust_table, lake, "customers", chunk)
@@ -690,12 +698,6 @@ def _keep_active(events: dict, ts_col: str, signup_us: np.ndarray, closed_us: np
     return {k: v[keep] for k, v in events.items()}
 
 
-def _dict_array(codes: np.ndarray, values: tuple, mask: np.ndarray | None = None) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int8), mask=mask), pa.array([str(v) for v in values], pa.string())
-    )
-
-
 def _event_ids(config: SynthConfig, chunk: int, m: int, count: int) -> np.ndarray:
     """Unique, deterministic ids: month, chunk and row packed into one int64."""
     return ((m + 1) * 100_000 + chunk) * 10_000_000 + np.arange(count, dtype=np.int64)
@@ -711,10 +713,10 @@ def _transactions_table(txn, config, chunk, m, first, n) -> tuple[pa.Table, np.n
             "customer_id": pa.array(CUSTOMER_ID_BASE + first + txn["idx"].astype(np.int64)),
             "txn_ts": pa.array(txn["txn_ts"].astype("datetime64[us]")),
             "amount": pa.array(txn["amount"]),
-            "merchant_category": _dict_array(txn["merchant_category"], MERCHANT_CATEGORIES),
+            "merchant_category": sc.dict_array(txn["merchant_category"], MERCHANT_CATEGORIES),
             "is_cross_border": pa.array(txn["is_cross_border"]),
             "is_installment": pa.array(txn["is_installment"]),
-            "channel": _dict_array(txn["channel"], TXN_CHANNELS),
+            "channel": sc.dict_array(txn["channel"], TXN_CHANNELS),
         },
         schema=TABLES["transactions"].arrow_schema,
     )
@@ -729,7 +731,7 @@ def _app_events_table(events, config, chunk, m, first) -> pa.Table:
             "event_id": pa.array(_event_ids(config, chunk, m, order.size)),
             "customer_id": pa.array(CUSTOMER_ID_BASE + first + events["idx"].astype(np.int64)),
             "event_ts": pa.array(events["event_ts"].astype("datetime64[us]")),
-            "event_type": _dict_array(events["event_type"], APP_EVENT_TYPES),
+            "event_type": sc.dict_array(events["event_type"], APP_EVENT_TYPES),
         },
         schema=TABLES["app_events"].arrow_schema,
     )
@@ -795,7 +797,7 @@ def _churn_truth_table(cust, states, entry, m, open_idx, month_starts) -> pa.Tab
         {
             "customer_id": pa.array(cust["customer_id"][open_idx]),
             "month_end": pa.array(np.full(open_idx.size, np.datetime64(month_end.date(), "D"))),
-            "state": _dict_array(state, STATE_NAMES),
+            "state": sc.dict_array(state, STATE_NAMES),
             "p_churn_90d": pa.array(p90),
             "p_churn_150d": pa.array(p150),
         },
@@ -806,115 +808,45 @@ def _churn_truth_table(cust, states, entry, m, open_idx, month_starts) -> pa.Tab
 # --------------------------------------------------------------------------------------------------------------
 # Campaign history (thin: a later issue deepens it)
 
-CONTACT_FUNNEL = {
-    # channel: (delivered, opened | delivered)
-    "sms": (0.97, 0.85),
-    "email": (0.95, 0.3),
-    "push": (0.9, 0.15),
-    "call": (0.55, 1.0),
-}
 
-
-def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa.Table, pa.Table]:
+def _draw_campaigns(rng, cust, states, signup_us, closed_us, config) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The bank's past campaigns: a random ``campaign_share`` of the contactable customers each, split at random
+    into treatment and holdout; responses and truth from :mod:`pipelines.synth_campaigns`."""
     n = cust["customer_id"].size
-    contacts: dict[str, list] = {
-        k: [] for k in ("campaign_id", "idx", "channel", "group", "selected_at", "sent_at")
-    }
-    resp: dict[str, list] = {
-        k: [] for k in ("campaign_id", "idx", "event_type", "event_ts", "tracked", "channel")
-    }
     months = [m for m in config.campaign_months if m < config.months] or [config.months - 1]
+    draws = []
     for j, m in enumerate(months):
         start = config.month_starts[m]
-        campaign_id = f"cmp-{start:%Y-%m}-{('winback', 'upgrade', 'activation', 'installment')[j % 4]}"
-        channel = j % len(CONTACT_CHANNELS)
-        selected_at = start.value // 1000 + 9 * 3600 * 1_000_000
+        kind, channel = CAMPAIGN_PLAN[j % len(CAMPAIGN_PLAN)]
+        campaign = sc.Campaign(
+            f"cmp-{start:%Y-%m}-{kind}", kind, channel, start.value // 1000 + 9 * US_PER_HOUR
+        )
         eligible = (
             (states[:, m] >= 0)
             & (states[:, m] != CHURNED)
             & ~cust["marketing_opt_out"]
             & ~cust["do_not_contact"]
-            & (signup_us < selected_at)
-            & (closed_us > selected_at)
+            & (signup_us < campaign.selected_us)
+            & (closed_us > campaign.selected_us)
         )
         chosen = np.flatnonzero(eligible & (rng.random(n) < config.campaign_share))
-        holdout = rng.random(chosen.size) < config.campaign_holdout
-        sent_at = selected_at + rng.integers(1, 8 * 3600, chosen.size) * 1_000_000
-        contacts["campaign_id"].append(np.full(chosen.size, campaign_id, dtype=object))
-        contacts["idx"].append(chosen)
-        contacts["channel"].append(np.full(chosen.size, channel))
-        contacts["group"].append(holdout.astype(np.int64))
-        contacts["selected_at"].append(np.full(chosen.size, selected_at))
-        contacts["sent_at"].append(np.where(holdout, -1, sent_at))
-
-        # Funnel for treated customers; organic conversions for both groups.
-        state = np.clip(states[chosen, m], 0, 3)
-        p_convert = 0.006 * np.array([1.0, 1.0, 1.2, 0.6])[state]
-        treated = ~holdout
-        p_deliver, p_open = CONTACT_FUNNEL[CONTACT_CHANNELS[channel]]
-        delivered = treated & (rng.random(chosen.size) < p_deliver)
-        opened = delivered & (rng.random(chosen.size) < p_open)
-        clicked = opened & (rng.random(chosen.size) < 0.12)
-        visited = clicked & (rng.random(chosen.size) < 0.75)
-        installed = visited & (cust["_login_rate"][chosen] == 0) & (rng.random(chosen.size) < 0.3)
-        registered = visited & (rng.random(chosen.size) < 0.3)
-        card_bound = registered & (rng.random(chosen.size) < 0.6)
-        converted = (card_bound & (rng.random(chosen.size) < 0.8)) | (rng.random(chosen.size) < p_convert)
-        delay_hours = np.cumsum(rng.exponential(6.0, (chosen.size, len(RESPONSE_EVENTS))), axis=1)
-        for e, happened in enumerate(
-            (delivered, opened, clicked, visited, installed, registered, card_bound, converted)
-        ):
-            who = np.flatnonzero(happened)
-            ts = sent_at[who] + (delay_hours[who, e] * 3600 * 1_000_000).astype(np.int64)
-            organic = holdout[who] | ~card_bound[who] if e == 7 else np.zeros(who.size, bool)
-            ts = np.where(organic, selected_at + rng.integers(0, 14 * US_PER_DAY, who.size), ts)
-            ok = (ts < closed_us[chosen[who]]) & (ts < config.end.value // 1000)
-            resp["campaign_id"].append(np.full(ok.sum(), campaign_id, dtype=object))
-            resp["idx"].append(chosen[who][ok])
-            resp["event_type"].append(np.full(ok.sum(), e))
-            resp["event_ts"].append(ts[ok])
-            resp["tracked"].append(~organic[ok] & (e >= 2))  # clicks onwards came through the tracked link
-            resp["channel"].append(np.full(ok.sum(), channel))
-
-    c = {k: np.concatenate(v) if v else np.array([], dtype=np.int64) for k, v in contacts.items()}
-    r = {k: np.concatenate(v) if v else np.array([], dtype=np.int64) for k, v in resp.items()}
-    contact_table = pa.table(
-        {
-            "campaign_id": pa.array(c["campaign_id"].astype(str), pa.string()),
-            "customer_id": pa.array(cust["customer_id"][c["idx"].astype(np.int64)]),
-            "channel": _dict_array(c["channel"], CONTACT_CHANNELS),
-            "group": _dict_array(c["group"], CONTACT_GROUPS),
-            "selected_at": pa.array(c["selected_at"].astype(np.int64).astype("datetime64[us]")),
-            "sent_at": pa.array(
-                c["sent_at"].astype(np.int64).astype("datetime64[us]"), mask=c["sent_at"].astype(np.int64) < 0
-            ),
-        },
-        schema=TABLES["campaign_contacts"].arrow_schema,
-    )
-    tracked = r["tracked"].astype(bool)
-    channel_name = (
-        np.array(CONTACT_CHANNELS)[r["channel"].astype(np.int64)] if r["channel"].size else np.array([], str)
-    )
-    medium = np.where(channel_name == "call", UTM_MEDIUMS.index("outbound"), UTM_MEDIUMS.index("crm"))
-    n_r = tracked.size
-    variant = rng.integers(1, 3, n_r)
-    response_table = pa.table(
-        {
-            "campaign_id": pa.array(r["campaign_id"].astype(str), pa.string()),
-            "customer_id": pa.array(cust["customer_id"][r["idx"].astype(np.int64)]),
-            "event_type": _dict_array(r["event_type"], RESPONSE_EVENTS),
-            "event_ts": pa.array(r["event_ts"].astype(np.int64).astype("datetime64[us]")),
-            "utm_source": _dict_array(
-                np.array([UTM_SOURCES.index(c) for c in channel_name], dtype=np.int64), UTM_SOURCES, ~tracked
-            ),
-            "utm_medium": _dict_array(medium, UTM_MEDIUMS, ~tracked),
-            "utm_campaign": pa.array(r["campaign_id"].astype(str), pa.string(), mask=~tracked),
-            "utm_content": pa.array(np.char.add("v", variant.astype(str)), pa.string(), mask=~tracked),
-            "utm_term": pa.array(np.full(n_r, "cashback"), pa.string(), mask=~tracked),
-        },
-        schema=TABLES["responses"].arrow_schema,
-    )
-    return contact_table, response_table.sort_by([("event_ts", "ascending")])
+        audience = sc.Audience(
+            customer_id=cust["customer_id"][chosen],
+            holdout=rng.random(chosen.size) < config.campaign_holdout,
+            age=start.year - cust["birth_year"][chosen].astype(np.int64),
+            income_band=cust["income_band"][chosen],
+            card_tier=cust["card_tier"][chosen],
+            acquisition_channel=cust["acquisition_channel"][chosen],
+            repayment_due_day=cust["repayment_due_day"][chosen],
+            state=states[chosen, m],
+            closed_us=closed_us[chosen],
+            has_app=cust["_login_rate"][chosen] > 0,
+        )
+        contacts, events, truth = sc.draw_campaign(
+            rng, campaign, audience, config.seed, config.end.value // 1000
+        )
+        draws.append((campaign, contacts, events, truth))
+    return sc.campaign_tables(draws)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -957,13 +889,13 @@ def _customers_table(rng: np.random.Generator, cust: dict, closed_date: np.ndarr
             "customer_id": pa.array(cust["customer_id"]),
             "signup_date": pa.array(cust["signup_date"].astype("datetime64[D]")),
             "birth_year": pa.array(cust["birth_year"]),
-            "gender": _dict_array(cust["gender"], GENDERS),
+            "gender": sc.dict_array(cust["gender"], GENDERS),
             "city_tier": pa.array(cust["city_tier"]),
-            "income_band": _dict_array(cust["income_band"], INCOME_BANDS),
-            "occupation": _dict_array(cust["occupation"], OCCUPATIONS),
-            "card_tier": _dict_array(cust["card_tier"], CARD_TIERS),
+            "income_band": sc.dict_array(cust["income_band"], INCOME_BANDS),
+            "occupation": sc.dict_array(cust["occupation"], OCCUPATIONS),
+            "card_tier": sc.dict_array(cust["card_tier"], CARD_TIERS),
             "credit_limit": pa.array(cust["credit_limit"].astype(np.float64)),
-            "acquisition_channel": _dict_array(cust["acquisition_channel"], ACQUISITION_CHANNELS),
+            "acquisition_channel": sc.dict_array(cust["acquisition_channel"], ACQUISITION_CHANNELS),
             "repayment_due_day": pa.array(cust["repayment_due_day"]),
             "marketing_opt_out": pa.array(cust["marketing_opt_out"]),
             "do_not_contact": pa.array(cust["do_not_contact"]),
