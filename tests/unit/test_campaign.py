@@ -781,3 +781,13 @@ def test_demo_specs_leave_a_usable_treatment_group_on_the_demo_bank(bank):
         assert len(eligible) + len(exclusions) == len(wide)
         flagged = customers.loc[customers["do_not_contact"] | customers["marketing_opt_out"], "customer_id"]
         assert not set(selected["customer_id"]) & set(flagged)
+
+
+def test_the_auto_holdout_example_in_the_docs_loads_and_gives_the_documented_note():
+    docs = (CAMPAIGNS.parent / "docs" / "campaigns.md").read_text(encoding="utf-8")
+    section = docs.split("## Holdout size by power analysis")[1]
+    spec = parse_spec(yaml.safe_load(section.split("```yaml\n")[1].split("```")[0]), "docs/campaigns.md")
+    assert (spec.model, spec.holdout_fraction, spec.fallback) == ("uplift", "auto", "random")
+    fraction, note = spec.holdout_for(20_000)
+    assert f"\n    {note}\n" in section and 0.05 < fraction < 0.5
+    assert f"\n    {parse_spec({**BASE, **AUTO}).holdout_for(1_500)[1]}\n" in section

@@ -258,3 +258,16 @@ def test_powered_statement_when_the_observed_lift_is_too_small_to_be_seen():
 def test_bad_inputs_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_examples_in_the_docs_are_what_the_functions_say():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "readout.md").read_text(encoding="utf-8")
+    for line in (
+        powered_statement(9_000, 1_000, 0.02, 0.021),
+        powered_statement(9_000, 1_000, 0.02, 0.004),
+        holdout_fraction_for(20_000, 0.05, 0.01).describe(),
+        holdout_fraction_for(1_500, 0.05, 0.01).describe(),
+    ):
+        assert f"\n    {line}\n" in docs or f"\n      {line}\n" in docs, line
