@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -752,7 +753,7 @@ def _headline(result: Readout, facts: Mapping[str, Any]) -> list[_Block]:
         ),
     ]
     cost, value = facts.get("cost_per_contact"), facts.get("value_per_response")
-    if isinstance(cost, int | float) and isinstance(value, int | float) and not isinstance(cost, bool):
+    if all(isinstance(v, Real) and not isinstance(v, bool) for v in (cost, value)):
         ros = return_on_spend(o, float(cost), float(value))
         roi = "n/a (no cost)" if ros.roi is None else f"{ros.roi:+.1%}"
         items.append(
