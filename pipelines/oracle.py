@@ -46,3 +46,22 @@ def oracle_metrics(
     y = test[LABEL].to_numpy()
     p = oracle_scores(data_dir, as_of, test[ID], definition)
     return {"oracle_auc": score_metrics(y, p)["auc"], "oracle_top_decile_lift": top_decile_lift(y, p)}
+
+
+def campaign_truth_available(data_dir: Path) -> bool:
+    return (Path(data_dir) / "truth" / "campaigns").is_dir()
+
+
+def oracle_uplift(data_dir: Path, contacts: pd.DataFrame, window_days: int) -> np.ndarray | None:
+    """True uplift (p_treated - p_control, scaled to ``window_days``) of each ``(campaign_id, customer_id)`` row of
+    ``contacts``, from the generator's ``truth/campaigns``; None when the truth is absent or misses a contact."""
+    from pipelines.synth_campaigns import share_within
+
+    if not campaign_truth_available(data_dir):
+        return None
+    keys = ["campaign_id", ID]
+    truth = io.read_table(Path(data_dir) / "truth", "campaigns", columns=[*keys, "p_control", "p_treated"])
+    matched = contacts[keys].merge(truth, on=keys, how="left", validate="many_to_one")
+    if matched["p_treated"].isna().any():
+        return None
+    return ((matched["p_treated"] - matched["p_control"]) * share_within(window_days)).to_numpy()
