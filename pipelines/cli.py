@@ -68,6 +68,10 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.train import TrainConfig, train_churn, train_table
 
+    if args.model == "uplift":
+        return _train_uplift(args, settings)
+    if args.model is None and args.outcome is not None:
+        raise ValueError("--outcome is for uplift models: pmp train uplift --table FILE --treatment COL ...")
     if (args.model is None) == (args.table is None):
         raise ValueError("give either a model name (pmp train churn) or --table FILE --label COL")
     if args.model == "value":
@@ -108,10 +112,59 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         exclude=exclude,
         name=args.name,
         seed=settings.seed if args.seed is None else args.seed,
-        test_size=args.test_size,
+        test_size=0.3 if args.test_size is None else args.test_size,
         ordered=args.ordered,
         tracking_uri=settings.mlflow_tracking_uri,
         config=config,
+        progress=print,
+    )
+    print(result.summary())
+    print(f"mlflow run id: {result.run_id}")
+    print(
+        f"model: models:/{result.model_name}/{result.version}   champion: models:/{result.model_name}@champion"
+    )
+    return 0
+
+
+def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
+    """``pmp train uplift``: on an experiment in a file with --table; without it, on the bank's campaign history
+    (``jobs.uplift_train``, once that lands)."""
+    if args.table is None:
+        from pipelines import jobs
+
+        uplift_train = getattr(jobs, "uplift_train", None)
+        if uplift_train is None:
+            raise ValueError("pmp train uplift needs --table FILE until campaign-history training lands")
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        result = uplift_train(settings, args.as_of, progress=print)
+        if hasattr(result, "summary"):
+            print(result.summary())
+        return 0
+    if args.label is not None:
+        raise ValueError("pmp train uplift takes --outcome COL (the response), not --label")
+    for flag in ("treatment", "treated", "control", "outcome"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"pmp train uplift --table needs --{flag}")
+    if args.ordered:
+        raise ValueError("pmp train uplift splits at random by treatment x outcome: --ordered does not apply")
+    from pipelines.uplift_model import train_uplift_table
+
+    exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
+    print(f"tracking: {settings.mlflow_tracking_uri}")
+    result = train_uplift_table(
+        args.table,
+        treatment=args.treatment,
+        treated=args.treated,
+        control=args.control,
+        outcome=args.outcome,
+        positive=args.positive,
+        id_col=args.id,
+        exclude=exclude,
+        name=args.name or "uplift",
+        seed=settings.seed if args.seed is None else args.seed,
+        test_size=0.25 if args.test_size is None else args.test_size,
+        tracking_uri=settings.mlflow_tracking_uri,
         progress=print,
     )
     print(result.summary())
@@ -404,11 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "model",
         nargs="?",
-        choices=("churn", "value"),
-        help="train a platform model on the lake (--data, --as-of)",
+        choices=("churn", "value", "uplift"),
+        help="train a platform model on the lake (--data, --as-of); uplift: on an experiment with --table",
     )
     train.add_argument("--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file")
     train.add_argument("--label", default=None, help="the target column (two classes), with --table")
+    train.add_argument("--treatment", default=None, help="with uplift: the column holding the group")
+    train.add_argument("--treated", default=None, help="with uplift: the value of the treated group")
+    train.add_argument("--control", default=None, help="with uplift: the value of the control group")
+    train.add_argument(
+        "--outcome", default=None, help="with uplift: the response column (0/1, boolean, or see --positive)"
+    )
     train.add_argument("--as-of", type=_as_of, default=None, help="with churn: run date (default: lake end)")
     train.add_argument("--horizon", type=int, choices=(90, 150), default=90, help="with churn: label horizon")
     train.add_argument(
@@ -420,10 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--positive", default=None, help="the label value of the positive class (e.g. yes)")
     train.add_argument("--id", default=None, help="identifier column, never used as a feature")
     train.add_argument("--exclude", default=None, help="comma-separated columns to leave out (e.g. leaks)")
-    train.add_argument("--name", default=None, help="registered model name (default: the file's stem)")
+    train.add_argument(
+        "--name", default=None, help="registered model name (default: the file's stem; uplift: uplift)"
+    )
     train.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
     train.add_argument(
-        "--test-size", type=_fraction, default=0.3, help="share of rows held out for test (default 0.3)"
+        "--test-size",
+        type=_fraction,
+        default=None,
+        help="share of rows held out for test (default 0.3; uplift: 0.25)",
     )
     train.add_argument(
         "--ordered", action="store_true", help="split by row order (test = last rows) instead of stratified"

@@ -337,7 +337,7 @@ def train_uplift(
     say(
         f"uplift training: {len(learners)} learners on {len(train):,} rows, selection on {len(valid):,}, "
         f"test on {len(test):,} ({len(features)} features, {len(categorical)} categorical, "
-        f"{config.num_threads} threads)"
+        f"{config.num_threads} thread(s))"
     )
     name, learner, table = select_best(
         learners, X_train, y_train, t_train, X_valid, y_valid, t_valid, progress=say
