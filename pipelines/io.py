@@ -115,6 +115,15 @@ def _encodings(schema: pa.Schema) -> dict:
     return {"use_dictionary": dictionary, "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED")}
 
 
+def remove_part(root: Path, table_name: str, part: int) -> int:
+    """Delete part ``part`` of a table from every partition (before rewriting it); returns how many files went."""
+    base = table_dir(root, table_name)
+    files = [*base.glob(f"part-{part:05d}.parquet"), *base.glob(f"*/part-{part:05d}.parquet")]
+    for path in files:
+        path.unlink()
+    return len(files)
+
+
 def write_partitioned(table: pa.Table, spec: Table, root: Path, part: int) -> list[Path]:
     """Split an Arrow table by its partition month and write one part per month."""
     if spec.partition_by is None:

@@ -33,10 +33,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.schema import (
     CAMPAIGN_TRUTH,
@@ -353,3 +355,112 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The world's answer to the platform's own runs
+
+
+def simulate_run_responses(
+    data_dir: Path,
+    campaign_id: str,
+    targets: pd.DataFrame,
+    *,
+    channel: str,
+    selected_at: pd.Timestamp,
+    seed: int,
+    kind: str = "winback",
+) -> dict:
+    """Stand-in for the CRM's response feed after a platform run's response window: draw the run's contacts and
+    responses with the same treatment-effect model as the generator, and write them to the lake
+    (``campaign_contacts``, ``responses``) and their truth to ``truth/campaigns``, all under ``campaign_id``.
+
+    ``targets`` has ``customer_id`` and ``target_group`` (treatment/holdout). Deterministic for the same inputs;
+    a rerun replaces the run's files. Returns counts and the true lift (mean p_treated - p_control).
+    """
+    from pipelines import io
+
+    data_dir = Path(data_dir)
+    lake, truth_dir = data_dir / "lake", data_dir / "truth"
+    if not (truth_dir / "churn").is_dir():
+        raise FileNotFoundError(
+            f"{truth_dir / 'churn'} is absent: responses can only be simulated for a generated bank"
+        )
+    selected = pd.Timestamp(selected_at)
+    ids = targets["customer_id"].to_numpy(np.int64)
+    customers = io.read_table(
+        lake,
+        "customers",
+        columns=[
+            "customer_id",
+            "birth_year",
+            "income_band",
+            "card_tier",
+            "acquisition_channel",
+            "repayment_due_day",
+            "closed_date",
+        ],
+    ).set_index("customer_id")
+    missing = np.setdiff1d(ids, customers.index.to_numpy())
+    if missing.size:
+        raise ValueError(
+            f"{missing.size} target customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}"
+        )
+    rows = customers.loc[ids]
+    # The hidden state of the newest month that ended before the selection.
+    month = io.month_key(selected - pd.offsets.MonthBegin(1))
+    states = io.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
+    state = (
+        states.set_index("customer_id")["state"]
+        .astype(str)
+        .map({"new": NEW, "active": ACTIVE, "loyal": LOYAL, "dormant": DORMANT})
+        .reindex(ids)
+        .fillna(ACTIVE)
+        .to_numpy(np.int64)
+    )
+    app = io.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
+    closed = rows["closed_date"]
+    closed_us = np.where(
+        closed.isna(), np.iinfo(np.int64).max, closed.to_numpy("datetime64[us]").astype(np.int64)
+    )
+    audience = Audience(
+        customer_id=ids,
+        holdout=(targets["target_group"].astype(str) == "holdout").to_numpy(),
+        age=selected.year - rows["birth_year"].to_numpy(np.int64),
+        income_band=_codes(rows["income_band"], "income_band"),
+        card_tier=_codes(rows["card_tier"], "card_tier"),
+        acquisition_channel=_codes(rows["acquisition_channel"], "acquisition_channel"),
+        repayment_due_day=rows["repayment_due_day"].to_numpy(np.int64),
+        state=state,
+        closed_us=closed_us,
+        has_app=np.isin(ids, app.to_numpy(np.int64)),
+    )
+    selected_us = selected.value // 1000 + 9 * US_PER_HOUR
+    campaign = Campaign(campaign_id, kind, channel, selected_us)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(campaign_id.encode())]))
+    end_us = selected_us + RESPONSE_HORIZON_DAYS * US_PER_DAY
+    contacts, events, truth = draw_campaign(rng, campaign, audience, seed, end_us)
+    tables = campaign_tables([(campaign, contacts, events, truth)])
+    # One part number per run, beyond the generator's chunk numbers, so a rerun replaces exactly its own files.
+    part = 50_000 + zlib.crc32(campaign_id.encode()) % 40_000
+    specs = (TABLES["campaign_contacts"], TABLES["responses"], CAMPAIGN_TRUTH)
+    for table, root, spec in zip(tables, (lake, lake, truth_dir), specs, strict=True):
+        io.remove_part(root, spec.name, part)
+        io.write_partitioned(table, spec, root, part)
+    tau = truth["p_treated"] - truth["p_control"]
+    converted = tables[1].filter(pc.equal(tables[1]["event_type"].cast(pa.string()), "converted"))
+    return {
+        "campaign_id": campaign_id,
+        "contacts": int(ids.size),
+        "treated": int((~audience.holdout).sum()),
+        "conversions": converted.num_rows,
+        "true_lift": float(tau.mean()),
+    }
+
+
+def _codes(column: pd.Series, name: str) -> np.ndarray:
+    values = TABLES["customers"].column(name).allowed
+    codes = pd.Categorical(column.astype(str), categories=list(values)).codes
+    if (codes < 0).any():
+        raise ValueError(f"lake/customers.{name} holds values outside {values}")
+    return codes.astype(np.int64)
