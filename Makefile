@@ -7,6 +7,9 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 # Compile bytecode at install: the sandbox sets PYTHONDONTWRITEBYTECODE, and compiling GX on every start costs 10 s.
 export UV_COMPILE_BYTECODE := 1
+# LightGBM's OpenMP threads spin while they wait; when another process holds a core, a 2-thread fit runs about
+# 10x slower (bench/bench_train.py --omp-passive). Passive waiting costs little when the machine is idle.
+export OMP_WAIT_POLICY ?= PASSIVE
 RUN := $(UV) run --frozen --no-sync
 DATA ?= data
 CUSTOMERS ?= 20000

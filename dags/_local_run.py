@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pipelines.config import Settings, airflow_environment, load_settings
@@ -159,18 +159,45 @@ def main(argv: list[str] | None = None) -> int:
     )
     prepare(settings)
     try:
-        outcomes = [run_dag(settings, "churn_training", as_of), run_dag(settings, "value_training", as_of)]
+        outcomes = [
+            run_dag(settings, "churn_training", as_of),
+            run_dag(settings, "value_training", as_of),
+            run_dag(settings, "campaign_models_training", as_of),
+        ]
         print("\n".join(o.describe() for o in outcomes))
         for name in names:
             outcomes.append(run_dag(settings, f"campaign_scoring__{name}", as_of))
             print(outcomes[-1].describe())
+        readouts = _read_out(
+            settings,
+            as_of,
+            {o.results["write"]["run_id"]: o.results["write"]["campaign"] for o in outcomes[3:]},
+        )
     except DagRunFailed as exc:
         print(f"pmp run: failed: {exc}", file=sys.stderr)
         return 1
-    training, valued, *campaigns = (o.results for o in outcomes)
+    training, valued, models, *campaigns = (o.results for o in outcomes)
     print()
-    print(run_summary(settings, training, campaigns, valued))
+    print(run_summary(settings, training, campaigns, valued, models, readouts))
     return 0
+
+
+def _read_out(settings: Settings, as_of: date, runs: dict[str, str]) -> list[dict]:
+    """On a generated bank, let the synthetic world answer each run (its contacts and responses land in the
+    lake), then run ``campaign_readout`` once every window has closed. Returns the stored readouts."""
+    from pipelines import io, jobs
+    from pipelines.oracle import truth_available
+
+    if not truth_available(settings.data_dir):
+        print("no synthetic world beside this lake: the readouts wait for the real response feed")
+        return []
+    if not runs:
+        return []
+    for run_id in runs:
+        jobs.simulate_responses(settings, run_id, progress=print)
+    window = max(jobs.load_campaign(settings, name).response_window_days for name in runs.values())
+    print(run_dag(settings, "campaign_readout", as_of + timedelta(days=window)).describe())
+    return [io.read_json(settings.runs_dir / f"readout__{run_id}" / "readout.json") for run_id in runs]
 
 
 if __name__ == "__main__":

@@ -182,18 +182,19 @@ def _cmd_readout(args: argparse.Namespace, settings: Settings) -> int:
 
     if (args.table is None) == (args.campaign_id is None):
         raise ValueError(
-            "give either --table FILE (an experiment in a file) or --campaign-id ID (a lake campaign)"
+            "give either --table FILE (an experiment in a file) or --campaign-id ID (a platform run or lake campaign)"
         )
     if args.campaign_id is not None:
         from pipelines import jobs
 
-        jobs.readout_campaign(
+        row = jobs.readout_campaign(
             settings.with_data_dir(args.data),
             args.campaign_id,
             window_days=args.window_days,
-            expected_share=args.expected_share or 0.9,
+            expected_share=args.expected_share,
             progress=print,
         )
+        print(f"report: {row['report']}")
         return 0
     for flag in ("treatment", "treated", "control", "outcome"):
         if getattr(args, flag) is None:
@@ -236,7 +237,14 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-def run_summary(settings: Settings, training: dict, campaigns: list[dict], valued: dict | None = None) -> str:
+def run_summary(
+    settings: Settings,
+    training: dict,
+    campaigns: list[dict],
+    valued: dict | None = None,
+    models: dict | None = None,
+    readouts: list[dict] | None = None,
+) -> str:
     """The ``make run`` summary from the DAG runs' task results (task id -> returned value)."""
     gate = training.get("validate")
     reg = training["register"]
@@ -261,6 +269,7 @@ def run_summary(settings: Settings, training: dict, campaigns: list[dict], value
         f"{int(reg.get('gx_warnings', 0))} warning(s)",
         *[f"  {r}" for r in reg["reasons"]],
         *_value_lines(valued),
+        *_model_lines(models),
         "campaigns:",
     ]
     for results in campaigns:
@@ -277,6 +286,7 @@ def run_summary(settings: Settings, training: dict, campaigns: list[dict], value
             ],
             f"    list: {_tool('pmp')} lists export --campaign {w['campaign']} --out {w['campaign']}.csv",
         ]
+    lines += _readout_lines(settings, readouts)
     lines += [
         f"campaign database: {settings.database_url}   runs: {_tool('pmp')} campaigns list",
         f"MLflow UI:  {_tool('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}",
@@ -284,6 +294,57 @@ def run_summary(settings: Settings, training: dict, campaigns: list[dict], value
         "=" * 100,
     ]
     return "\n".join(lines)
+
+
+def _model_lines(models: dict | None) -> list[str]:
+    """The response and uplift models of ``campaign_models_training`` (task id -> result)."""
+    if not models or "uplift" not in models:
+        return []
+    r, u = models["response"], models["uplift"]
+    rm, um = r["metrics"], u["metrics"]
+    lines = [
+        f"response model: version {r['version']} {'PROMOTED to champion' if r['promoted'] else 'not promoted'}; "
+        f"test auc {rm['auc']:.4f}, top-decile lift {rm['top_decile_lift']:.2f} (treated contacts of the newest "
+        "campaign)",
+        f"uplift model: version {u['version']} ({u['learner']}) "
+        f"{'PROMOTED to champion' if u['promoted'] else 'not promoted'}; test qini {um['qini']:.3f} "
+        f"[95% CI {um['qini_ci_low']:.3f}, {um['qini_ci_high']:.3f}], auuc {um['auuc']:.4f}, "
+        f"uplift@30% {um['uplift_at_30']:+.2%}: {u['verdict']}",
+    ]
+    if "qini_share_of_oracle" in um:
+        lines.append(
+            f"  {um['qini_share_of_oracle']:.1%} of the oracle Qini {um['oracle_qini']:.3f} (true uplift from truth/)"
+        )
+    if "incremental_at_30_by_response" in um:
+        lines.append(
+            f"  top 30% by uplift: {um['incremental_at_30']:+.1f} incremental conversions; by response score: "
+            f"{um['incremental_at_30_by_response']:+.1f}"
+        )
+    return lines
+
+
+def _readout_lines(settings: Settings, readouts: list[dict] | None) -> list[str]:
+    if not readouts:
+        return []
+    lines = ["readouts (after the response window; the synthetic world answered each run):"]
+    for r in readouts:
+        trust = "SRM ok" if r["trustworthy"] else "SRM MISMATCH: untrustworthy"
+        lines.append(
+            f"  {r['campaign_id']}: treated {r['treated_rate']:.2%} (n={r['treated_n']:,}) vs holdout "
+            f"{r['control_rate']:.2%} (n={r['control_n']:,}): lift {r['lift_abs']:+.2%} "
+            f"[95% CI {r['lift_ci_low']:+.2%}, {r['lift_ci_high']:+.2%}], p = {r['p_value']:.3g}; {trust}"
+        )
+        if r.get("true_lift") is not None:
+            inside = r["lift_ci_low"] <= r["true_lift"] <= r["lift_ci_high"]
+            lines.append(
+                f"    true lift {r['true_lift']:+.2%} ({'inside' if inside else 'OUTSIDE'} the interval)"
+                + (f"; net return {r['net_return']:,.0f}" if r.get("net_return") is not None else "")
+            )
+        lines.append(f"    {r['power']}")
+        if r.get("alert"):
+            lines.append("    " + r["alert"].splitlines()[0])
+        lines.append(f"    report: {settings.runs_dir / ('readout__' + r['campaign_id']) / 'report.html'}")
+    return lines
 
 
 def _value_lines(valued: dict | None) -> list[str]:
@@ -540,10 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
     )
     readout.add_argument(
-        "--campaign-id", default=None, help="read out a campaign of the lake (campaign_contacts + responses)"
+        "--campaign-id",
+        default=None,
+        help="read out a platform run (its run id) or a past campaign of the lake, after its response window",
     )
     readout.add_argument(
-        "--window-days", type=_positive, default=14, help="with --campaign-id: response window (default 14)"
+        "--window-days",
+        type=_positive,
+        default=None,
+        help="with --campaign-id: response window (default: the run's spec, or 14 for a lake campaign)",
     )
     readout.add_argument("--treatment", default=None, help="the column holding the group")
     readout.add_argument("--treated", default=None, help="the value of the treated group in --treatment")
@@ -553,7 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     readout.add_argument("--positive", default=None, help="the outcome value that counts as a response")
     readout.add_argument(
-        "--expected-share", type=_fraction, default=None, help="planned treated share, for the SRM check"
+        "--expected-share",
+        type=_fraction,
+        default=None,
+        help="planned treated share, for the SRM check (a platform run's own holdout fraction by default)",
     )
     readout.add_argument(
         "--segment", action="append", default=None, help="also read out by this column (repeatable)"

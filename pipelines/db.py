@@ -218,6 +218,10 @@ campaign_results = Table(
     Column("srm_p_value", Double),
     Column("trustworthy", Boolean, nullable=False),
     Column("alert", Text),
+    # With the generator's truth: the true lift of the contacts (mean p_treated - p_control over the window).
+    Column("true_lift", Double),
+    # Incremental value minus the cost of the treated contacts (the spec's value per response and cost per contact).
+    Column("net_return", Double),
     Column("created_at", _UTCDateTime, nullable=False),
 )
 RESULT_COLUMNS = tuple(c.name for c in campaign_results.columns)

@@ -10,6 +10,7 @@ campaign database write is one transaction).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -186,20 +187,70 @@ def _predict_value(settings: Settings, wide: pd.DataFrame, say: Callable[[str], 
 
 def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Score every customer of the wide table with the champion of the campaign's model ->
-    ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version)."""
-    from pipelines.score import load_scoring_model, score_customers
+    ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version, and for a campaign
+    that selects by uplift, what it fell back to and why)."""
+    from pipelines.score import score_customers
 
     say = _say(progress)
     spec = load_campaign(settings, name)
     folder = _campaign_dir(settings, name, as_of)
-    model = load_scoring_model(spec.model, settings.mlflow_tracking_uri)
+    run_id = campaign_run_id(name, resolve_as_of(settings, as_of))
+    model, note = _scoring_model(settings, spec, run_id)
+    if note:
+        say(note)
     wide = io.read_frame(folder / "features.parquet")
     scored = score_customers(model, wide, progress=say)
     io.write_frame(scored, folder / "scores.parquet")
-    pinned = {"model_name": model.name, "model_version": model.version, "model_run_id": model.run_id}
+    pinned = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_run_id": model.run_id,
+        "selected_by": model.name,
+        "fallback_reason": note,
+        "salt": f"{spec.salt}:{run_id}",
+    }
     io.write_json_atomic(folder / "model.json", pinned)
     say(f"scored {len(scored):,} customers with {model.name} v{model.version}")
     return {**pinned, "scored": len(scored), "scores": str(folder / "scores.parquet")}
+
+
+def _scoring_model(settings: Settings, spec: Any, run_id: str):
+    """The model a campaign scores with, and a note when it is not the spec's own: a campaign with
+    ``model: uplift`` uses the uplift champion only when its verdict is "heterogeneity found"; otherwise (or
+    without an uplift champion) it falls back to the spec's ``fallback`` (the response champion, or random)."""
+    from pipelines.score import RandomScorer, ScoringModel, load_scoring_model
+
+    uri = settings.mlflow_tracking_uri
+    if spec.model != "uplift":
+        return load_scoring_model(spec.model, uri), None
+    from pipelines.uplift import HETEROGENEITY
+    from pipelines.uplift_model import champion_verdict
+
+    champion = champion_verdict(uri)
+    if champion is not None and champion["verdict"] == HETEROGENEITY:
+        return load_scoring_model("uplift", uri), None
+    why = (
+        "no uplift champion is registered"
+        if champion is None
+        else f"uplift v{champion['version']} says {champion['verdict']!r} (Qini {champion['qini']:.4f}, 95% CI "
+        f"[{champion['qini_ci_low']:.4f}, {champion['qini_ci_high']:.4f}])"
+    )
+    note = f"falling back to {spec.fallback} scores: {why}"
+    if spec.fallback == "random":
+        return ScoringModel("random", "0", "fallback", "", RandomScorer(f"{spec.salt}:{run_id}")), note
+    return load_scoring_model("response", uri), note
+
+
+def _pinned_model(settings: Settings, folder: Path):
+    """The model the score step used (``model.json``), so every step of a run uses the same one."""
+    from pipelines.score import RandomScorer, ScoringModel, load_scoring_model
+
+    pinned = io.read_json(folder / "model.json")
+    if pinned["model_name"] == "random":
+        return ScoringModel("random", "0", "fallback", "", RandomScorer(pinned["salt"]))
+    return load_scoring_model(
+        pinned["model_name"], settings.mlflow_tracking_uri, version=pinned["model_version"]
+    )
 
 
 def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
@@ -215,7 +266,6 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
         assign_holdout,
         check_sample_ratio,
         decile_mix,
-        load_scoring_model,
         reason_codes,
         require_sample_ratio,
     )
@@ -241,15 +291,21 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     engine = db.make_engine(settings.database_url)
     db.ensure_schema(engine)
     since = pd.Timestamp(as_of) - pd.Timedelta(days=lookback)
+    lake_history = cmp.lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback)
+    # Contacts of the platform's own runs reach the lake with the response feed; the database already counts them.
+    lake_history = lake_history.loc[~lake_history["campaign"].isin(db.list_runs(engine)["run_id"])]
     history = pd.concat(
-        [
-            cmp.lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback),
-            db.contact_history(engine, before=as_of, since=since.date()),
-        ],
-        ignore_index=True,
+        [lake_history, db.contact_history(engine, before=as_of, since=since.date())], ignore_index=True
     )
     invalid = cmp.invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
     eligible, exclusions = cmp.apply_policy(scored, customers, history, invalid, spec, as_of)
+    if io.read_json(folder / "model.json").get("selected_by") == "uplift":
+        hurt = eligible["score"].to_numpy(np.float64) <= 0
+        if hurt.any():
+            say(
+                f"{int(hurt.sum()):,} eligible customers have an estimated uplift <= 0: contact would not help"
+            )
+            eligible = eligible.loc[~hurt].reset_index(drop=True)
     selected = cmp.select_audience(eligible, spec.selection)
     say(
         f"{len(scored):,} scored, {len(exclusions):,} excluded, {len(eligible):,} eligible, "
@@ -261,13 +317,15 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
             "loosen the audience rules or the selection"
         )
 
-    selected[GROUP] = assign_holdout(selected, spec.salt, run_id, spec.holdout_fraction)
+    fraction, holdout_note = spec.holdout_for(len(selected))
+    say(f"holdout plan: {holdout_note}")
+    selected[GROUP] = assign_holdout(selected, spec.salt, run_id, fraction)
     counts = selected[GROUP].value_counts()
     srm = require_sample_ratio(
-        check_sample_ratio(int(counts.get(TREATMENT, 0)), int(counts.get(HOLDOUT, 0)), spec.holdout_fraction),
+        check_sample_ratio(int(counts.get(TREATMENT, 0)), int(counts.get(HOLDOUT, 0)), fraction),
         f"campaign {name!r} run {run_id}",
     )
-    model = load_scoring_model(**_pinned(folder), tracking_uri=settings.mlflow_tracking_uri)
+    model = _pinned_model(settings, folder)
     reasons = reason_codes(model, selected)
     keep = ["customer_id", "score", "decile", "rank", GROUP, *SEGMENT_COLUMNS]
     if "predicted_value" in selected.columns:
@@ -289,17 +347,13 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
         "treatment": srm.treatment,
         "holdout": srm.holdout,
         "srm_p_value": srm.p_value,
+        "holdout_fraction": fraction,
+        "holdout_plan": holdout_note,
         "max_decile_share_difference": float(mix["difference"].abs().max()),
     }
     io.write_json_atomic(folder / "selection.json", summary)
     say(f"holdout: {srm.describe()}")
     return summary
-
-
-def _pinned(folder: Path) -> dict[str, str]:
-    """The model version the score step used (``model.json``), so every step of a run uses the same one."""
-    pinned = io.read_json(folder / "model.json")
-    return {"name": pinned["model_name"], "version": pinned["model_version"]}
 
 
 def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
@@ -326,8 +380,14 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
         n_scored=selection["scored"],
         n_eligible=selection["eligible"],
         srm_p_value=selection["srm_p_value"],
-        holdout_fraction=spec.holdout_fraction,
-        details={"excluded_by_reason": selection["excluded_by_reason"], "channel": spec.channel},
+        holdout_fraction=selection["holdout_fraction"],
+        details={
+            "excluded_by_reason": selection["excluded_by_reason"],
+            "channel": spec.channel,
+            "selected_by": pinned.get("selected_by", pinned["model_name"]),
+            "fallback_reason": pinned.get("fallback_reason"),
+            "holdout_plan": selection["holdout_plan"],
+        },
     )
     mix = segment_mix(targets)
     engine = db.make_engine(settings.database_url)
@@ -338,7 +398,7 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
     if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
         raise RuntimeError(f"run {run_id}: stored groups {stored} differ from the targets written")
     srm = require_sample_ratio(
-        check_sample_ratio(stored[TREATMENT], stored[HOLDOUT], spec.holdout_fraction),
+        check_sample_ratio(stored[TREATMENT], stored[HOLDOUT], selection["holdout_fraction"]),
         f"run {run_id} as stored",
     )
     say(f"wrote {sum(stored.values()):,} targets and {len(exclusions):,} exclusions to {_safe_url(engine)}")
@@ -421,7 +481,14 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
         mix.to_csv(charts / "segment_mix.csv", index=False)
         _base_summary(folder).to_csv(charts / "segment_summary_base.csv", index=False)
         with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_id) as run:
-            mlflow.set_tags({"pmp_run_id": record.run_id, "campaign": record.campaign})
+            mlflow.set_tags(
+                {
+                    "pmp_run_id": record.run_id,
+                    "campaign": record.campaign,
+                    "selected_by": record.details.get("selected_by", record.model_name),
+                    "fallback_reason": record.details.get("fallback_reason") or "",
+                }
+            )
             mlflow.log_params(
                 {
                     "campaign": record.campaign,
@@ -929,49 +996,111 @@ def run_campaign_models(
 # Readout of a campaign in the lake (treatment against holdout after the response window)
 
 
+READOUT_SEGMENTS = ("decile", "lifecycle_stage", "value_tier", "rfm_segment", "persona")
+
+
+class ResponsesNotLanded(LookupError):
+    """A platform run has no contacts in the lake yet: its response feed has not landed."""
+
+
 def readout_campaign(
     settings: Settings,
     campaign_id: str,
     *,
-    window_days: int = 14,
-    expected_share: float = 0.9,
-    floor: float = 0.01,
+    window_days: int | None = None,
+    expected_share: float | None = None,
+    floor: float | None = None,
+    as_of: Any = None,
     progress: Progress = None,
 ) -> dict:
-    """Read out a campaign recorded in the lake (``campaign_contacts`` + ``responses``): conversion within
-    ``window_days`` of selection, treatment against holdout with the lift's CI and p-value, the SRM check
-    against ``expected_share`` (the planned treated share), the funnel and UTM channel quality, and the
-    response-floor alert. Writes ``runs/readout__<campaign_id>/``, a ``campaign_results`` row and an MLflow run
-    in the ``campaign-readouts`` experiment (all replaced when read out again)."""
-    from dataclasses import asdict
+    """Read out a campaign after its response window: treatment against holdout, conversion within the window.
 
-    from pipelines import db
-    from pipelines.readout import channel_quality, funnel, readout, response_floor_alert
+    ``campaign_id`` is either a platform run (a ``run_id`` of the campaign database: groups, deciles and
+    segments come from ``campaign_targets``; the window, floor, cost and value from its spec; the expected
+    split from the run's holdout fraction) or a past campaign in the lake (groups from ``campaign_contacts``;
+    window 14 days and floor 1 % unless given; SRM only with ``expected_share``). Responses come from the lake.
+
+    Computes the lift with CI and p-value, the SRM check, lift by decile and segment, the funnel, UTM channel
+    quality, the response-floor alert, the power statement, and with the generator's truth the true lift. Writes
+    ``runs/readout__<campaign_id>/`` (report.md/.html, lift_by_decile.png, CSVs, readout.json), one
+    ``campaign_results`` row and one MLflow run in ``campaign-readouts`` (all replaced on a re-readout).
+    Refuses to read out before the window has closed (``as_of``, default today).
+    """
+    from pipelines import db, oracle
+    from pipelines.power import powered_statement
+    from pipelines.readout import (
+        channel_quality,
+        funnel,
+        lift_by_decile_chart,
+        readout,
+        render_report,
+        response_floor_alert,
+        return_on_spend,
+    )
 
     say = _say(progress)
     lake = settings.lake_dir
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    runs = db.list_runs(engine)
+    run = runs.loc[runs["run_id"] == campaign_id]
+    platform = not run.empty
     contacts = io.read_table(lake, "campaign_contacts")
     contacts = contacts.loc[contacts["campaign_id"] == campaign_id].reset_index(drop=True)
     if contacts.empty:
+        if platform:
+            raise ResponsesNotLanded(
+                f"run {campaign_id!r} has no contacts in {lake / 'campaign_contacts'}: its response feed has not "
+                "landed yet (read it out after the response window, once contacts and responses are in the lake)"
+            )
         known = sorted(
             io.read_table(lake, "campaign_contacts", columns=["campaign_id"])["campaign_id"].unique()
         )
         raise LookupError(f"no campaign {campaign_id!r} in campaign_contacts; known: {', '.join(known)}")
+
+    facts: dict[str, Any] = {"campaign id": campaign_id}
+    spec = None
+    if platform:
+        record = run.iloc[0]
+        spec = load_campaign(settings, str(record["campaign"]))
+        window_days = window_days or spec.response_window_days
+        floor = spec.response_rate_floor if floor is None else floor
+        if expected_share is None:
+            expected_share = 1.0 - float(record["holdout_fraction"])
+        targets = db.read_targets(
+            engine, str(record["campaign"]), campaign_id, groups=("treatment", "holdout")
+        )
+        frame = targets.rename(columns={"target_group": "group"})
+        facts.update(
+            {
+                "campaign": spec.name,
+                "channel": spec.channel,
+                "model": f"{record['model_name']} v{record['model_version']}",
+                "cost_per_contact": spec.cost_per_contact,
+                "value_per_response": spec.value_per_response,
+            }
+        )
+    else:
+        frame = contacts[["customer_id", "group"]].copy()
+    window_days = int(window_days or 14)
+    floor = 0.01 if floor is None else floor
+    facts["response window"] = f"{window_days} days"
+
+    selected_at = contacts["selected_at"].min()
+    closes = selected_at + pd.Timedelta(days=window_days)
+    today = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(date.today())
+    if closes > today:
+        raise ResponsesNotLanded(
+            f"the {window_days}-day response window of {campaign_id!r} closes at {closes:%Y-%m-%d %H:%M}; "
+            f"read it out after that (as of {today:%Y-%m-%d})"
+        )
     responses = io.read_table(lake, "responses")
     responses = responses.loc[responses["campaign_id"] == campaign_id].reset_index(drop=True)
-
     converted = responses.loc[responses["event_type"] == "converted", ["customer_id", "event_ts"]]
-    window = contacts[["customer_id", "selected_at"]].merge(converted, on="customer_id", how="inner")
-    inside = (window["event_ts"] >= window["selected_at"]) & (
-        window["event_ts"] < window["selected_at"] + pd.Timedelta(days=window_days)
-    )
-    responders = set(window.loc[inside, "customer_id"])
-    frame = pd.DataFrame(
-        {
-            "group": contacts["group"].astype(str),
-            "converted": contacts["customer_id"].isin(responders).astype(int),
-        }
-    )
+    inside = (converted["event_ts"] >= selected_at) & (converted["event_ts"] < closes)
+    frame["group"] = frame["group"].astype(str)
+    frame["converted"] = frame["customer_id"].isin(set(converted.loc[inside, "customer_id"])).astype(int)
+    segment_cols = [c for c in READOUT_SEGMENTS if c in frame.columns and frame[c].notna().any()]
     result = readout(
         frame,
         treatment_col="group",
@@ -979,16 +1108,45 @@ def readout_campaign(
         control="holdout",
         outcome_col="converted",
         expected_share=expected_share,
+        segment_cols=segment_cols,
     )
+    o = result.overall
     alert = response_floor_alert(result, floor)
+    power_note = powered_statement(o.treated_n, o.control_n, o.control_rate, o.lift_abs)
+    true_lift = None
+    truth = oracle.oracle_uplift(settings.data_dir, contacts[["campaign_id", "customer_id"]], window_days)
+    if truth is not None:
+        true_lift = float(truth.mean())
+
     folder = run_dir(settings.runs_dir, f"readout__{campaign_id}")
+    folder.mkdir(parents=True, exist_ok=True)
     stages = funnel(contacts, responses, campaign_id)
     channels = channel_quality(responses, contacts, campaign_id)
-    folder.mkdir(parents=True, exist_ok=True)
     stages.to_csv(folder / "funnel.csv", index=False)
     channels.to_csv(folder / "channel_quality.csv", index=False)
+    result.segments.to_csv(folder / "segments.csv", index=False)
+    chart = None
+    if "decile" in segment_cols:
+        chart = lift_by_decile_chart(
+            result.segments, folder / "lift_by_decile.png", title=f"{campaign_id}: lift by decile"
+        ).name
+    markdown, html = render_report(
+        result,
+        title=f"Readout: {campaign_id}",
+        facts=facts,
+        funnel=stages,
+        channels=channels,
+        alert=alert,
+        power_note=power_note,
+        true_lift=true_lift,
+        chart=chart,
+    )
+    io.write_text_atomic(folder / "report.md", markdown)
+    io.write_text_atomic(folder / "report.html", html)
     io.write_text_atomic(folder / "readout.md", result.describe() + ("\n\n" + alert if alert else "") + "\n")
-    o = result.overall
+    ros = None
+    if spec is not None and (spec.cost_per_contact or spec.value_per_response):
+        ros = return_on_spend(o, spec.cost_per_contact, spec.value_per_response)
     row = {
         "campaign_id": campaign_id,
         "response_window_days": window_days,
@@ -996,15 +1154,83 @@ def readout_campaign(
         "srm_p_value": result.srm.p_value if result.srm else None,
         "trustworthy": result.trustworthy,
         "alert": alert,
+        "true_lift": true_lift,
+        "net_return": ros.net if ros else None,
     }
-    io.write_json_atomic(folder / "readout.json", row)
-    engine = db.make_engine(settings.database_url)
+    io.write_json_atomic(folder / "readout.json", {**row, "power": power_note, "platform_run": platform})
     db.write_result(engine, row)
     row["mlflow_run_id"] = _log_readout(settings, row, folder)
+    row["power"] = power_note
+    row["report"] = str(folder / "report.html")
     say(result.describe())
+    say(power_note)
+    if true_lift is not None:
+        covered = o.lift_ci_low <= true_lift <= o.lift_ci_high
+        say(
+            f"true lift (from truth/): {true_lift:+.3%}, {'inside' if covered else 'OUTSIDE'} the 95% interval"
+        )
     if alert:
         say(alert)
     return row
+
+
+def due_readouts(
+    settings: Settings, as_of: Any = None, include_done: bool = False, progress: Progress = None
+) -> list[str]:
+    """Platform runs ready for a readout at ``as_of`` (default today): response window closed, contacts landed in
+    the lake, and (unless ``include_done``) no readout stored yet. Oldest first."""
+    from pipelines import db
+
+    today = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(date.today())
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    runs = db.list_runs(engine)
+    if runs.empty:
+        return []
+    landed = set(
+        io.read_table(settings.lake_dir, "campaign_contacts", columns=["campaign_id"])["campaign_id"]
+    )
+    done = set() if include_done else set(db.read_results(engine)["campaign_id"])
+    due = []
+    for record in runs.sort_values(["logical_date", "run_id"]).itertuples(index=False):
+        try:
+            window = load_campaign(settings, str(record.campaign)).response_window_days
+        except Exception:  # a removed or broken spec: its runs are read out by hand (pmp readout)
+            continue
+        closed = pd.Timestamp(record.logical_date) + pd.Timedelta(days=window) <= today
+        if closed and record.run_id in landed and record.run_id not in done:
+            due.append(str(record.run_id))
+    return due
+
+
+def simulate_responses(settings: Settings, run_id: str, progress: Progress = None) -> dict:
+    """The synthetic world's response feed for one platform run (demo and tests only): contacts and responses
+    of the run's targets over its response window, written to the lake, with their truth (see
+    ``synth_campaigns.simulate_run_responses``)."""
+    from pipelines import db
+    from pipelines.synth_campaigns import simulate_run_responses
+
+    engine = db.make_engine(settings.database_url)
+    runs = db.list_runs(engine)
+    record = runs.loc[runs["run_id"] == run_id]
+    if record.empty:
+        raise LookupError(f"no run {run_id!r} in the campaign database")
+    record = record.iloc[0]
+    spec = load_campaign(settings, str(record["campaign"]))
+    targets = db.read_targets(engine, str(record["campaign"]), run_id, groups=("treatment", "holdout"))
+    summary = simulate_run_responses(
+        settings.data_dir,
+        run_id,
+        targets[["customer_id", "target_group"]],
+        channel=spec.channel,
+        selected_at=pd.Timestamp(record["logical_date"]),
+        seed=settings.seed,
+    )
+    _say(progress)(
+        f"synthetic world: {summary['contacts']:,} contacts of {run_id} answered with {summary['conversions']:,} "
+        f"conversions over {spec.response_window_days} days (true lift {summary['true_lift']:+.3%})"
+    )
+    return summary
 
 
 def _log_readout(settings: Settings, row: dict, folder: Path) -> str:
@@ -1022,22 +1248,29 @@ def _log_readout(settings: Settings, row: dict, folder: Path) -> str:
         with mlflow.start_run(experiment_id=experiment_id, run_name=row["campaign_id"]) as run:
             mlflow.set_tags({"campaign_id": row["campaign_id"], "trustworthy": str(row["trustworthy"])})
             mlflow.log_param("response_window_days", row["response_window_days"])
+            names = {"p_value": "lift_p_value"}
             mlflow.log_metrics(
                 {
-                    k: float(row[k])
+                    names.get(k, k): float(row[k])
                     for k in (
+                        "treated_n",
+                        "control_n",
                         "treated_rate",
                         "control_rate",
                         "lift_abs",
                         "lift_ci_low",
                         "lift_ci_high",
+                        "lift_rel",
                         "p_value",
                         "incremental_responses",
                         "srm_p_value",
+                        "true_lift",
+                        "net_return",
                     )
-                    if row.get(k) is not None
+                    if row.get(k) is not None and np.isfinite(float(row[k]))
                 }
             )
-            for name in ("readout.md", "readout.json", "funnel.csv", "channel_quality.csv"):
-                mlflow.log_artifact(str(folder / name))
+            for path in sorted(folder.iterdir()):
+                if path.suffix in (".md", ".html", ".json", ".csv", ".png"):
+                    mlflow.log_artifact(str(path))
         return run.info.run_id

@@ -385,3 +385,86 @@ def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_o
     assert table_rows(engine) == before
     assert not (platform.settings.runs_dir / jobs.campaign_run_id(CAMPAIGN, as_of)).exists()
     engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, airflow_settings, tmp_path):
+    """campaign_models_training -> campaign_scoring (selecting by uplift, or by the response score when the
+    uplift champion found no reliable heterogeneity) -> the world answers -> campaign_readout -> the next
+    campaign_models_training learns from the run's realised responses."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from pipelines.uplift import HETEROGENEITY
+    from pipelines.uplift_model import champion_verdict
+
+    data = tmp_path / "data"
+    for part in ("lake", "truth"):  # a private copy: the world's answer is written into the lake
+        shutil.copytree(trained.platform.settings.data_dir / part, data / part)
+    platform = make_platform(airflow_settings, data, tmp_path / "mlruns")
+    settings, as_of, name = platform.settings, trained.as_of, "reactivation-uplift"
+    run_id = jobs.campaign_run_id(name, as_of)
+
+    models = platform.run("campaign_models_training", as_of)
+    assert set(states(models).values()) == {"success"}, models.describe()  # first versions: both promoted
+    first_campaigns = models.results["history"]["campaigns"]
+
+    scored = platform.run(f"campaign_scoring__{name}", as_of)
+    assert set(states(scored).values()) == {"success"}, scored.describe()
+    verdict = champion_verdict(settings.mlflow_tracking_uri)
+    pinned = scored.results["score"]
+    if verdict["verdict"] == HETEROGENEITY:
+        assert (pinned["selected_by"], pinned["fallback_reason"]) == ("uplift", None)
+    else:  # the fallback is taken and says why
+        assert pinned["selected_by"] == "response" and verdict["verdict"] in pinned["fallback_reason"]
+    written = scored.results["write"]
+    # holdout: auto sized the control group by power analysis, and the stored split is the planned one.
+    assert "power to detect" in scored.results["select"]["holdout_plan"]
+    assert written["holdout"] / written["selected"] == pytest.approx(
+        scored.results["select"]["holdout_fraction"], abs=0.01
+    )
+
+    # Before the response feed lands nothing is due; then the world answers and the run is read out.
+    with platform.environment():
+        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=30)) == []
+        world = jobs.simulate_responses(settings, run_id)
+        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=13)) == []  # window still open
+        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=14)) == [run_id]
+    readout_day = (pd.Timestamp(as_of) + pd.Timedelta(days=14)).date()
+    outcome = platform.run("campaign_readout", readout_day)
+    assert set(states(outcome).values()) == {"success"}, outcome.describe()
+
+    engine = platform.engine()
+    try:
+        results = db.read_results(engine).set_index("campaign_id")
+    finally:
+        engine.dispose()
+    row = results.loc[run_id]
+    assert (row.treated_n, row.control_n) == (written["treatment"], written["holdout"])
+    assert row.trustworthy and row.lift_ci_low <= row.lift_abs <= row.lift_ci_high
+    assert row.true_lift == pytest.approx(world["true_lift"])  # the 14-day window is the whole horizon
+    folder = settings.runs_dir / f"readout__{run_id}"
+    for name_ in ("report.md", "report.html", "lift_by_decile.png", "funnel.csv", "channel_quality.csv"):
+        assert (folder / name_).is_file(), name_
+    report = (folder / "report.md").read_text()
+    assert "Lift by score decile" in report and "lift_by_decile.png" in report and run_id in report
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("campaign-readouts")
+    [logged] = client.search_runs([experiment.experiment_id], f"tags.campaign_id = '{run_id}'")
+    for metric in ("lift_abs", "lift_ci_low", "lift_ci_high", "lift_p_value", "srm_p_value", "true_lift"):
+        assert metric in logged.data.metrics, metric
+    assert logged.data.metrics["lift_abs"] == pytest.approx(row.lift_abs)
+
+    # The next training (a month on) learns from the run: it is now the newest, out-of-time test campaign.
+    next_month = (pd.Timestamp(as_of) + pd.DateOffset(months=1)).date()
+    again = platform.run("campaign_models_training", next_month)
+    assert states(again)["uplift"] == "success", again.describe()
+    campaigns = again.results["history"]["campaigns"]
+    assert campaigns["test"] == [run_id]
+    assert campaigns["valid"] == first_campaigns["test"]
+    assert (
+        client.get_run(again.results["uplift"]["mlflow_run_id"]).data.tags["lineage.campaigns_test"] == run_id
+    )

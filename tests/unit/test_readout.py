@@ -450,9 +450,20 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
     assert (row.treated_n, row.control_n) == (mine["treatment"], mine["holdout"])
     assert row.lift_ci_low <= row.lift_abs <= row.lift_ci_high and 0 <= row.p_value <= 1
     folder = data / "runs" / f"readout__{campaign}"
-    assert {"readout.md", "readout.json", "funnel.csv", "channel_quality.csv"} <= {
-        p.name for p in folder.iterdir()
-    }
+    assert {
+        "readout.md",
+        "readout.json",
+        "report.md",
+        "report.html",
+        "funnel.csv",
+        "channel_quality.csv",
+    } <= {p.name for p in folder.iterdir()}
+    assert row.srm_p_value is None or pd.isna(
+        row.srm_p_value
+    )  # a lake campaign has no planned split on record
+    assert main(["readout", "--campaign-id", campaign, "--data", str(data), "--expected-share", "0.5"]) == 0
+    stored = db.read_results(db.make_engine(settings.database_url)).iloc[0]
+    assert stored.srm_p_value > 0.001 and stored.trustworthy  # the generator's campaigns hold out half
     client = MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("campaign-readouts")
     runs = client.search_runs([experiment.experiment_id], f"tags.campaign_id = '{campaign}'")
