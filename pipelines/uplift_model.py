@@ -315,7 +315,7 @@ def train_uplift(
         for part, frame in (("train", train), ("valid", valid), ("test", test))
     )
     config = replace(config or uplift_config(), model_name=model_name)
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if config.num_threads > cores:
         say(f"num_threads {config.num_threads} > {cores} cores: using {cores}")
         config = replace(config, num_threads=cores)
