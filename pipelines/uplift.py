@@ -452,6 +452,10 @@ class _Learner:
             out[start : start + len(part)] = self._uplift(self.encoder.encode(part, extra=self._extra))
         return out
 
+    def _predict(self, booster, x: np.ndarray) -> np.ndarray:
+        # Scoring uses the same thread count as fitting (LightGBM would otherwise take every core).
+        return booster.predict(x, num_threads=self.config.num_threads)
+
     def fit(self, X: pd.DataFrame, y, t) -> _Learner:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -475,9 +479,9 @@ class SLearner(_Learner):
     def _uplift(self, x: np.ndarray) -> np.ndarray:
         # The flag column is overwritten in place: no copy of the matrix per counterfactual.
         x[:, -1] = 1.0
-        treated = self.booster.predict(x)
+        treated = self._predict(self.booster, x)
         x[:, -1] = 0.0
-        return treated - self.booster.predict(x)
+        return treated - self._predict(self.booster, x)
 
 
 class TLearner(_Learner):
@@ -496,7 +500,7 @@ class TLearner(_Learner):
         return self
 
     def _uplift(self, x: np.ndarray) -> np.ndarray:
-        return self.boosters[1.0].predict(x) - self.boosters[0.0].predict(x)
+        return self._predict(self.boosters[1.0], x) - self._predict(self.boosters[0.0], x)
 
 
 class XLearner(_Learner):
@@ -524,15 +528,15 @@ class XLearner(_Learner):
         mu0 = _fit_booster(x[c_fit], y[c_fit], x[c_stop], y[c_stop], cat, self.config)
         # One imputed-effect array in the row order of x, so the same fit/stop slices select from it.
         d = np.empty_like(y)
-        d[treated] = y[treated] - mu0.predict(x[treated])
-        d[control] = mu1.predict(x[control]) - y[control]
+        d[treated] = y[treated] - self._predict(mu0, x[treated])
+        d[control] = self._predict(mu1, x[control]) - y[control]
         self.tau1 = _fit_booster(x[t_fit], d[t_fit], x[t_stop], d[t_stop], cat, self.config, "regression")
         self.tau0 = _fit_booster(x[c_fit], d[c_fit], x[c_stop], d[c_stop], cat, self.config, "regression")
         self.g = float(self.propensity if self.propensity is not None else t.mean())
         return self
 
     def _uplift(self, x: np.ndarray) -> np.ndarray:
-        return self.g * self.tau0.predict(x) + (1.0 - self.g) * self.tau1.predict(x)
+        return self.g * self._predict(self.tau0, x) + (1.0 - self.g) * self._predict(self.tau1, x)
 
 
 class ClassTransformation(_Learner):
@@ -556,7 +560,7 @@ class ClassTransformation(_Learner):
         return self
 
     def _uplift(self, x: np.ndarray) -> np.ndarray:
-        return 2.0 * self.booster.predict(x) - 1.0
+        return 2.0 * self._predict(self.booster, x) - 1.0
 
 
 LEARNERS = {c.name: c for c in (SLearner, TLearner, XLearner, ClassTransformation)}
