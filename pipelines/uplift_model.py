@@ -422,7 +422,7 @@ def train_uplift(
                 return {"qini": qini_coefficient(y, t_test, s)}
 
             with warnings.catch_warnings():
-                # Loading the champion re-creates its pyfunc class: the same type-hint nag as above.
+                # Loading the champion re-creates its pyfunc class: the nag silenced in _uplift_pyfunc_class.
                 warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
                 champion_version, champion_metrics, problem = _champion_metrics(
                     client, model_name, test_input, y_test, qini_of
