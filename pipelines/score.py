@@ -51,13 +51,14 @@ class UpliftScorer:
     def __init__(self, learner: Any) -> None:
         self.learner = learner
         self.features = list(learner.encoder.features)
-        self._encoding = learner.encoder._model  # the CalibratedModel that holds the fit-time category lists
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.learner.predict_uplift(frame), dtype=np.float64)
 
     def unseen_categories(self, frame: pd.DataFrame) -> dict[str, int]:
-        return self._encoding.unseen_categories(frame)
+        from pipelines.train import unseen_categories
+
+        return unseen_categories(frame, self.learner.encoder.categories)
 
 
 class RandomScorer:

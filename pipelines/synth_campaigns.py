@@ -58,8 +58,8 @@ MEAN_DELAY_DAYS = 3.0
 
 PERSUADABLE, SURE_THING, LOST_CAUSE, DO_NOT_DISTURB = range(4)
 # Per type: conversion probability without contact, and the uplift of an SMS (other channels scale it).
-TYPE_P_CONTROL = np.array([0.02, 0.14, 0.005, 0.05])
-TYPE_UPLIFT = np.array([0.12, 0.003, 0.001, -0.04])
+TYPE_P_CONTROL = np.array([0.02, 0.12, 0.005, 0.05])
+TYPE_UPLIFT = np.array([0.15, 0.003, 0.001, -0.04])
 # How strongly each channel moves people (persuadables, sure things, lost causes) ...
 CHANNEL_EFFECT = {"sms": 1.0, "email": 0.6, "push": 0.7, "call": 1.4}
 # ... and how much it annoys do-not-disturb customers.

@@ -126,6 +126,18 @@ def _as_category_values(col: pd.Series, cats: Sequence) -> pd.Series:
     return values.where(values.isin(list(cats)))
 
 
+def unseen_categories(frame: pd.DataFrame, categories: Mapping[str, Sequence]) -> dict[str, int]:
+    """Per categorical column of ``categories`` (name -> fit-time list), how many non-missing values of ``frame``
+    are not in its list."""
+    counts = {}
+    for name, cats in categories.items():
+        col = frame[name]
+        n = int((col.notna() & _as_category_values(col, cats).isna()).sum())
+        if n:
+            counts[name] = n
+    return counts
+
+
 class CalibratedModel:
     """A LightGBM booster plus a calibrator, with the feature and category lists learned at fit time."""
 
@@ -171,14 +183,7 @@ class CalibratedModel:
 
     def unseen_categories(self, frame: pd.DataFrame) -> dict[str, int]:
         """Per categorical column, how many non-missing values are not in the fit-time category list."""
-        counts = {}
-        for name in self.categorical:
-            col = frame[name]
-            known = _as_category_values(col, self.categories[name]).notna()
-            n = int((col.notna() & ~known).sum())
-            if n:
-                counts[name] = n
-        return counts
+        return unseen_categories(frame, self.categories)
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds of the booster."""
