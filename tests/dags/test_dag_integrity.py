@@ -74,7 +74,13 @@ def test_the_dagbag_reports_a_cycle_as_an_import_error(airflow_settings, tmp_pat
 def test_the_expected_dags_exist(dagbag):
     specs = campaign_specs()
     assert len(specs) >= 2, f"campaign specs in {CAMPAIGNS_DIR}: {sorted(specs)}"
-    assert set(dagbag.dags) == {"churn_training", "value_training", *specs}
+    assert set(dagbag.dags) == {
+        "churn_training",
+        "value_training",
+        "campaign_models_training",
+        "campaign_readout",
+        *specs,
+    }
 
 
 def test_every_dag_has_an_owner_tags_and_retrying_tasks(dagbag):
@@ -118,6 +124,43 @@ def test_value_training_publishes_the_value_champion_only_from_its_last_task(dag
     ]
 
 
+def test_campaign_models_training_publishes_each_champion_after_its_model(dagbag):
+    from airflow.sdk import Asset
+
+    dag = dagbag.dags["campaign_models_training"]
+    chain = ["validate", "history", "response", "uplift", "publish_uplift"]
+    assert sorted(dag.task_ids) == sorted([*chain, "publish_response"])
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert before in dag.get_task(after).upstream_task_ids, f"{before} !-> {after}"
+    assert dag.get_task("publish_response").upstream_task_ids == {"response"}
+    assert dag.get_task("publish_uplift").upstream_task_ids == {"uplift"}
+    for model in ("response", "uplift"):
+        assert dag.get_task(f"publish_{model}").outlets == [
+            Asset(name=f"{model}_champion", uri=f"model://{model}/champion", group="model")
+        ]
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["publish_response", "publish_uplift"]
+    assert dag.params["window_days"] == 14
+
+
+def test_campaign_readout_maps_one_readout_task_over_the_due_runs(dagbag):
+    dag = dagbag.dags["campaign_readout"]
+    assert sorted(dag.task_ids) == ["due_runs", "readout"]
+    readout = dag.get_task("readout")
+    assert readout.upstream_task_ids == {"due_runs"}
+    assert type(readout).__name__.endswith("MappedOperator")  # one task instance per run id
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    assert dag.timetable.expression == CRON_PRESETS["@daily"]
+
+
+PUBLISHER = {
+    "churn": ("churn_training", "publish_champion"),
+    "value": ("value_training", "publish_champion"),
+    "response": ("campaign_models_training", "publish_response"),
+    "uplift": ("campaign_models_training", "publish_uplift"),
+}
+
+
 def flatten_assets(condition) -> list:
     objects = getattr(condition, "objects", None)
     if objects is None:
@@ -139,7 +182,8 @@ def test_campaign_dags_run_on_their_cron_and_on_a_new_champion(dagbag, dag_id):
     cron = str(spec.get("schedule", "@monthly"))
     assert schedule.timetable.expression == CRON_PRESETS.get(cron, cron)
     # The asset the model's training publishes is the one the campaign listens to.
-    published = dagbag.dags[f"{spec.get('model', 'churn')}_training"].get_task("publish_champion").outlets
+    training, task = PUBLISHER[str(spec.get("model", "churn"))]
+    published = dagbag.dags[training].get_task(task).outlets
     assert flatten_assets(schedule.asset_condition) == published
     assert dag.max_active_runs == 1
     assert not dag.catchup
