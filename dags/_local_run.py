@@ -196,7 +196,7 @@ def _read_out(settings: Settings, as_of: date, runs: dict[str, str]) -> list[dic
     for run_id in runs:
         jobs.simulate_responses(settings, run_id, progress=print)
     window = max(jobs.load_campaign(settings, name).response_window_days for name in runs.values())
-    print(run_dag(settings, "campaign_readout", as_of + timedelta(days=window)).describe())
+    print(run_dag(settings, "campaign_readout", as_of + timedelta(days=window + 1)).describe())
     return [io.read_json(settings.runs_dir / f"readout__{run_id}" / "readout.json") for run_id in runs]
 
 

@@ -229,12 +229,15 @@ def _scoring_model(settings: Settings, spec: Any, run_id: str):
     champion = champion_verdict(uri)
     if champion is not None and champion["verdict"] == HETEROGENEITY:
         return load_scoring_model("uplift", uri), None
-    why = (
-        "no uplift champion is registered"
-        if champion is None
-        else f"uplift v{champion['version']} says {champion['verdict']!r} (Qini {champion['qini']:.4f}, 95% CI "
-        f"[{champion['qini_ci_low']:.4f}, {champion['qini_ci_high']:.4f}])"
-    )
+    if champion is None:
+        why = "no uplift champion is registered"
+    else:
+        why = f"uplift v{champion['version']} says {champion['verdict']!r}"
+        if None not in (champion["qini"], champion["qini_ci_low"], champion["qini_ci_high"]):
+            why += (
+                f" (Qini {champion['qini']:.4f}, 95% CI [{champion['qini_ci_low']:.4f}, "
+                f"{champion['qini_ci_high']:.4f}])"
+            )
     note = f"falling back to {spec.fallback} scores: {why}"
     if spec.fallback == "random":
         return ScoringModel("random", "0", "fallback", "", RandomScorer(f"{spec.salt}:{run_id}")), note
@@ -1089,7 +1092,7 @@ def readout_campaign(
     selected_at = contacts["selected_at"].min()
     closes = selected_at + pd.Timedelta(days=window_days)
     today = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(date.today())
-    if closes > today:
+    if closes > today:  # a readout dated D sees the data up to the start of D
         raise ResponsesNotLanded(
             f"the {window_days}-day response window of {campaign_id!r} closes at {closes:%Y-%m-%d %H:%M}; "
             f"read it out after that (as of {today:%Y-%m-%d})"
@@ -1177,8 +1180,9 @@ def readout_campaign(
 def due_readouts(
     settings: Settings, as_of: Any = None, include_done: bool = False, progress: Progress = None
 ) -> list[str]:
-    """Platform runs ready for a readout at ``as_of`` (default today): response window closed, contacts landed in
-    the lake, and (unless ``include_done``) no readout stored yet. Oldest first."""
+    """Platform runs ready for a readout at ``as_of`` (default today): response window closed (a run of day D with
+    a 14-day window is due from D + 15: the window ends during D + 14), contacts landed in the lake, and (unless
+    ``include_done``) no readout stored yet. Oldest first."""
     from pipelines import db
 
     today = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(date.today())
@@ -1197,7 +1201,7 @@ def due_readouts(
             window = load_campaign(settings, str(record.campaign)).response_window_days
         except Exception:  # a removed or broken spec: its runs are read out by hand (pmp readout)
             continue
-        closed = pd.Timestamp(record.logical_date) + pd.Timedelta(days=window) <= today
+        closed = pd.Timestamp(record.logical_date) + pd.Timedelta(days=window + 1) <= today
         if closed and record.run_id in landed and record.run_id not in done:
             due.append(str(record.run_id))
     return due

@@ -345,8 +345,8 @@ def powered_statement(
     """Whether a run of this size was powered to see the lift it saw, as one sentence for the readout.
 
     "powered" when the observed lift is, in size, at least the minimum detectable lift at this size and control
-    rate; "under-powered" otherwise, with the power a true lift of the observed size would have had (a null
-    result at this size says little).
+    rate; "under-powered" otherwise, with the power a true lift of the observed size would have had (a run of
+    this size that finds no significant lift says little; one that does find it was partly lucky).
     """
     n1, n0 = _count("treated_n", treated_n), _count("control_n", control_n)
     p0 = _rate("control_rate", control_rate, closed=True)
@@ -364,6 +364,6 @@ def powered_statement(
     chance = _power(n1, n0, p0, min(max(p0 + observed, 0.0), 1.0) - p0, alpha)
     return (
         f"under-powered: {size} only lifts of ≥ {_points(mde)} would be detected with {level}; {seen} is "
-        f"below it (a true lift of that size is detected {chance:.0%} of the time), so a null result at this "
-        "size says little about lifts that small."
+        f"below it (a true lift of that size is detected {chance:.0%} of the time): when such a run finds no "
+        "significant lift, that says little about lifts that small."
     )

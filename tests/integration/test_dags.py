@@ -431,9 +431,9 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
     with platform.environment():
         assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=30)) == []
         world = jobs.simulate_responses(settings, run_id)
-        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=13)) == []  # window still open
-        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=14)) == [run_id]
-    readout_day = (pd.Timestamp(as_of) + pd.Timedelta(days=14)).date()
+        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=14)) == []  # window still open
+        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=15)) == [run_id]
+    readout_day = (pd.Timestamp(as_of) + pd.Timedelta(days=15)).date()
     outcome = platform.run("campaign_readout", readout_day)
     assert set(states(outcome).values()) == {"success"}, outcome.describe()
 

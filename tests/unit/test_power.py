@@ -217,7 +217,7 @@ def test_powered_statement_when_the_observed_lift_is_too_small_to_be_seen():
         "under-powered: at this size (9,000 treated, 1,000 holdout, control rate 2.00%) only "
     )
     assert f"the observed +0.40 points is below it (a true lift of that size is detected {chance:.0%}" in text
-    assert text.endswith("so a null result at this size says little about lifts that small.")
+    assert text.endswith("when such a run finds no significant lift, that says little about lifts that small.")
     assert "no lift could be detected" in powered_statement(2, 1, 0.5, 0.0)
     assert "90% power" in powered_statement(9_000, 1_000, 0.02, 0.004, power=0.9)
 
