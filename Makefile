@@ -21,7 +21,7 @@ help:
 	@echo "make run    generate the demo bank ($(CUSTOMERS) customers, $(MONTHS) months), then train, score and write"
 	@echo "           the campaign lists through Airflow (churn_training, campaign_scoring__*), and print a summary"
 	@echo "make test   the whole test suite"
-	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring)"
+	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring, uplift)"
 	@echo "make lint   ruff"
 
 $(UV):
@@ -46,6 +46,7 @@ bench: .venv/.synced
 	$(RUN) python bench/bench_features.py bench/out/synth
 	$(RUN) python bench/bench_train.py --lake bench/out/synth --rows 100000
 	$(RUN) python bench/bench_score.py bench/out/synth --postgres ''
+	$(RUN) python bench/bench_uplift.py --omp-passive
 
 lint: .venv/.synced
 	$(RUN) ruff check pipelines dags tests bench
