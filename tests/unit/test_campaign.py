@@ -60,14 +60,22 @@ def _write_yaml(path: Path, data: dict) -> Path:
 
 def test_the_demo_specs_load_with_their_declared_values():
     specs = load_specs(CAMPAIGNS)
-    assert [s.name for s in specs] == ["churn-retention-sms", "churn-winback"]
-    sms, winback = specs
+    assert [s.name for s in specs] == ["churn-retention-sms", "churn-winback", "reactivation-uplift"]
+    sms, winback, uplift = specs
     assert (winback.model, winback.channel, winback.holdout_fraction) == ("churn", "call", 0.1)
     assert winback.selection.mode == "top_k" and winback.selection.top_k == 1500
     assert winback.audience[0].label == "tenure_days >= 90"
     assert (sms.model, sms.channel, sms.selection.mode) == ("churn", "sms", "score_threshold")
     assert sms.selection.score_threshold == 0.2 and sms.response_window_days == 7
     assert sms.contact_policy.frequency_cap.max_contacts == 3
+    assert (uplift.model, uplift.channel, uplift.fallback, uplift.holdout_fraction) == (
+        "uplift",
+        "sms",
+        "response",
+        "auto",
+    )
+    assert (uplift.power.baseline_rate, uplift.power.min_detectable_lift) == (0.04, 0.02)
+    assert uplift.selection.top_deciles == 3
     for spec in specs:
         assert spec.salt == spec.name
         assert load_spec(CAMPAIGNS / f"{spec.name}.yaml") == spec
@@ -176,9 +184,15 @@ def test_fallback_defaults_to_response_and_is_only_for_uplift_campaigns():
             _spec(model=model, fallback="response")
 
 
-def test_the_demo_specs_keep_a_fixed_holdout_and_the_default_fallback():
+def test_the_demo_specs_size_their_holdout_as_declared_and_fall_back_to_response():
     for spec in load_specs(CAMPAIGNS):
-        assert isinstance(spec.holdout_fraction, float) and spec.power is None and spec.fallback == "response"
+        assert spec.fallback == "response"
+        if spec.holdout_fraction == "auto":
+            assert spec.power is not None
+            fraction, note = spec.holdout_for(4_000)
+            assert 0.05 <= fraction <= 0.5 and "power to detect +2.00 points" in note
+        else:
+            assert isinstance(spec.holdout_fraction, float) and spec.power is None
 
 
 BAD_SPECS = [
@@ -776,8 +790,8 @@ def test_demo_specs_leave_a_usable_treatment_group_on_the_demo_bank(bank):
         invalid = invalid_customers(lake, as_of, spec.contact_policy.invalid_customer)
         eligible, exclusions = apply_policy(wide, customers, history, invalid, spec, as_of)
         selected = select_audience(eligible, spec.selection)
-        treatment = round(len(selected) * (1 - spec.holdout_fraction))
-        assert 200 <= treatment <= 2_500, (spec.name, treatment)
+        treatment = round(len(selected) * (1 - spec.holdout_for(len(selected))[0]))
+        assert 200 <= treatment <= 4_000, (spec.name, treatment)
         assert len(eligible) + len(exclusions) == len(wide)
         flagged = customers.loc[customers["do_not_contact"] | customers["marketing_opt_out"], "customer_id"]
         assert not set(selected["customer_id"]) & set(flagged)
