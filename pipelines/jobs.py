@@ -302,14 +302,14 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     )
     invalid = cmp.invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
     eligible, exclusions = cmp.apply_policy(scored, customers, history, invalid, spec, as_of)
+    candidates = eligible
     if io.read_json(folder / "model.json").get("selected_by") == "uplift":
+        # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.
         hurt = eligible["score"].to_numpy(np.float64) <= 0
         if hurt.any():
-            say(
-                f"{int(hurt.sum()):,} eligible customers have an estimated uplift <= 0: contact would not help"
-            )
-            eligible = eligible.loc[~hurt].reset_index(drop=True)
-    selected = cmp.select_audience(eligible, spec.selection)
+            say(f"{int(hurt.sum()):,} eligible customers have an estimated uplift <= 0: not selected")
+            candidates = eligible.loc[~hurt].reset_index(drop=True)
+    selected = cmp.select_audience(candidates, spec.selection)
     say(
         f"{len(scored):,} scored, {len(exclusions):,} excluded, {len(eligible):,} eligible, "
         f"{len(selected):,} selected ({spec.selection.mode})"
@@ -545,6 +545,7 @@ def permanent_errors() -> tuple[type[BaseException], ...]:
     at once instead of retrying."""
     from pipelines.campaign import SpecError
     from pipelines.db import FrameValidationError
+    from pipelines.history import HistoryError
     from pipelines.labels import LabelError
     from pipelines.score import SampleRatioMismatch, ScoringError
     from pipelines.validate import SuiteError, ValidationError
@@ -554,6 +555,7 @@ def permanent_errors() -> tuple[type[BaseException], ...]:
         SuiteError,
         SpecError,
         LabelError,
+        HistoryError,
         ScoringError,
         SampleRatioMismatch,
         FrameValidationError,
