@@ -1214,7 +1214,7 @@ def simulate_responses(settings: Settings, run_id: str, progress: Progress = Non
     of the run's targets over its response window, written to the lake, with their truth (see
     ``synth_campaigns.simulate_run_responses``)."""
     from pipelines import db
-    from pipelines.synth_campaigns import simulate_run_responses
+    from pipelines.synth_campaigns import RESPONSE_HORIZON_DAYS, simulate_run_responses
 
     engine = db.make_engine(settings.database_url)
     runs = db.list_runs(engine)
@@ -1234,7 +1234,7 @@ def simulate_responses(settings: Settings, run_id: str, progress: Progress = Non
     )
     _say(progress)(
         f"synthetic world: {summary['contacts']:,} contacts of {run_id} answered with {summary['conversions']:,} "
-        f"conversions over {spec.response_window_days} days (true lift {summary['true_lift']:+.3%})"
+        f"conversions within {RESPONSE_HORIZON_DAYS} days (true lift over that horizon {summary['true_lift']:+.3%})"
     )
     return summary
 
