@@ -407,8 +407,11 @@ def simulate_run_responses(
             f"{missing.size} target customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}"
         )
     rows = customers.loc[ids]
-    # The hidden state of the newest month that ended before the selection.
-    month = io.month_key(selected - pd.offsets.MonthBegin(1))
+    # The hidden state during the selection's month (as the generator uses), or the newest one the truth holds.
+    months = [m for m in io.list_months(truth_dir, "churn") if m <= io.month_key(selected)]
+    if not months:
+        raise ValueError(f"{truth_dir / 'churn'} holds no month at or before the selection {selected:%Y-%m-%d}")
+    month = months[-1]
     states = io.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
     state = (
         states.set_index("customer_id")["state"]
