@@ -118,12 +118,16 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         config=config,
         progress=print,
     )
+    _print_registered(result)
+    return 0
+
+
+def _print_registered(result) -> None:
     print(result.summary())
     print(f"mlflow run id: {result.run_id}")
     print(
         f"model: models:/{result.model_name}/{result.version}   champion: models:/{result.model_name}@champion"
     )
-    return 0
 
 
 def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,11 +171,7 @@ def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
         tracking_uri=settings.mlflow_tracking_uri,
         progress=print,
     )
-    print(result.summary())
-    print(f"mlflow run id: {result.run_id}")
-    print(
-        f"model: models:/{result.model_name}/{result.version}   champion: models:/{result.model_name}@champion"
-    )
+    _print_registered(result)
     return 0
 
 

@@ -779,16 +779,7 @@ def training_register(
     MlflowClient(settings.mlflow_tracking_uri).log_artifact(
         result.run_id, str(folder / "features" / "gate.json"), artifact_path="validation"
     )
-    registered = {
-        "model_name": result.model_name,
-        "version": result.version,
-        "promoted": result.promoted,
-        "champion_version": result.champion_version,
-        "mlflow_run_id": result.run_id,
-        "reasons": list(result.reasons),
-        "metrics": {k: float(v) for k, v in result.metrics.items()},
-        **{k: float(v) for k, v in extra.items()},
-    }
+    registered = {**_registered(result), **{k: float(v) for k, v in extra.items()}}
     io.write_json_atomic(folder / "registered.json", registered)
     say(result.summary())
     return registered
@@ -832,15 +823,7 @@ def value_train(settings: Settings, as_of: Any = None, progress: Progress = None
         progress=_say(progress),
     )
     _say(progress)(result.summary())
-    return {
-        "model_name": result.model_name,
-        "version": result.version,
-        "promoted": result.promoted,
-        "champion_version": result.champion_version,
-        "mlflow_run_id": result.run_id,
-        "reasons": list(result.reasons),
-        "metrics": {k: float(v) for k, v in result.metrics.items()},
-    }
+    return _registered(result)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -976,10 +959,12 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
 
 
 def _registered(result: Any) -> dict:
+    """What a training step returns (and writes) of a registration: version, decision, reasons, test metrics."""
     return {
         "model_name": result.model_name,
         "version": result.version,
         "promoted": result.promoted,
+        "champion_version": result.champion_version,
         "mlflow_run_id": result.run_id,
         "reasons": list(result.reasons),
         "metrics": {k: float(v) for k, v in result.metrics.items()},

@@ -119,10 +119,9 @@ def load_scoring_model(
         ) from exc
     with mlflow_store(tracking_uri):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    inner = pyfunc.unwrap_python_model()
-    model = getattr(inner, "model", None)
-    if model is None and hasattr(inner, "learner"):
-        model = UpliftScorer(inner.learner)
+    model = getattr(pyfunc.unwrap_python_model(), "model", None)
+    if hasattr(model, "predict_uplift"):
+        model = UpliftScorer(model)
     if model is None or not hasattr(model, "predict_proba"):
         raise ScoringError(f"{name} v{version.version} is not a platform model (no CalibratedModel inside)")
     return ScoringModel(name, str(version.version), alias, version.run_id or "", model)

@@ -24,8 +24,8 @@ campaign or any slice of it is the mean of ``p_treated - p_control``.
 Conversions happen after a truncated exponential delay (mean :data:`MEAN_DELAY_DAYS`), always inside the horizon,
 so the share of them inside a shorter readout window is :func:`share_within`. Treated customers walk a funnel
 (delivered -> opened -> clicked -> visited -> app installed -> registered -> card bound -> converted) with
-channel-specific drop-off; about 30 % of treated converters come through the tracked link (UTM parameters on the
-landing URL), the rest convert untracked, as do all holdout converters. About 1 % of treated customers register.
+channel-specific drop-off; 30 % of the treated converters who opened the message come through the tracked link
+(UTM parameters on the landing URL), the rest convert untracked, as do all holdout converters. About 1 % of treated customers register.
 """
 
 from __future__ import annotations
@@ -410,7 +410,9 @@ def simulate_run_responses(
     # The hidden state during the selection's month (as the generator uses), or the newest one the truth holds.
     months = [m for m in io.list_months(truth_dir, "churn") if m <= io.month_key(selected)]
     if not months:
-        raise ValueError(f"{truth_dir / 'churn'} holds no month at or before the selection {selected:%Y-%m-%d}")
+        raise ValueError(
+            f"{truth_dir / 'churn'} holds no month at or before the selection {selected:%Y-%m-%d}"
+        )
     month = months[-1]
     states = io.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
     state = (

@@ -287,6 +287,23 @@ class CalibratedModel:
         self.__dict__.update(state)
 
 
+def fit_early_stopped(params: Mapping[str, Any], dtrain, dvalid, config: TrainConfig):
+    """``lgb.train`` with early stopping on ``dvalid``, cut to its best iteration so every consumer of the booster
+    (scoring, contributions, the registry) sees the same trees."""
+    import lightgbm as lgb
+
+    booster = lgb.train(
+        dict(params),
+        dtrain,
+        num_boost_round=config.n_estimators,
+        valid_sets=[dvalid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -363,17 +380,8 @@ def fit_model(
         free_raw_data=True,
     )
     dvalid = lgb.Dataset(model.encode(valid), label=y_valid, reference=dtrain)
-    booster = lgb.train(
-        config.lgb_params(),
-        dtrain,
-        num_boost_round=config.n_estimators,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
-    )
-    best = booster.best_iteration or booster.current_iteration()
-    # Keep only the trees up to the best iteration so every consumer sees the same model.
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    booster = fit_early_stopped(config.lgb_params(), dtrain, dvalid, config)
+    best = booster.current_iteration()
     model.booster, model.best_iteration = booster, best
     raw_valid = model.raw_score(valid)
     model.calibrator = _fit_calibrator(config.calibration, raw_valid, y_valid, config.seed)
@@ -384,19 +392,28 @@ def fit_model(
 # MLflow
 
 
-def _pyfunc_class():
+def pyfunc_model(model: Any, method: str):
+    """The MLflow pyfunc of one of the platform's models: a feature frame in, ``model.<method>(frame)`` out
+    (``predict_proba`` for churn and response, ``predict`` for value, ``predict_uplift`` for uplift). The fitted
+    model stays reachable as ``.model`` for the readers that need more than ``predict``
+    (``score.load_scoring_model``, the value step)."""
     import mlflow.pyfunc
 
-    class CalibratedPyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper: a feature frame in, calibrated probabilities out."""
+    with warnings.catch_warnings():
+        # MLflow nags about type hints on predict when the class is defined; the explicit signature is the contract.
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
 
-        def __init__(self, model: CalibratedModel) -> None:
-            self.model = model
+        class PlatformPyfunc(mlflow.pyfunc.PythonModel):
+            """MLflow wrapper of a platform model: a feature frame in, the model's scores out."""
 
-        def predict(self, context, model_input, params=None):
-            return self.model.predict_proba(pd.DataFrame(model_input))
+            def __init__(self, model: Any, method: str) -> None:
+                self.model = model
+                self.method = method
 
-    return CalibratedPyfunc
+            def predict(self, context, model_input, params=None):
+                return getattr(self.model, self.method)(pd.DataFrame(model_input))
+
+    return PlatformPyfunc(model, method)
 
 
 def pyfunc_input(frame: pd.DataFrame, features: Sequence[str], categorical: Iterable[str]) -> pd.DataFrame:
@@ -696,7 +713,11 @@ def register_model(
             say("logging and registering the model")
             example = test_input.head(5)
             version = log_registered_pyfunc(
-                client, config.model_name, _pyfunc_class()(model), example, model.predict_proba(example)
+                client,
+                config.model_name,
+                pyfunc_model(model, "predict_proba"),
+                example,
+                model.predict_proba(example),
             )
 
             champion_version, champion_metrics, problem = _champion_metrics(

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.train import TrainConfig, _as_category_values, _category_list, _is_categorical_like
+from pipelines.train import (
+    TrainConfig,
+    _as_category_values,
+    _category_list,
+    _is_categorical_like,
+    fit_early_stopped,
+)
 
 QINI_COLUMNS = (
     "n_targeted",
@@ -388,16 +394,7 @@ def _fit_booster(
     names = [f"f{i}" for i in range(x_fit.shape[1])]
     dtrain = lgb.Dataset(x_fit, label=y_fit, weight=w_fit, feature_name=names, categorical_feature=cat_idx)
     dvalid = lgb.Dataset(x_stop, label=y_stop, weight=w_stop, reference=dtrain)
-    booster = lgb.train(
-        _params(config, objective),
-        dtrain,
-        num_boost_round=config.n_estimators,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
-    )
-    best = booster.best_iteration or booster.current_iteration()
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return fit_early_stopped(_params(config, objective), dtrain, dvalid, config)
 
 
 class _Learner:

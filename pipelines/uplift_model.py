@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.train import CHAMPION, Decision, Progress, TrainConfig
+from pipelines.train import CHAMPION, Decision, Progress, TrainConfig, pyfunc_model
 from pipelines.uplift import (
     HETEROGENEITY,
     QINI_COLUMNS,
@@ -194,25 +194,6 @@ class _FeatureInfo:
         self.features = list(encoder.features)
         self.categories = dict(encoder.categories)
         self.categorical = [f for f in self.features if f in self.categories]
-
-
-def _uplift_pyfunc_class():
-    import mlflow.pyfunc
-
-    with warnings.catch_warnings():
-        # MLflow nags about type hints on predict when the class is defined; the explicit signature is the contract.
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-
-        class UpliftPyfunc(mlflow.pyfunc.PythonModel):
-            """MLflow wrapper: a feature frame in, uplift scores (p(treated) - p(control)) out."""
-
-            def __init__(self, learner: Any) -> None:
-                self.learner = learner
-
-            def predict(self, context, model_input, params=None):
-                return self.learner.predict_uplift(pd.DataFrame(model_input))
-
-    return UpliftPyfunc
 
 
 def _flag_column(frame: pd.DataFrame, column: str, part: str) -> np.ndarray:
@@ -413,7 +394,11 @@ def train_uplift(
             say("logging and registering the uplift model")
             example = test_input.head(5)
             version = log_registered_pyfunc(
-                client, model_name, _uplift_pyfunc_class()(learner), example, learner.predict_uplift(example)
+                client,
+                model_name,
+                pyfunc_model(learner, "predict_uplift"),
+                example,
+                learner.predict_uplift(example),
             )
             client.set_model_version_tag(model_name, version, VERDICT_TAG, outcome_verdict)
             client.set_model_version_tag(model_name, version, "learner", name)
@@ -422,7 +407,7 @@ def train_uplift(
                 return {"qini": qini_coefficient(y, t_test, s)}
 
             with warnings.catch_warnings():
-                # Loading the champion re-creates its pyfunc class: the nag silenced in _uplift_pyfunc_class.
+                # Loading the champion re-creates its pyfunc class: the nag silenced in train.pyfunc_model.
                 warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
                 champion_version, champion_metrics, problem = _champion_metrics(
                     client, model_name, test_input, y_test, qini_of

@@ -31,7 +31,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from pipelines.train import CalibratedModel, Decision, Progress, _category_list
+from pipelines.train import (
+    CalibratedModel,
+    Decision,
+    Progress,
+    _category_list,
+    fit_early_stopped,
+    pyfunc_model,
+)
 
 LABEL = "future_spend"
 SNAPSHOT = "as_of"
@@ -587,17 +594,9 @@ def fit_value_model(
             raise ValueError(f"fold {k} of {config.folds} is empty: too few customers to cross-fit")
         dtrain = lgb.Dataset(x[fit], label=y[fit], feature_name=names, categorical_feature=cat_idx)
         dvalid = lgb.Dataset(x[stop], label=y[stop], reference=dtrain)
-        booster = lgb.train(
-            {**config.lgb_params(), "seed": config.seed + k},
-            dtrain,
-            num_boost_round=config.n_estimators,
-            valid_sets=[dvalid],
-            valid_names=["valid"],
-            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
-        )
-        best = booster.best_iteration or booster.current_iteration()
-        model.boosters.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
-        model.best_iterations.append(best)
+        booster = fit_early_stopped({**config.lgb_params(), "seed": config.seed + k}, dtrain, dvalid, config)
+        model.boosters.append(booster)
+        model.best_iterations.append(booster.current_iteration())
     return model
 
 
@@ -880,21 +879,6 @@ def decide_value_promotion(
     return Decision(all(ok for _, _, ok, _ in checks), reasons, None, dict(champion))
 
 
-def _value_pyfunc_class():
-    import mlflow.pyfunc
-
-    class ValuePyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper: a feature frame in, predicted spend out."""
-
-        def __init__(self, model: ValueModel) -> None:
-            self.model = model
-
-        def predict(self, context, model_input, params=None):
-            return self.model.predict(pd.DataFrame(model_input))
-
-    return ValuePyfunc
-
-
 def evaluate_value_model(
     model: ValueModel, test: pd.DataFrame, label: str, out_dir: Path
 ) -> dict[str, float]:
@@ -973,7 +957,7 @@ def register_value_model(
             say("logging and registering the value model")
             example = test_input.head(5)
             version = log_registered_pyfunc(
-                client, config.model_name, _value_pyfunc_class()(model), example, model.predict(example)
+                client, config.model_name, pyfunc_model(model, "predict"), example, model.predict(example)
             )
 
             champion_version, champion_metrics, problem = _champion_metrics(
