@@ -33,7 +33,8 @@ import psutil  # noqa: E402
 from _measure import measure  # noqa: E402
 
 from pipelines import io  # noqa: E402
-from pipelines.features import (  # noqa: E402
+from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES  # noqa: E402
+from pipelines.features.wide_table import (  # noqa: E402
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
     ID,
@@ -44,7 +45,6 @@ from pipelines.features import (  # noqa: E402
     load_tables,
     lookback_months,
 )
-from pipelines.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES  # noqa: E402
 
 DAY_US = 86_400_000_000
 

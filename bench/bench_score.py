@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _measure import measure
 
-from pipelines import io, jobs
+from pipelines import jobs
 from pipelines.config import Settings
+from pipelines.data import storage
 
 OUT = Path(__file__).resolve().parent / "out"
 SPEC = """name: bench-score
@@ -51,8 +52,8 @@ def _champion(tracking_uri: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.synth import SynthConfig, generate_bank
-    from pipelines.train import train_churn
+    from pipelines.jobs.training import train_churn
+    from pipelines.synthetic.bank import SynthConfig, generate_bank
 
     try:
         MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias("churn", "champion")
@@ -91,10 +92,10 @@ def _run(settings: Settings, label: str) -> dict:
 
 
 def _predict_vs_raw(settings: Settings) -> None:
-    from pipelines.score import load_scoring_model, score_customers
+    from pipelines.campaigns.score import load_scoring_model, score_customers
 
     folder = settings.runs_dir / jobs.campaign_run_id("bench-score", jobs.resolve_as_of(settings))
-    wide = io.read_frame(folder / "features.parquet")
+    wide = storage.read_frame(folder / "features.parquet")
     model = load_scoring_model("churn", settings.mlflow_tracking_uri)
     booster, best = model.model.booster, model.model.best_iteration
     matrix = model.model.encode(wide)

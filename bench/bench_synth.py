@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import measure  # noqa: E402
 
-from pipelines.synth import SynthConfig, generate_bank  # noqa: E402
+from pipelines.synthetic.bank import SynthConfig, generate_bank  # noqa: E402
 
 
 def main() -> None:

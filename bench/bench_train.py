@@ -63,8 +63,8 @@ def main() -> None:
             "passive"  # read when the OpenMP runtime loads: before any import of it
         )
     # pipelines.train imports scikit-learn, which can load the OpenMP runtime LightGBM then shares.
-    from pipelines.features import CATEGORICAL_FEATURES
-    from pipelines.train import TrainConfig, fit_model
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.models.propensity import TrainConfig, fit_model
 
     started = time.perf_counter()
     if args.lake is None:
@@ -106,7 +106,7 @@ def main() -> None:
         p = model.predict_proba(train)
     assert p.shape == (len(train),) and np.isfinite(p).all()
 
-    from pipelines.evaluate import score_metrics
+    from pipelines.models.evaluate import score_metrics
 
     auc_valid = score_metrics(valid[LABEL].to_numpy(), model.predict_proba(valid))["auc"]
     print()
@@ -142,11 +142,11 @@ def _fingerprint(lake: Path) -> str:
 
 
 def _build_cache(lake: Path, cache: Path, args: argparse.Namespace) -> None:
-    from pipelines import io
-    from pipelines.labels import LabelDefinition, build_training_set, snapshot_dates
+    from pipelines.data import storage
+    from pipelines.features.labels import LabelDefinition, build_training_set, snapshot_dates
 
     definition = LabelDefinition()
-    dates = snapshot_dates(io.lake_end(lake), definition, args.snapshots)
+    dates = snapshot_dates(storage.lake_end(lake), definition, args.snapshots)
     if len(dates) < 2:
         raise SystemExit("--snapshots must be at least 2 (training and validation)")
     print(
@@ -180,7 +180,7 @@ def _build_cache(lake: Path, cache: Path, args: argparse.Namespace) -> None:
 
 def _pad(table: pd.DataFrame, width: int) -> pd.DataFrame:
     """Add derived numeric columns until there are ``width`` model features (or drop the last ones if fewer)."""
-    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
 
     numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
     features = list(FEATURE_NAMES)

@@ -19,7 +19,7 @@ from _measure import measure  # noqa: E402
 
 from pipelines import io  # noqa: E402
 from pipelines.config import PROJECT_ROOT  # noqa: E402
-from pipelines.validate import BATCH_ROWS, validate_lake  # noqa: E402
+from pipelines.data.gates import BATCH_ROWS, validate_lake  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def _row(label: str, value: dict, base: dict) -> str:
 
 
 def cdnow(seeds: list[int], data: Path) -> None:
-    from pipelines.value import evaluate_cdnow
+    from pipelines.models.value import evaluate_cdnow
 
     for seed in seeds:
         started = time.perf_counter()
@@ -45,10 +45,9 @@ def cdnow(seeds: list[int], data: Path) -> None:
 def bank(seeds: list[int], customers: int) -> None:
     import pandas as pd
 
-    from pipelines import io
-    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES
-    from pipelines.synth import SynthConfig, generate_bank
-    from pipelines.value import (
+    from pipelines.data import storage
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.models.value import (
         ID,
         LABEL,
         ValueConfig,
@@ -59,6 +58,7 @@ def bank(seeds: list[int], customers: int) -> None:
         predict_btyd,
         value_metrics,
     )
+    from pipelines.synthetic.bank import SynthConfig, generate_bank
 
     as_of = pd.Timestamp("2025-07-01")
     config = ValueConfig()
@@ -72,8 +72,8 @@ def bank(seeds: list[int], customers: int) -> None:
             is_test = _unit_hash(data[ID].to_numpy(), f"test{config.seed}") < 0.3
             fit, test = data.loc[~is_test], data.loc[is_test]
             model = fit_value_model(fit, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
-            months = [m for m in io.list_months(lake, "transactions") if m < "2025-07"]
-            txn = io.read_table(lake, "transactions", months=months, columns=[ID, "txn_ts", "amount"])
+            months = [m for m in storage.list_months(lake, "transactions") if m < "2025-07"]
+            txn = storage.read_table(lake, "transactions", months=months, columns=[ID, "txn_ts", "amount"])
             baseline = predict_btyd(
                 fit_btyd(txn, as_of, date_col="txn_ts"),
                 (as_of + pd.DateOffset(months=6) - as_of).days,

@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     """churn_training, value_training, then every campaign DAG (or the ``--campaign`` ones), then the summary."""
     import argparse
 
-    from pipelines import io
-    from pipelines.campaign import load_specs
+    from pipelines.campaigns.spec import load_specs
     from pipelines.cli import run_summary
+    from pipelines.data import storage
 
     parser = argparse.ArgumentParser(description="the platform's main job through Airflow (dag.test)")
     parser.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaign", action="append", help="only this campaign (repeatable; default: all)")
     args = parser.parse_args(argv)
     settings = load_settings().with_data_dir(args.data)
-    as_of = args.as_of or io.lake_end(settings.lake_dir)
+    as_of = args.as_of or storage.lake_end(settings.lake_dir)
     known = [s.name for s in load_specs(settings.campaigns_dir)]
     unknown = sorted(set(args.campaign or ()) - set(known))
     if unknown:
@@ -185,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 def _read_out(settings: Settings, as_of: date, runs: dict[str, str]) -> list[dict]:
     """On a generated bank, let the synthetic world answer each run (its contacts and responses land in the
     lake), then run ``campaign_readout`` once every window has closed. Returns the stored readouts."""
-    from pipelines import io, jobs
-    from pipelines.oracle import truth_available
+    from pipelines import jobs
+    from pipelines.data import storage
+    from pipelines.synthetic.oracle import truth_available
 
     if not truth_available(settings.data_dir):
         print("no synthetic world beside this lake: the readouts wait for the real response feed")
@@ -197,7 +198,7 @@ def _read_out(settings: Settings, as_of: date, runs: dict[str, str]) -> list[dic
         jobs.simulate_responses(settings, run_id, progress=print)
     window = max(jobs.load_campaign(settings, name).response_window_days for name in runs.values())
     print(run_dag(settings, "campaign_readout", as_of + timedelta(days=window + 1)).describe())
-    return [io.read_json(settings.runs_dir / f"readout__{run_id}" / "readout.json") for run_id in runs]
+    return [storage.read_json(settings.runs_dir / f"readout__{run_id}" / "readout.json") for run_id in runs]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _positive(value: str) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.synth import SynthConfig, generate_bank, summary_lines
+    from pipelines.synthetic.bank import SynthConfig, generate_bank, summary_lines
 
     out = Path(args.out or args.data or settings.data_dir)
     config = SynthConfig(
@@ -49,12 +49,12 @@ def _cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import io
+    from pipelines.data import storage
+    from pipelines.data.gates import validate_lake
     from pipelines.runs import make_run_id, run_dir
-    from pipelines.validate import validate_lake
 
     settings = settings.with_data_dir(args.data)
-    as_of = args.as_of or io.lake_end(settings.lake_dir)
+    as_of = args.as_of or storage.lake_end(settings.lake_dir)
     run_id = make_run_id("validate", as_of)
     report_dir = run_dir(settings.runs_dir, run_id) / "validation"
     result = validate_lake(
@@ -66,7 +66,8 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.train import TrainConfig, train_churn, train_table
+    from pipelines.jobs.training import train_churn
+    from pipelines.models.propensity import TrainConfig, train_table
 
     if args.model == "uplift":
         return _train_uplift(args, settings)
@@ -83,7 +84,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print("champion: models:/value@champion")
         return 0
     if args.model == "churn":
-        from pipelines.labels import LabelDefinition
+        from pipelines.features.labels import LabelDefinition
 
         settings = settings.with_data_dir(args.data)
         print(f"tracking: {settings.mlflow_tracking_uri}")
@@ -152,7 +153,7 @@ def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError(f"pmp train uplift --table needs --{flag}")
     if args.ordered:
         raise ValueError("pmp train uplift splits at random by treatment x outcome: --ordered does not apply")
-    from pipelines.uplift_model import train_uplift_table
+    from pipelines.models.uplift_training import train_uplift_table
 
     exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
     print(f"tracking: {settings.mlflow_tracking_uri}")
@@ -177,8 +178,8 @@ def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_readout(args: argparse.Namespace, settings: Settings) -> int:
     """The readout of an experiment in a flat file: rates, lift with CI, p-value and the SRM verdict."""
-    from pipelines.readout import readout
-    from pipelines.train import read_table
+    from pipelines.models.propensity import read_table
+    from pipelines.readout.stats import readout
 
     if (args.table is None) == (args.campaign_id is None):
         raise ValueError(
@@ -380,12 +381,12 @@ def _cmd_score(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import db
+    from pipelines.campaigns import store
 
     settings = settings.with_data_dir(args.data)
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
-    runs = db.list_runs(engine, args.campaign)
+    engine = store.make_engine(settings.database_url)
+    store.ensure_schema(engine)
+    runs = store.list_runs(engine, args.campaign)
     if runs.empty:
         print(f"no campaign runs in {settings.database_url}")
         return 0
@@ -421,18 +422,19 @@ def _cmd_lists(args: argparse.Namespace, settings: Settings) -> int:
     import json
     from datetime import datetime
 
-    from pipelines import db, io
+    from pipelines.campaigns import store
+    from pipelines.data import storage
 
     settings = settings.with_data_dir(args.data)
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
-    engine = db.make_engine(settings.database_url)
+    engine = store.make_engine(settings.database_url)
     groups = ("treatment", "holdout") if args.all_groups else ("treatment",)
-    run_id = db.resolve_run(engine, args.campaign, args.run)
-    targets = db.read_targets(engine, args.campaign, run_id, groups=groups)
+    run_id = store.resolve_run(engine, args.campaign, args.run)
+    targets = store.read_targets(engine, args.campaign, run_id, groups=groups)
     if args.with_contact:
-        contact = io.read_table(
+        contact = storage.read_table(
             settings.lake_dir, "customers", columns=["customer_id", "full_name", "phone", "email"]
         )
         targets = targets.merge(contact, on="customer_id", how="left", validate="one_to_one")

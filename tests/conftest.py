@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synth import SynthConfig, generate_bank
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import history, oracle
-from pipelines.readout import readout
-from pipelines.synth import SynthConfig, generate_bank
+from pipelines.features import history
+from pipelines.readout.stats import readout
+from pipelines.synthetic import oracle
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 SEEDS = range(20)
 WINDOW = 14

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import io, validate
 from pipelines.config import PROJECT_ROOT
+from pipelines.data import gates, storage
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 
@@ -33,7 +33,9 @@ FAULT_RULES = {
 @pytest.mark.slow
 def test_clean_generated_bank_passes_without_warnings(bank, tmp_path):
     lake = bank / "lake"
-    result = validate.validate_lake(lake, io.lake_end(lake), EXPECTATIONS, report_dir=tmp_path, progress=None)
+    result = gates.validate_lake(
+        lake, storage.lake_end(lake), EXPECTATIONS, report_dir=tmp_path, progress=None
+    )
     assert result.success, result.summary()
     assert not result.warnings, result.summary()
     assert not [o for t in result.tables.values() for o in t.skipped], result.summary()
@@ -43,8 +45,8 @@ def test_clean_generated_bank_passes_without_warnings(bank, tmp_path):
 @pytest.mark.slow
 def test_every_fault_of_the_dirty_generator_is_critical(dirty_bank):
     lake = dirty_bank / "lake"
-    injected = io.read_json(dirty_bank / "truth" / "manifest.json")["dirty_faults"]
-    result = validate.validate_lake(lake, io.lake_end(lake), EXPECTATIONS, progress=None)
+    injected = storage.read_json(dirty_bank / "truth" / "manifest.json")["dirty_faults"]
+    result = gates.validate_lake(lake, storage.lake_end(lake), EXPECTATIONS, progress=None)
     assert not result.success
     expected = set()
     for table, faults in injected.items():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines import sources, validate
 from pipelines.config import PROJECT_ROOT
+from pipelines.data import gates, schema, sources
 
 DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
 RETAIL = DATA / "online_retail.csv.gz"
@@ -30,12 +30,12 @@ def mapped() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def result(mapped):
-    return validate.validate_frame(mapped, "transactions", AS_OF, EXPECTATIONS)
+    return gates.validate_frame(mapped, "transactions", AS_OF, EXPECTATIONS)
 
 
 def test_mapping_keeps_every_row_and_follows_the_schema(raw, mapped):
     assert len(mapped) == len(raw) == 541_909
-    assert list(mapped.columns) == [c.name for c in validate.schema.TRANSACTIONS.columns]
+    assert list(mapped.columns) == [c.name for c in schema.TRANSACTIONS.columns]
     assert mapped["txn_id"].is_unique
     assert str(mapped["customer_id"].dtype) == "Int64"
     assert mapped["customer_id"].nunique() == 4_372
@@ -78,5 +78,5 @@ def test_nothing_else_is_critical_and_the_run_is_stopped(result):
         "amount not negative",
         "amount not zero",
     }
-    with pytest.raises(validate.ValidationError, match="135080 rows"):
-        validate.require_valid(result)
+    with pytest.raises(gates.ValidationError, match="135080 rows"):
+        gates.require_valid(result)

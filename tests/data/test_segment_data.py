@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import io, segment, sources
-from pipelines.campaign import InvalidCustomerRule, invalid_customers
-from pipelines.features import build_features, load_tables
-from pipelines.schema import TABLES
+from pipelines.campaigns.spec import InvalidCustomerRule, invalid_customers
+from pipelines.data import sources, storage
+from pipelines.data.schema import TABLES
+from pipelines.features.wide_table import build_features, load_tables
+from pipelines.models import segmentation
 
 AS_OF = pd.Timestamp("2026-01-01")  # the bank fixture's lake end
 # Our stages that the generator has no state for, read as the nearest hidden state: a never-used account is a
@@ -32,14 +33,14 @@ def bank_wide(bank) -> pd.DataFrame:
 def hidden_state(bank, bank_wide) -> np.ndarray:
     """The generator's state at the last month end before as_of, aligned to the wide table."""
     month_end = AS_OF - pd.Timedelta(days=1)
-    truth = io.read_table(bank / "truth", "churn", months=[month_end.strftime("%Y-%m")])
+    truth = storage.read_table(bank / "truth", "churn", months=[month_end.strftime("%Y-%m")])
     truth = truth.loc[truth["month_end"] == month_end].set_index("customer_id")["state"].astype(str)
     return truth.reindex(bank_wide["customer_id"]).to_numpy()
 
 
 def test_lifecycle_stages_agree_with_the_hidden_states(bank_wide, hidden_state):
     assert not pd.isna(hidden_state).any(), "every open customer has a truth row at the month end"
-    stages = segment.lifecycle_stages(bank_wide).astype(str)
+    stages = segmentation.lifecycle_stages(bank_wide).astype(str)
     ours = stages.replace(TO_HIDDEN).to_numpy()
     agreement = float((ours == hidden_state).mean())
     recall = {s: float((ours[hidden_state == s] == s).mean()) for s in MIN_RECALL}
@@ -54,14 +55,14 @@ def test_lifecycle_stages_agree_with_the_hidden_states(bank_wide, hidden_state):
 
 def test_all_segments_on_the_bank_with_invalid_customers(bank, bank_wide):
     invalid = invalid_customers(bank / "lake", AS_OF, InvalidCustomerRule())
-    seg, model = segment.assign_segments(bank_wide, invalid_ids=invalid)
+    seg, model = segmentation.assign_segments(bank_wide, invalid_ids=invalid)
     assert len(seg) == len(bank_wide) and (seg["customer_id"].to_numpy() == bank_wide["customer_id"]).all()
     assert seg[["rfm_segment", "lifecycle_stage", "persona"]].notna().all().all()
     assert int(seg["is_invalid"].sum()) == int(np.isin(bank_wide["customer_id"], invalid).sum())
-    assert (seg[list(segment.FLAG_COLUMNS)].sum(axis=1) == 1).all()
-    assert set(seg["rfm_segment"]) == set(segment.RFM_SEGMENTS)
+    assert (seg[list(segmentation.FLAG_COLUMNS)].sum(axis=1) == 1).all()
+    assert set(seg["rfm_segment"]) == set(segmentation.RFM_SEGMENTS)
     assert len(model.names) == 6 and len(set(model.names)) == 6
-    summary = segment.segment_summary(seg)
+    summary = segmentation.segment_summary(seg)
     assert summary.groupby("column")["customers"].sum().eq(len(seg)).all()
 
 
@@ -113,8 +114,8 @@ def test_online_retail_gets_rfm_segments_and_lifecycle_stages(shared_data):
     first_seen = tables["customers"]["signup_date"]
     assert len(wide) == int((first_seen < RETAIL_AS_OF).sum()) > 4000
 
-    rfm = segment.rfm_scores(wide)
-    stages = segment.lifecycle_stages(wide)
+    rfm = segmentation.rfm_scores(wide)
+    stages = segmentation.lifecycle_stages(wide)
     assert rfm["rfm_segment"].notna().all() and stages.notna().all()
     for score in ("r_score", "f_score", "m_score"):
         assert rfm[score].between(1, 5).all()
@@ -129,5 +130,5 @@ def test_online_retail_gets_rfm_segments_and_lifecycle_stages(shared_data):
     assert (stages[silent] == "churned").all()
     assert (rfm.loc[silent & (wide["tenure_days"] > 90), "rfm_segment"].isin(["Lost", "Hibernating"])).all()
 
-    seg, _ = segment.assign_segments(wide)
+    seg, _ = segmentation.assign_segments(wide)
     assert seg[["rfm_segment", "lifecycle_stage", "persona"]].notna().all().all()

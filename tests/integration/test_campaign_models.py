@@ -12,12 +12,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import history, io, jobs, oracle
+from pipelines import jobs
+from pipelines.campaigns.score import load_scoring_model
 from pipelines.config import Settings
-from pipelines.score import load_scoring_model
-from pipelines.synth import SynthConfig, generate_bank
-from pipelines.uplift import HETEROGENEITY
-from pipelines.uplift_model import champion_verdict
+from pipelines.data import storage
+from pipelines.features import history
+from pipelines.models.uplift import HETEROGENEITY
+from pipelines.models.uplift_training import champion_verdict
+from pipelines.synthetic import oracle
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +49,7 @@ def test_uplift_reaches_80_percent_of_the_oracle_qini_with_a_reliable_verdict(tr
 def test_the_top_30_percent_by_uplift_holds_more_true_incremental_conversions_than_by_response(trained):
     settings, _ = trained
     folder = jobs._models_folder(settings, None)
-    test = history.split_by_campaign(io.read_frame(folder / "history.parquet")).test
+    test = history.split_by_campaign(storage.read_frame(folder / "history.parquet")).test
     true_uplift = oracle.oracle_uplift(settings.data_dir, test, 14)
     k = int(0.3 * len(test))
 
@@ -65,7 +68,7 @@ def test_the_models_record_which_campaigns_fed_them(trained):
     from mlflow import MlflowClient
 
     settings, result = trained
-    campaigns = io.read_json(jobs._models_folder(settings, None) / "history.json")["campaigns"]
+    campaigns = storage.read_json(jobs._models_folder(settings, None) / "history.json")["campaigns"]
     assert len(campaigns["train"]) == 4 and len(campaigns["valid"]) == len(campaigns["test"]) == 1
     client = MlflowClient(settings.mlflow_tracking_uri)
     for name in ("response", "uplift"):

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import validate
-from pipelines.labels import LABEL, SNAPSHOT
-from pipelines.synth import SynthConfig, generate_bank
-from pipelines.train import CHALLENGER, CHAMPION, TrainConfig, train_churn
+from pipelines.data import gates
+from pipelines.features.labels import LABEL, SNAPSHOT
+from pipelines.jobs.training import train_churn
+from pipelines.models.propensity import CHALLENGER, CHAMPION, TrainConfig
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 from tests.conftest import PROJECT_ROOT
 
 
@@ -110,7 +111,7 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_mlflow_says_why(bank
         assert len(report["snapshots"]) == 5
         assert all(s["success"] and s["rows"] > 15_000 for s in report["snapshots"].values())
         assert sum(s["expectations"] for s in report["snapshots"].values()) == 5 * len(
-            validate.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]
+            gates.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]
         )
 
 
@@ -125,7 +126,7 @@ def test_a_critical_feature_failure_stops_training_before_anything_is_logged(ban
     (expectations / "customer_features.json").write_text(json.dumps(suite))
     tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
-    with pytest.raises(validate.ValidationError) as caught:
+    with pytest.raises(gates.ValidationError) as caught:
         train_churn(bank, tracking_uri=tracking, expectations_dir=expectations, snapshots=3, progress=None)
     message = str(caught.value)
     assert message.startswith("churn training stopped: the wide table failed its critical expectations")

@@ -24,9 +24,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from pipelines import db, io, jobs
+from pipelines import jobs
+from pipelines.campaigns import store
 from pipelines.config import Settings, airflow_environment
-from pipelines.synth import SynthConfig, generate_bank
+from pipelines.data import storage
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 from tests.conftest import PROJECT_ROOT, local_runner
 
 airflow_local = local_runner()
@@ -65,8 +67,8 @@ class Platform:
             return airflow_local.run_dag(self.settings, dag_id, as_of)
 
     def engine(self):
-        engine = db.make_engine(self.settings.database_url)
-        db.ensure_schema(engine)
+        engine = store.make_engine(self.settings.database_url)
+        store.ensure_schema(engine)
         return engine
 
 
@@ -152,7 +154,7 @@ def table_rows(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (db.campaign_runs, db.campaign_targets, db.campaign_exclusions)
+            for t in (store.campaign_runs, store.campaign_targets, store.campaign_exclusions)
         }
 
 
@@ -187,7 +189,7 @@ def lake(tmp_path_factory) -> Path:
 def trained(airflow_settings, lake, tmp_path_factory) -> Trained:
     """One churn_training run on the small bank; its MLflow store holds the champion the campaign tests use."""
     platform = make_platform(airflow_settings, lake, tmp_path_factory.mktemp("mlruns"))
-    as_of = io.lake_end(platform.settings.lake_dir)
+    as_of = storage.lake_end(platform.settings.lake_dir)
     before = asset_events(CHAMPION_URI)
     first = platform.run("churn_training", as_of)
     return Trained(platform, as_of, first, before, asset_events(CHAMPION_URI), queued_for(CHAMPION_URI))
@@ -259,7 +261,7 @@ def campaign_platform(trained: Trained, tmp_path: Path, database_url: str) -> Pl
 def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
     trained, tmp_path, request, backend
 ):
-    from pipelines.score import check_sample_ratio
+    from pipelines.campaigns.score import check_sample_ratio
 
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
     platform = campaign_platform(trained, tmp_path, url)
@@ -277,16 +279,16 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
     assert outcome.results["score"]["model_version"] == champion
     engine = platform.engine()
     try:
-        runs = db.list_runs(engine, CAMPAIGN)
+        runs = store.list_runs(engine, CAMPAIGN)
         assert len(runs) == 1, runs
         run = runs.iloc[0]
         assert (run.run_id, run.status) == (run_id, "succeeded")
         assert (run.model_name, run.model_version) == ("churn", champion)
         assert pd.Timestamp(run.logical_date).date() == as_of
 
-        targets = db.read_targets(engine, CAMPAIGN, run_id, groups=("treatment", "holdout"))
+        targets = store.read_targets(engine, CAMPAIGN, run_id, groups=("treatment", "holdout"))
         counts = targets["target_group"].value_counts().to_dict()
-        assert db.group_counts(engine, run_id) == counts
+        assert store.group_counts(engine, run_id) == counts
         assert (
             counts["treatment"] + counts["holdout"] == len(targets) == run.n_selected == spec.selection.top_k
         )
@@ -302,7 +304,7 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
         # Segments travel with the targets, and the run's segment mix is stored and sums to the audience.
         for column in ("rfm_segment", "lifecycle_stage", "persona"):
             assert targets[column].notna().all(), column
-        mix = db.read_segments(engine, run_id)
+        mix = store.read_segments(engine, run_id)
         for dim, part in mix.groupby("dimension"):
             assert part["customers"].sum() == len(targets), dim
             assert (part["treatment"] + part["holdout"] == part["customers"]).all()
@@ -310,13 +312,13 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
 
         # Exclusions are audited: every scored customer is either eligible or excluded with a reason, and no
         # excluded customer is a target.
-        exclusions = db.read_exclusions(engine, run_id)
+        exclusions = store.read_exclusions(engine, run_id)
         assert len(exclusions) == run.n_excluded == written["excluded"] > 0
         assert run.n_scored == written["scored"] == run.n_eligible + run.n_excluded
         assert exclusions["exclusion_reason"].notna().all()
         assert exclusions["exclusion_reason"].value_counts().to_dict() == written["excluded_by_reason"]
         assert set(exclusions["customer_id"]).isdisjoint(targets["customer_id"])
-        customers = io.read_table(
+        customers = storage.read_table(
             platform.settings.lake_dir,
             "customers",
             columns=["customer_id", "do_not_contact", "marketing_opt_out"],
@@ -338,15 +340,15 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
         again = platform.run(CAMPAIGN_DAG, as_of)
         assert set(states(again).values()) == {"success"}, again.describe()
         assert table_rows(engine) == rows
-        assert db.list_runs(engine, CAMPAIGN)["run_id"].tolist() == [run_id]
-        retargeted = db.read_targets(engine, CAMPAIGN, run_id, groups=("treatment", "holdout"))
+        assert store.list_runs(engine, CAMPAIGN)["run_id"].tolist() == [run_id]
+        retargeted = store.read_targets(engine, CAMPAIGN, run_id, groups=("treatment", "holdout"))
         # The persona model stored by the first run is re-applied: unchanged customers keep their persona.
         key = ["customer_id", "target_group", "rank", "rfm_segment", "lifecycle_stage", "persona"]
         pd.testing.assert_frame_equal(
             retargeted[key].sort_values("customer_id").reset_index(drop=True),
             targets[key].sort_values("customer_id").reset_index(drop=True),
         )
-        reexcluded = db.read_exclusions(engine, run_id)
+        reexcluded = store.read_exclusions(engine, run_id)
         assert reexcluded["customer_id"].tolist() == exclusions["customer_id"].tolist()
     finally:
         engine.dispose()
@@ -358,7 +360,7 @@ def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_o
     data = tmp_path / "dirty"
     generate_bank(DIRTY_BANK, data, progress=None)
     platform = make_platform(airflow_settings, data, tmp_path / "mlruns")
-    as_of = io.lake_end(platform.settings.lake_dir)
+    as_of = storage.lake_end(platform.settings.lake_dir)
     engine = platform.engine()  # an empty campaign database, so "nothing written" is a row count
     before = table_rows(engine)
 
@@ -379,7 +381,7 @@ def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_o
     assert tries_archived(CAMPAIGN_DAG, run_id) == []
     # The gate wrote its report, naming the critical failures, and the campaign database is untouched.
     report = platform.settings.runs_dir / f"validate__{as_of:%Y-%m-%d}" / "validation" / "validation.json"
-    gate = io.read_json(report)
+    gate = storage.read_json(report)
     assert gate["success"] is False and gate["critical_failures"], gate
     assert before == dict.fromkeys(("campaign_runs", "campaign_targets", "campaign_exclusions"), 0)
     assert table_rows(engine) == before
@@ -398,8 +400,8 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
 
     from mlflow import MlflowClient
 
-    from pipelines.uplift import HETEROGENEITY
-    from pipelines.uplift_model import champion_verdict
+    from pipelines.models.uplift import HETEROGENEITY
+    from pipelines.models.uplift_training import champion_verdict
 
     data = tmp_path / "data"
     for part in ("lake", "truth"):  # a private copy: the world's answer is written into the lake
@@ -439,7 +441,7 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
 
     engine = platform.engine()
     try:
-        results = db.read_results(engine).set_index("campaign_id")
+        results = store.read_results(engine).set_index("campaign_id")
     finally:
         engine.dispose()
     row = results.loc[run_id]
@@ -466,7 +468,7 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
     after = (pd.Timestamp(as_of) + pd.Timedelta(days=15)).date()
     with platform.environment():
         again = jobs.run_campaign_models(settings, after, progress=None)
-    campaigns = io.read_json(jobs._models_folder(settings, after) / "history.json")["campaigns"]
+    campaigns = storage.read_json(jobs._models_folder(settings, after) / "history.json")["campaigns"]
     assert campaigns["test"] == [run_id]
     assert campaigns["valid"] == first_campaigns["test"]
     assert client.get_run(again["uplift"]["mlflow_run_id"]).data.tags["lineage.campaigns_test"] == run_id

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import uplift_model
 from pipelines.cli import main
-from pipelines.uplift import HETEROGENEITY, uplift_config
-from pipelines.uplift_model import train_uplift_table
+from pipelines.models import uplift_training
+from pipelines.models.uplift import HETEROGENEITY, uplift_config
+from pipelines.models.uplift_training import train_uplift_table
 from tests.unit.test_uplift_model import simulate
 
 FAST = uplift_config(learning_rate=0.1, n_estimators=300, early_stopping_rounds=30, num_threads=1)
@@ -43,7 +43,7 @@ def experiment_csv(path: Path, n: int = 12_000, seed: int = 3) -> Path:
 @pytest.fixture
 def fast_defaults(monkeypatch):
     """The CLI trains with the default settings; the test swaps in fewer, faster rounds on one thread."""
-    monkeypatch.setattr(uplift_model, "uplift_config", lambda **kw: FAST)
+    monkeypatch.setattr(uplift_training, "uplift_config", lambda **kw: FAST)
 
 
 CLI = [

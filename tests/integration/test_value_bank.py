@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.features import FEATURE_NAMES, build_features, load_tables
-from pipelines.synth import SynthConfig, generate_bank
-from pipelines.train import CHALLENGER, CHAMPION, load_champion
-from pipelines.value import SNAPSHOT, ValueConfig, predict_value, train_value
+from pipelines.features.wide_table import FEATURE_NAMES, build_features, load_tables
+from pipelines.models.propensity import CHALLENGER, CHAMPION, load_champion
+from pipelines.models.value import SNAPSHOT, ValueConfig, predict_value, train_value
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 BANK = SynthConfig(customers=8_000, months=12, seed=7, chunk_size=8_000)
 

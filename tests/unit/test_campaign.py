@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipelines import campaign, io
-from pipelines.campaign import (
+from pipelines.campaigns import spec as campaign
+from pipelines.campaigns.spec import (
     AUDIENCE_COLUMNS,
     EXCLUSION_COLUMNS,
     KNOWN_MODELS,
@@ -31,8 +31,9 @@ from pipelines.campaign import (
     parse_spec,
     select_audience,
 )
-from pipelines.features import FEATURE_NAMES, build_features, load_tables
-from pipelines.schema import TABLES
+from pipelines.data import storage
+from pipelines.data.schema import TABLES
+from pipelines.features.wide_table import FEATURE_NAMES, build_features, load_tables
 
 CAMPAIGNS = Path(__file__).resolve().parents[2] / "campaigns"
 AS_OF = pd.Timestamp("2026-01-01")
@@ -130,7 +131,7 @@ def test_a_fixed_holdout_fraction_is_used_as_it_is():
 
 
 def test_an_auto_holdout_is_sized_by_power_analysis():
-    from pipelines.power import holdout_fraction_for, power_of
+    from pipelines.campaigns.power import holdout_fraction_for, power_of
 
     spec = _spec(**AUTO)
     assert spec.holdout_fraction == "auto"
@@ -472,7 +473,7 @@ def _write(lake: Path, name: str, columns: dict[str, list]) -> None:
             ts = pd.to_datetime(pd.Series(values))
             values = [None if pd.isna(t) else (t.date() if pa.types.is_date(col.type) else t) for t in ts]
         arrays.append(pa.array(values, type=col.type))
-    io.write_partitioned(pa.Table.from_arrays(arrays, schema=spec.arrow_schema), spec, lake, part=0)
+    storage.write_partitioned(pa.Table.from_arrays(arrays, schema=spec.arrow_schema), spec, lake, part=0)
 
 
 def test_lake_contact_history_keeps_treatment_contacts_sent_before_as_of(tmp_path):
@@ -707,11 +708,11 @@ def test_invalid_customers_on_a_hand_made_lake(tmp_path, monkeypatch, lookup_spa
 
 def test_invalid_customers_matches_a_brute_force_read_of_the_bank(bank):
     lake = bank / "lake"
-    as_of = pd.Timestamp(io.lake_end(lake))
+    as_of = pd.Timestamp(storage.lake_end(lake))
     rule = InvalidCustomerRule(max_assets=5_000.0, inactive_months=2)
     fast = invalid_customers(lake, as_of, rule)
 
-    balances = io.read_table(lake, "balances")
+    balances = storage.read_table(lake, "balances")
     last = balances.loc[
         balances["month_end"] == balances.loc[balances["month_end"] < as_of, "month_end"].max()
     ]
@@ -719,7 +720,7 @@ def test_invalid_customers_matches_a_brute_force_read_of_the_bank(bank):
     start = as_of - pd.DateOffset(months=rule.inactive_months)
     active: set[int] = set()
     for table, ts in (("transactions", "txn_ts"), ("app_events", "event_ts")):
-        frame = io.read_table(lake, table, columns=["customer_id", ts])
+        frame = storage.read_table(lake, table, columns=["customer_id", ts])
         active |= set(frame.loc[(frame[ts] >= start) & (frame[ts] < as_of), "customer_id"])
     expected = sorted(low - active)
     assert fast.tolist() == expected
@@ -775,14 +776,16 @@ def test_select_audience_uses_the_given_deciles_not_recomputed_ones():
 
 def test_demo_specs_leave_a_usable_treatment_group_on_the_demo_bank(bank):
     lake = bank / "lake"
-    as_of = pd.Timestamp(io.lake_end(lake))
+    as_of = pd.Timestamp(storage.lake_end(lake))
     wide = build_features(load_tables(lake, as_of), as_of)
     # No model here: the true 90-day churn probability stands in for a calibrated churn score.
-    truth = io.read_table(bank / "truth", "churn", months=[io.month_key(as_of - pd.Timedelta(days=1))])
+    truth = storage.read_table(
+        bank / "truth", "churn", months=[storage.month_key(as_of - pd.Timedelta(days=1))]
+    )
     wide["score"] = truth.set_index("customer_id")["p_churn_90d"].reindex(wide["customer_id"]).to_numpy()
     rank = wide["score"].rank(method="first", ascending=False)
     wide["decile"] = np.ceil(rank / len(wide) * 10).astype(np.int64)
-    customers = io.read_table(
+    customers = storage.read_table(
         lake, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
     )
     history = lake_contact_history(lake, as_of)

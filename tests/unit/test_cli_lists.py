@@ -8,8 +8,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines import db, io
+from pipelines.campaigns import store
 from pipelines.cli import main
+from pipelines.data import storage
 
 PII = {"full_name", "phone", "email", "national_id"}
 
@@ -21,7 +22,9 @@ def staff_data(tmp_path, monkeypatch):
     assert main(["synth", "--customers", "300", "--months", "1", "--seed", "3", "--out", str(data)]) == 0
     monkeypatch.setenv("PM_DATA_DIR", str(data))
     ids = (
-        io.read_table(data / "lake", "customers", columns=["customer_id"])["customer_id"].head(10).to_numpy()
+        storage.read_table(data / "lake", "customers", columns=["customer_id"])["customer_id"]
+        .head(10)
+        .to_numpy()
     )
     targets = pd.DataFrame(
         {
@@ -40,10 +43,10 @@ def staff_data(tmp_path, monkeypatch):
             "persona": "revolver",
         }
     )
-    engine = db.make_engine(f"sqlite:///{data / 'campaigns.db'}")
-    db.ensure_schema(engine)
-    run = db.RunRecord("campaign_scoring__2025-02-01__demo", "demo", date(2025, 2, 1), "churn", "1")
-    db.write_run(
+    engine = store.make_engine(f"sqlite:///{data / 'campaigns.db'}")
+    store.ensure_schema(engine)
+    run = store.RunRecord("campaign_scoring__2025-02-01__demo", "demo", date(2025, 2, 1), "churn", "1")
+    store.write_run(
         engine, run, targets, targets.iloc[:0][["customer_id"]].assign(exclusion_reason="", detail="")
     )
     return data

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, select
 
-from pipelines import db
+from pipelines.campaigns import store
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def make_run(
     campaign: str = "winback",
     logical_date: date = date(2026, 1, 1),
     **kwargs,
-) -> db.RunRecord:
+) -> store.RunRecord:
     fields = {
         "model_name": "churn",
         "model_version": "3",
@@ -73,14 +73,14 @@ def make_run(
         "finished_at": T0 + timedelta(minutes=1),
         "details": {"budget": 10},
     }
-    return db.RunRecord(run_id=run_id, campaign=campaign, logical_date=logical_date, **(fields | kwargs))
+    return store.RunRecord(run_id=run_id, campaign=campaign, logical_date=logical_date, **(fields | kwargs))
 
 
 def dump_tables(engine) -> dict[str, list[tuple]]:
     """Every row of the three tables, in key order: equal dumps mean equal contents."""
     out = {}
     with engine.connect() as conn:
-        for table in (db.campaign_runs, db.campaign_targets, db.campaign_exclusions):
+        for table in (store.campaign_runs, store.campaign_targets, store.campaign_exclusions):
             out[table.name] = [
                 tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key.columns))
             ]
@@ -106,8 +106,8 @@ def db_path(tmp_path) -> Path:
 
 @pytest.fixture
 def engine(db_path):
-    engine = db.make_engine(f"sqlite:///{db_path}")
-    db.ensure_schema(engine)
+    engine = store.make_engine(f"sqlite:///{db_path}")
+    store.ensure_schema(engine)
     yield engine
     engine.dispose()
 
@@ -119,7 +119,7 @@ def test_make_engine_creates_the_folder_only_when_called(tmp_path):
     folder = tmp_path / "a" / "b"
     url = f"sqlite:///{folder / 'campaigns.db'}"
     assert not folder.exists()
-    engine = db.make_engine(url)
+    engine = store.make_engine(url)
     assert folder.is_dir()
     assert not (folder / "campaigns.db").exists(), "make_engine must not connect"
     engine.dispose()
@@ -127,20 +127,20 @@ def test_make_engine_creates_the_folder_only_when_called(tmp_path):
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg2://u@h/d", "mysql://u@h/d"])
 def test_make_engine_refuses_unsupported_backends(url):
-    with pytest.raises(db.CampaignDBError, match="psycopg|unsupported"):
-        db.make_engine(url)
+    with pytest.raises(store.CampaignDBError, match="psycopg|unsupported"):
+        store.make_engine(url)
 
 
 def test_make_engine_uses_psycopg3_for_plain_postgresql_urls():
-    engine = db.make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    engine = store.make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
     assert engine.dialect.driver == "psycopg"
 
 
 def test_ensure_schema_is_idempotent_and_keeps_data(engine):
-    db.write_run(engine, make_run(), make_targets(), make_exclusions([100]))
+    store.write_run(engine, make_run(), make_targets(), make_exclusions([100]))
     before = dump_tables(engine)
-    db.ensure_schema(engine)
-    db.ensure_schema(engine)
+    store.ensure_schema(engine)
+    store.ensure_schema(engine)
     assert dump_tables(engine) == before
     inspector = inspect(engine)
     assert {"campaign_runs", "campaign_targets", "campaign_exclusions"} <= set(inspector.get_table_names())
@@ -154,7 +154,7 @@ def test_ensure_schema_is_idempotent_and_keeps_data(engine):
             "EXPLAIN QUERY PLAN SELECT * FROM campaign_targets WHERE run_id = 'x' ORDER BY rank"
         ).all()
     assert "USING PRIMARY KEY (run_id=?)" in " ".join(str(row[-1]) for row in plan), plan
-    columns = {c["name"] for t in db.metadata.tables for c in inspector.get_columns(t)}
+    columns = {c["name"] for t in store.metadata.tables for c in inspector.get_columns(t)}
     assert not {c for c in columns if any(p in c for p in ("name", "phone", "email", "address"))} - {
         "model_name"
     }
@@ -172,21 +172,21 @@ def test_roundtrip_keeps_values_and_dtypes(engine):
         lifecycle_stage="active",
         persona=None,
     )
-    db.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
+    store.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
 
-    got = db.read_targets(engine, "winback", groups=("treatment", "holdout"))
-    expected = targets[list(db.TARGET_COLUMNS)].astype({c: "str" for c in db.TARGET_COLUMNS[4:]})
+    got = store.read_targets(engine, "winback", groups=("treatment", "holdout"))
+    expected = targets[list(store.TARGET_COLUMNS)].astype({c: "str" for c in store.TARGET_COLUMNS[4:]})
     expected.insert(0, "run_id", "campaign__winback__2026-01-01")
     pd.testing.assert_frame_equal(got, expected.astype({"run_id": "str"}))
     assert got["score"].tolist() == targets["score"].tolist(), "floats must round-trip exactly"
     assert got["reason_2"].isna().sum() == 4 and got["reason_3"].isna().all()
     assert set(got["rfm_segment"]) == {"Champions"} and got["persona"].isna().all()
 
-    treatment = db.read_targets(engine, "winback")
+    treatment = store.read_targets(engine, "winback")
     assert set(treatment["target_group"]) == {"treatment"} and len(treatment) == 8
     assert treatment["rank"].is_monotonic_increasing
 
-    exclusions = db.read_exclusions(engine, "campaign__winback__2026-01-01")
+    exclusions = store.read_exclusions(engine, "campaign__winback__2026-01-01")
     assert exclusions.to_dict("list") == {
         "run_id": ["campaign__winback__2026-01-01"] * 2,
         "customer_id": [100, 101],
@@ -199,8 +199,8 @@ def test_roundtrip_keeps_values_and_dtypes(engine):
 def test_run_record_is_completed_from_the_frames(engine):
     run = make_run(model_version=7, created_at=None, finished_at=None)
     before = datetime.now(UTC)
-    db.write_run(engine, run, make_targets(10), make_exclusions([100, 101, 102]))
-    row = db.list_runs(engine).iloc[0]
+    store.write_run(engine, run, make_targets(10), make_exclusions([100, 101, 102]))
+    row = store.list_runs(engine).iloc[0]
     assert (row.n_selected, row.n_treatment, row.n_holdout, row.n_excluded) == (10, 8, 2, 3)
     assert (row.n_scored, row.n_eligible) == (1000, 900)
     assert row.model_version == "7" and row.status == "succeeded"
@@ -212,37 +212,37 @@ def test_run_record_is_completed_from_the_frames(engine):
 
 def test_timestamps_are_stored_in_utc(engine):
     plus8 = T0.astimezone(pd.Timestamp("2026-01-01", tz="Asia/Shanghai").tzinfo)
-    db.write_run(engine, make_run(created_at=plus8, finished_at=plus8), make_targets(3), None)
-    row = db.list_runs(engine).iloc[0]
+    store.write_run(engine, make_run(created_at=plus8, finished_at=plus8), make_targets(3), None)
+    row = store.list_runs(engine).iloc[0]
     assert row.created_at == pd.Timestamp(T0) and str(row.created_at.tz) == "UTC"
 
 
 def test_rerun_replaces_rows_and_never_duplicates(engine):
     run = make_run()
-    db.write_run(engine, run, make_targets(10), make_exclusions([100, 101]))
+    store.write_run(engine, run, make_targets(10), make_exclusions([100, 101]))
     other = make_run("campaign__winback__2026-02-01", logical_date=date(2026, 2, 1))
-    db.write_run(engine, other, make_targets(4, start_id=500), make_exclusions([600]))
-    other_before = db.read_targets(engine, "winback", other.run_id, groups=("treatment", "holdout"))
+    store.write_run(engine, other, make_targets(4, start_id=500), make_exclusions([600]))
+    other_before = store.read_targets(engine, "winback", other.run_id, groups=("treatment", "holdout"))
 
     for _ in range(2):
-        db.write_run(engine, run, make_targets(6, start_id=5, seed=1), make_exclusions([200]))
+        store.write_run(engine, run, make_targets(6, start_id=5, seed=1), make_exclusions([200]))
 
-    got = db.read_targets(engine, "winback", run.run_id, groups=("treatment", "holdout"))
+    got = store.read_targets(engine, "winback", run.run_id, groups=("treatment", "holdout"))
     assert got["customer_id"].tolist() == list(range(5, 11))
-    assert db.read_exclusions(engine, run.run_id)["customer_id"].tolist() == [200]
-    assert db.group_counts(engine, run.run_id) == {"treatment": 5, "holdout": 1}
+    assert store.read_exclusions(engine, run.run_id)["customer_id"].tolist() == [200]
+    assert store.group_counts(engine, run.run_id) == {"treatment": 5, "holdout": 1}
     dump = dump_tables(engine)
     assert len(dump["campaign_runs"]) == 2
     assert len(dump["campaign_targets"]) == 6 + 4 and len(dump["campaign_exclusions"]) == 1 + 1
     pd.testing.assert_frame_equal(
-        db.read_targets(engine, "winback", other.run_id, groups=("treatment", "holdout")), other_before
+        store.read_targets(engine, "winback", other.run_id, groups=("treatment", "holdout")), other_before
     )
 
 
 def test_writing_the_same_run_twice_leaves_identical_tables(engine):
-    db.write_run(engine, make_run(), make_targets(20), make_exclusions([100]))
+    store.write_run(engine, make_run(), make_targets(20), make_exclusions([100]))
     first = dump_tables(engine)
-    db.write_run(engine, make_run(), make_targets(20), make_exclusions([100]))
+    store.write_run(engine, make_run(), make_targets(20), make_exclusions([100]))
     assert dump_tables(engine) == first
 
 
@@ -251,15 +251,15 @@ def test_writing_the_same_run_twice_leaves_identical_tables(engine):
 )
 def test_failure_mid_write_leaves_the_previous_state_exactly(engine, db_path, monkeypatch, step):
     run = make_run()
-    db.write_run(engine, run, make_targets(10), make_exclusions([100, 101]))
-    db.write_run(
+    store.write_run(engine, run, make_targets(10), make_exclusions([100, 101]))
+    store.write_run(
         engine, make_run("campaign__other__2026-01-01", "other"), make_targets(5, start_id=900), None
     )
     before, file_before = dump_tables(engine), sha256(db_path)
 
-    monkeypatch.setattr(db, "_checkpoint", fail_at(step))
+    monkeypatch.setattr(store, "_checkpoint", fail_at(step))
     with pytest.raises(InjectedFailure):
-        db.write_run(
+        store.write_run(
             engine,
             make_run(model_version="4", status="succeeded"),
             make_targets(9, start_id=50, seed=3),
@@ -273,32 +273,34 @@ def test_failure_mid_write_leaves_the_previous_state_exactly(engine, db_path, mo
 
 def test_a_database_error_in_a_later_chunk_rolls_everything_back(engine, db_path, monkeypatch):
     """A row the database itself rejects (NULL key) in the third chunk, after the old rows were deleted."""
-    db.write_run(engine, make_run(), make_targets(10), make_exclusions([100]))
+    store.write_run(engine, make_run(), make_targets(10), make_exclusions([100]))
     before, file_before = dump_tables(engine), sha256(db_path)
     steps = []
-    monkeypatch.setattr(db, "_checkpoint", steps.append)
-    normalize = db._normalize_targets
+    monkeypatch.setattr(store, "_checkpoint", steps.append)
+    normalize = store._normalize_targets
 
     def sneak_a_null_key_past_validation(frame):
         rows = normalize(frame)
         return rows.assign(customer_id=rows["customer_id"].astype(object).where(rows.index != 7, None))
 
-    monkeypatch.setattr(db, "_normalize_targets", sneak_a_null_key_past_validation)
+    monkeypatch.setattr(store, "_normalize_targets", sneak_a_null_key_past_validation)
     with pytest.raises(Exception, match="NOT NULL"):
-        db.write_run(engine, make_run(), make_targets(9, start_id=50), None, chunk_rows=3)
+        store.write_run(engine, make_run(), make_targets(9, start_id=50), None, chunk_rows=3)
     assert steps == ["deleted", "run_upserted", "campaign_targets:chunk:0", "campaign_targets:chunk:1"]
     assert dump_tables(engine) == before
     assert sha256(db_path) == file_before
 
 
 def test_a_failed_run_without_rows_is_recorded_and_never_latest(engine):
-    db.write_run(engine, make_run(), make_targets(4), None)
+    store.write_run(engine, make_run(), make_targets(4), None)
     failed = make_run("campaign__winback__2026-02-01", logical_date=date(2026, 2, 1), status="failed")
-    db.write_run(engine, failed, pd.DataFrame(), None)
-    runs = db.list_runs(engine, "winback")
+    store.write_run(engine, failed, pd.DataFrame(), None)
+    runs = store.list_runs(engine, "winback")
     assert runs["run_id"].tolist() == [failed.run_id, "campaign__winback__2026-01-01"]
     assert runs.iloc[0][["status", "n_selected", "n_excluded"]].tolist() == ["failed", 0, 0]
-    assert db.read_targets(engine, "winback")["run_id"].unique().tolist() == ["campaign__winback__2026-01-01"]
+    assert store.read_targets(engine, "winback")["run_id"].unique().tolist() == [
+        "campaign__winback__2026-01-01"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -312,16 +314,16 @@ def test_a_failed_run_without_rows_is_recorded_and_never_latest(engine):
 )
 def test_common_input_dtypes_are_accepted(engine, convert):
     targets = make_targets(6)
-    db.write_run(engine, make_run(), convert(targets), None)
-    got = db.read_targets(engine, "winback", groups=("treatment", "holdout"))
+    store.write_run(engine, make_run(), convert(targets), None)
+    got = store.read_targets(engine, "winback", groups=("treatment", "holdout"))
     assert got["customer_id"].tolist() == targets["customer_id"].tolist()
     assert got["target_group"].tolist() == targets["target_group"].tolist()
     assert got["decile"].tolist() == targets["decile"].tolist()
 
 
 def test_a_run_id_column_matching_the_run_is_accepted(engine):
-    db.write_run(engine, make_run(), make_targets(4).assign(run_id="campaign__winback__2026-01-01"), None)
-    assert db.group_counts(engine, "campaign__winback__2026-01-01") == {"treatment": 4, "holdout": 0}
+    store.write_run(engine, make_run(), make_targets(4).assign(run_id="campaign__winback__2026-01-01"), None)
+    assert store.group_counts(engine, "campaign__winback__2026-01-01") == {"treatment": 4, "holdout": 0}
 
 
 def test_concurrent_writers_wait_for_each_other(engine):
@@ -330,7 +332,7 @@ def test_concurrent_writers_wait_for_each_other(engine):
     def write(i: int) -> None:
         try:
             run = make_run(f"campaign__c{i}__2026-01-01", f"c{i}")
-            db.write_run(engine, run, make_targets(3000, start_id=i * 10_000), None, chunk_rows=500)
+            store.write_run(engine, run, make_targets(3000, start_id=i * 10_000), None, chunk_rows=500)
         except Exception as exc:  # collected: an exception in a thread would be lost
             errors.append(exc)
 
@@ -341,7 +343,7 @@ def test_concurrent_writers_wait_for_each_other(engine):
         t.join()
     assert errors == []
     assert {f"c{i}": 2400 for i in range(4)} == {
-        c: db.group_counts(engine, f"campaign__{c}__2026-01-01")["treatment"]
+        c: store.group_counts(engine, f"campaign__{c}__2026-01-01")["treatment"]
         for c in ("c0", "c1", "c2", "c3")
     }
 
@@ -388,10 +390,10 @@ def _targets_with(**changes):
     ],
 )  # fmt: skip
 def test_invalid_input_is_refused_with_the_table_and_column_named(engine, targets, exclusions, run, message):
-    db.write_run(engine, make_run(), make_targets(3, start_id=1000), None)
+    store.write_run(engine, make_run(), make_targets(3, start_id=1000), None)
     before = dump_tables(engine)
-    with pytest.raises(db.FrameValidationError, match=message):
-        db.write_run(engine, make_run(**run), targets(), exclusions() if exclusions else None)
+    with pytest.raises(store.FrameValidationError, match=message):
+        store.write_run(engine, make_run(**run), targets(), exclusions() if exclusions else None)
     assert dump_tables(engine) == before
 
 
@@ -401,20 +403,20 @@ def test_invalid_input_is_refused_with_the_table_and_column_named(engine, target
 @pytest.fixture
 def history(engine):
     """winback: Jan 1 and Feb 1 succeeded, Mar 1 failed; upsell: Feb 1 succeeded (overlapping customers)."""
-    db.write_run(engine, make_run(), make_targets(10), None)
-    db.write_run(
+    store.write_run(engine, make_run(), make_targets(10), None)
+    store.write_run(
         engine,
         make_run("campaign__winback__2026-02-01", logical_date=date(2026, 2, 1)),
         make_targets(5, start_id=3),
         None,
     )
-    db.write_run(
+    store.write_run(
         engine,
         make_run("campaign__winback__2026-03-01", logical_date=date(2026, 3, 1), status="failed"),
         None,
         None,
     )
-    db.write_run(
+    store.write_run(
         engine,
         make_run("campaign__upsell__2026-02-01", "upsell", date(2026, 2, 1)),
         make_targets(5, start_id=1, holdout_every=2),
@@ -424,19 +426,19 @@ def history(engine):
 
 
 def test_latest_is_the_newest_succeeded_run_by_logical_date(history):
-    assert db.read_targets(history, "winback")["run_id"].unique().tolist() == [
+    assert store.read_targets(history, "winback")["run_id"].unique().tolist() == [
         "campaign__winback__2026-02-01"
     ]
-    assert db.read_targets(history, "upsell")["customer_id"].tolist() == [1, 3, 5]
-    assert len(db.read_targets(history, "winback", "campaign__winback__2026-01-01")) == 8
+    assert store.read_targets(history, "upsell")["customer_id"].tolist() == [1, 3, 5]
+    assert len(store.read_targets(history, "winback", "campaign__winback__2026-01-01")) == 8
 
 
 def test_latest_breaks_ties_on_the_same_date_by_creation_time(engine):
     later = make_run("campaign__winback__2026-01-01__rerun", created_at=T0 + timedelta(hours=1))
-    db.write_run(engine, later, make_targets(2, start_id=77), None)
-    db.write_run(engine, make_run(), make_targets(3), None)
-    assert db.read_targets(engine, "winback")["run_id"].unique().tolist() == [later.run_id]
-    assert db.list_runs(engine)["run_id"].tolist() == [later.run_id, "campaign__winback__2026-01-01"]
+    store.write_run(engine, later, make_targets(2, start_id=77), None)
+    store.write_run(engine, make_run(), make_targets(3), None)
+    assert store.read_targets(engine, "winback")["run_id"].unique().tolist() == [later.run_id]
+    assert store.list_runs(engine)["run_id"].tolist() == [later.run_id, "campaign__winback__2026-01-01"]
 
 
 @pytest.mark.parametrize(
@@ -449,30 +451,30 @@ def test_latest_breaks_ties_on_the_same_date_by_creation_time(engine):
     ],
 )  # fmt: skip
 def test_unknown_runs_are_reported_with_the_available_ones(history, campaign, run, message):
-    with pytest.raises(db.RunNotFoundError, match=message):
-        db.read_targets(history, campaign, run)
+    with pytest.raises(store.RunNotFoundError, match=message):
+        store.read_targets(history, campaign, run)
 
 
 def test_read_targets_refuses_unknown_groups(history):
     with pytest.raises(ValueError, match="groups must be"):
-        db.read_targets(history, "winback", groups=("control",))
+        store.read_targets(history, "winback", groups=("control",))
 
 
 def test_list_runs_is_newest_first_and_filters_by_campaign(history):
-    assert db.list_runs(history)["run_id"].tolist() == [
+    assert store.list_runs(history)["run_id"].tolist() == [
         "campaign__winback__2026-03-01",
         "campaign__winback__2026-02-01",
         "campaign__upsell__2026-02-01",
         "campaign__winback__2026-01-01",
     ]
-    upsell = db.list_runs(history, "upsell")
+    upsell = store.list_runs(history, "upsell")
     assert upsell["run_id"].tolist() == ["campaign__upsell__2026-02-01"]
     assert str(upsell["logical_date"].dtype) == "datetime64[us]"
-    assert db.list_runs(history, "nothing").empty
+    assert store.list_runs(history, "nothing").empty
 
 
 def test_contact_history_has_treatment_rows_of_succeeded_runs_before_a_date(history):
-    everything = db.contact_history(history, before=date(2026, 12, 31))
+    everything = store.contact_history(history, before=date(2026, 12, 31))
     assert everything.dtypes.astype(str).to_dict() == {
         "customer_id": "int64",
         "campaign": "str",
@@ -490,23 +492,23 @@ def test_contact_history_has_treatment_rows_of_succeeded_runs_before_a_date(hist
         ].tolist()
     )
 
-    assert db.contact_history(history, before=date(2026, 2, 1))["contact_date"].dt.date.unique().tolist() == [
-        date(2026, 1, 1)
-    ], "before is exclusive"
-    feb = db.contact_history(history, before=date(2026, 3, 1), since=date(2026, 2, 1))
+    assert store.contact_history(history, before=date(2026, 2, 1))[
+        "contact_date"
+    ].dt.date.unique().tolist() == [date(2026, 1, 1)], "before is exclusive"
+    feb = store.contact_history(history, before=date(2026, 3, 1), since=date(2026, 2, 1))
     assert sorted(feb["campaign"].unique()) == ["upsell", "winback"] and len(feb) == 7
     per_customer = feb.groupby("customer_id").size()
     assert per_customer.loc[3] == 2, "a customer contacted by two campaigns on one day counts twice"
-    assert db.contact_history(history, before=date(2026, 1, 1)).empty
+    assert store.contact_history(history, before=date(2026, 1, 1)).empty
 
 
 def test_group_counts_and_exclusions_of_unknown_runs_raise(history):
-    assert db.group_counts(history, "campaign__upsell__2026-02-01") == {"treatment": 3, "holdout": 2}
-    assert db.group_counts(history, "campaign__winback__2026-03-01") == {"treatment": 0, "holdout": 0}
-    with pytest.raises(db.RunNotFoundError, match="most recent runs"):
-        db.group_counts(history, "nope")
-    with pytest.raises(db.RunNotFoundError):
-        db.read_exclusions(history, "nope")
+    assert store.group_counts(history, "campaign__upsell__2026-02-01") == {"treatment": 3, "holdout": 2}
+    assert store.group_counts(history, "campaign__winback__2026-03-01") == {"treatment": 0, "holdout": 0}
+    with pytest.raises(store.RunNotFoundError, match="most recent runs"):
+        store.group_counts(history, "nope")
+    with pytest.raises(store.RunNotFoundError):
+        store.read_exclusions(history, "nope")
 
 
 def test_segment_mix_is_written_with_the_run_and_replaced_on_rerun(engine):
@@ -522,28 +524,28 @@ def test_segment_mix_is_written_with_the_run_and_replaced_on_rerun(engine):
             "avg_value": [np.nan, np.nan, np.nan],
         }
     )
-    db.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix)
-    got = db.read_segments(engine, "campaign__winback__2026-01-01")
+    store.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix)
+    got = store.read_segments(engine, "campaign__winback__2026-01-01")
     assert len(got) == 3 and got.loc[got["segment"] == "Champions", "treatment"].item() == 5
     assert got["avg_value"].isna().all()
-    db.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix.iloc[:1])
-    assert len(db.read_segments(engine, "campaign__winback__2026-01-01")) == 1
-    with pytest.raises(db.FrameValidationError, match="campaign_segments"):
-        db.write_run(engine, make_run(), make_targets(10), None, segments=pd.concat([mix, mix]))
+    store.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix.iloc[:1])
+    assert len(store.read_segments(engine, "campaign__winback__2026-01-01")) == 1
+    with pytest.raises(store.FrameValidationError, match="campaign_segments"):
+        store.write_run(engine, make_run(), make_targets(10), None, segments=pd.concat([mix, mix]))
 
 
 def test_ensure_schema_adds_the_nullable_columns_an_older_database_lacks(tmp_path):
     """A campaign database created before the segment columns existed is upgraded in place, rows kept."""
     from sqlalchemy import inspect, text
 
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    db.ensure_schema(engine)
-    db.write_run(engine, make_run(), make_targets(4), None)
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    store.ensure_schema(engine)
+    store.write_run(engine, make_run(), make_targets(4), None)
     with engine.begin() as conn:
-        for column in db.SEGMENT_COLUMNS:
+        for column in store.SEGMENT_COLUMNS:
             conn.execute(text(f"ALTER TABLE campaign_targets DROP COLUMN {column}"))
-    db.ensure_schema(engine)
-    assert set(db.SEGMENT_COLUMNS) <= {c["name"] for c in inspect(engine).get_columns("campaign_targets")}
-    assert len(db.read_targets(engine, "winback", groups=("treatment", "holdout"))) == 4
-    db.write_run(engine, make_run(), make_targets(4).assign(persona="revolver"), None)
-    assert set(db.read_targets(engine, "winback")["persona"]) == {"revolver"}
+    store.ensure_schema(engine)
+    assert set(store.SEGMENT_COLUMNS) <= {c["name"] for c in inspect(engine).get_columns("campaign_targets")}
+    assert len(store.read_targets(engine, "winback", groups=("treatment", "holdout"))) == 4
+    store.write_run(engine, make_run(), make_targets(4).assign(persona="revolver"), None)
+    assert set(store.read_targets(engine, "winback")["persona"]) == {"revolver"}

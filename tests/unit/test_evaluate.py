@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from pipelines.evaluate import (
+from pipelines.models.evaluate import (
     calibration_plot,
     calibration_table,
     decile_table,

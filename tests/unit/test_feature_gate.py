@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import validate
-from pipelines.features import (
+from pipelines.data import gates
+from pipelines.data.schema import TABLES
+from pipelines.features.wide_table import (
     FEATURE_NAMES,
     build_features,
     eligible_customers,
     feature_table_spec,
     load_tables,
 )
-from pipelines.schema import TABLES
 from tests.conftest import PROJECT_ROOT
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
@@ -31,9 +31,9 @@ def snapshot(bank) -> tuple[pd.DataFrame, pd.Series]:
     return build_features(tables, AS_OF), eligible_customers(tables["customers"], AS_OF)["customer_id"]
 
 
-def _gate(wide: pd.DataFrame, eligible: pd.Series, **overrides) -> validate.TableResult:
+def _gate(wide: pd.DataFrame, eligible: pd.Series, **overrides) -> gates.TableResult:
     params = {"customer_ids": eligible, "expected_rows": len(eligible), "max_days_since": 181, **overrides}
-    return validate.validate_frame(wide, SPEC.name, AS_OF, EXPECTATIONS, params, spec=SPEC)
+    return gates.validate_frame(wide, SPEC.name, AS_OF, EXPECTATIONS, params, spec=SPEC)
 
 
 def test_spec_is_the_catalogue_with_the_customers_categories():
@@ -133,10 +133,8 @@ def test_a_broken_value_fails_critically_naming_column_and_rule(snapshot, break_
     (failure,) = result.critical_failures
     assert (failure.column, failure.rule) == (column, rule)
     assert f"customer_features.{column}: rule '{rule}' (critical) failed on" in failure.message
-    with pytest.raises(
-        validate.ValidationError, match=re.escape(f"customer_features.{column}: rule '{rule}'")
-    ):
-        validate.require_valid(result)
+    with pytest.raises(gates.ValidationError, match=re.escape(f"customer_features.{column}: rule '{rule}'")):
+        gates.require_valid(result)
 
 
 def test_a_duplicate_customer_fails_uniqueness_and_the_row_count(snapshot):
@@ -188,7 +186,7 @@ def test_the_gate_catches_a_mistyped_column(snapshot):
 
 def test_missing_parameters_are_not_evaluated_rather_than_passed(snapshot):
     wide, _ = snapshot
-    result = validate.validate_frame(wide, SPEC.name, AS_OF, EXPECTATIONS, spec=SPEC)
+    result = gates.validate_frame(wide, SPEC.name, AS_OF, EXPECTATIONS, spec=SPEC)
     skipped = {o.rule: o.note for o in result.skipped}
     assert skipped["one row per customer open at as_of"] == "parameter expected_rows not given"
     assert skipped["days_since_last_txn within lookback + 1"] == "parameter max_days_since not given"
@@ -199,4 +197,4 @@ def test_missing_parameters_are_not_evaluated_rather_than_passed(snapshot):
 def test_spec_must_name_the_table(snapshot):
     wide, eligible = snapshot
     with pytest.raises(ValueError, match="spec describes table 'customer_features', not 'customers'"):
-        validate.validate_frame(wide, "customers", AS_OF, EXPECTATIONS, spec=SPEC)
+        gates.validate_frame(wide, "customers", AS_OF, EXPECTATIONS, spec=SPEC)

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import features, io
-from pipelines.features import FEATURE_NAMES, WindowContract, build_features, load_tables
-from pipelines.schema import TABLES
+from pipelines.data import storage
+from pipelines.data.schema import TABLES
+from pipelines.features import wide_table
+from pipelines.features.wide_table import FEATURE_NAMES, WindowContract, build_features, load_tables
 from tests.conftest import PROJECT_ROOT
 
 AS_OF = pd.Timestamp("2025-10-01")
@@ -79,7 +80,9 @@ def test_columns_are_exactly_the_catalogue_and_never_pii():
 def test_feature_doc_is_generated_from_the_catalogue():
     doc = (PROJECT_ROOT / "docs" / "features.md").read_text()
     match = re.search(r"<!-- BEGIN GENERATED[^>]*-->\n(.*)<!-- END GENERATED -->", doc, re.S)
-    assert match and match.group(1) == features.render_catalogue(), "regenerate: python -m pipelines.features"
+    assert match and match.group(1) == wide_table.render_catalogue(), (
+        "regenerate: python -m pipelines.features.wide_table"
+    )
 
 
 def test_values_on_a_hand_made_customer():
@@ -146,7 +149,7 @@ def _perturb_future(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, rng) -
 def test_no_event_at_or_after_as_of_changes_any_feature(bank):
     as_of = pd.Timestamp("2025-09-01")
     lake = bank / "lake"
-    tables = {name: io.read_table(lake, name) for name in TABLES}
+    tables = {name: storage.read_table(lake, name) for name in TABLES}
     before = build_features(tables, as_of)
     after = build_features(_perturb_future(tables, as_of, np.random.default_rng(1)), as_of)
     pd.testing.assert_frame_equal(before, after)
@@ -162,5 +165,5 @@ def test_load_tables_reads_only_the_lookback_and_matches_a_full_read(bank):
     lake = bank / "lake"
     tables = load_tables(lake, AS_OF)
     assert tables["transactions"]["txn_ts"].min() >= pd.Timestamp("2025-04-01")
-    full = {name: io.read_table(lake, name) for name in TABLES}
+    full = {name: storage.read_table(lake, name) for name in TABLES}
     pd.testing.assert_frame_equal(build_features(tables, AS_OF), build_features(full, AS_OF))

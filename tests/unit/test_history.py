@@ -5,13 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines import history, io
+from pipelines.data import storage
+from pipelines.features import history
 
 
 def test_outcomes_count_conversions_inside_the_window_only(bank):
     lake = bank / "lake"
     week, fortnight = history.campaign_outcomes(lake, 7), history.campaign_outcomes(lake, 14)
-    contacts = io.read_table(lake, "campaign_contacts")
+    contacts = storage.read_table(lake, "campaign_contacts")
     assert len(fortnight) == len(week) == len(contacts)
     assert fortnight[history.TREATED].sum() == (contacts["group"] == "treatment").sum()
     # A longer window only adds conversions, never removes one.
@@ -19,7 +20,7 @@ def test_outcomes_count_conversions_inside_the_window_only(bank):
     assert (merged["converted_7"] <= merged["converted_14"]).all()
     assert merged["converted_7"].sum() < merged["converted_14"].sum()
     # Recomputed from the responses: a conversion counts when it falls in [selected_at, selected_at + 14 days).
-    responses = io.read_table(lake, "responses")
+    responses = storage.read_table(lake, "responses")
     conv = responses.loc[
         responses["event_type"] == "converted", [history.CAMPAIGN, "customer_id", "event_ts"]
     ]

@@ -6,8 +6,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import io
-from pipelines.schema import TABLES
+from pipelines.data import storage
+from pipelines.data.schema import TABLES
 
 
 def _balances(month_end: str, ids: list[int]) -> pa.Table:
@@ -24,41 +24,41 @@ def _balances(month_end: str, ids: list[int]) -> pa.Table:
 
 def test_partitioned_write_and_read_of_selected_months(tmp_path):
     table = pa.concat_tables([_balances("2025-01-31", [1, 2]), _balances("2025-02-28", [1, 2, 3])])
-    written = io.write_partitioned(table, TABLES["balances"], tmp_path, part=0)
+    written = storage.write_partitioned(table, TABLES["balances"], tmp_path, part=0)
     assert [p.parent.name for p in written] == ["month=2025-01", "month=2025-02"]
-    assert io.list_months(tmp_path, "balances") == ["2025-01", "2025-02"]
-    feb = io.read_table(tmp_path, "balances", months=["2025-02"])
+    assert storage.list_months(tmp_path, "balances") == ["2025-01", "2025-02"]
+    feb = storage.read_table(tmp_path, "balances", months=["2025-02"])
     assert len(feb) == 3 and (feb["month_end"] == pd.Timestamp("2025-02-28")).all()
-    assert len(io.read_table(tmp_path, "balances")) == 5
-    assert io.lake_end(tmp_path, "balances").isoformat() == "2025-03-01"
+    assert len(storage.read_table(tmp_path, "balances")) == 5
+    assert storage.lake_end(tmp_path, "balances").isoformat() == "2025-03-01"
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_missing_table_month_or_column_is_named(tmp_path):
-    with pytest.raises(io.LakeError, match="'transactions' not found"):
-        io.read_table(tmp_path, "transactions")
-    io.write_partitioned(_balances("2025-01-31", [1]), TABLES["balances"], tmp_path, part=0)
-    with pytest.raises(io.LakeError, match=r"no data files for months \['2024-12'\]"):
-        io.read_table(tmp_path, "balances", months=["2024-12"])
-    with pytest.raises(io.LakeError, match=r"no column\(s\) \['balance'\]"):
-        io.read_table(tmp_path, "balances", columns=["balance"])
+    with pytest.raises(storage.LakeError, match="'transactions' not found"):
+        storage.read_table(tmp_path, "transactions")
+    storage.write_partitioned(_balances("2025-01-31", [1]), TABLES["balances"], tmp_path, part=0)
+    with pytest.raises(storage.LakeError, match=r"no data files for months \['2024-12'\]"):
+        storage.read_table(tmp_path, "balances", months=["2024-12"])
+    with pytest.raises(storage.LakeError, match=r"no column\(s\) \['balance'\]"):
+        storage.read_table(tmp_path, "balances", columns=["balance"])
 
 
 def test_replacing_dir_keeps_the_old_folder_when_the_new_one_fails(tmp_path):
     target = tmp_path / "lake"
-    with io.replacing_dir(target) as tmp:
+    with storage.replacing_dir(target) as tmp:
         (tmp / "a.txt").write_text("old")
-    with pytest.raises(RuntimeError), io.replacing_dir(target) as tmp:
+    with pytest.raises(RuntimeError), storage.replacing_dir(target) as tmp:
         (tmp / "a.txt").write_text("half-written")
         raise RuntimeError("generator crashed")
     assert (target / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
-    with io.replacing_dir(target) as tmp:
+    with storage.replacing_dir(target) as tmp:
         (tmp / "b.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
 
 
 def test_write_part_replaces_a_part_atomically(tmp_path):
-    io.write_part(_balances("2025-01-31", [1, 2]), tmp_path, "balances", 0, "2025-01")
-    io.write_part(_balances("2025-01-31", [7]), tmp_path, "balances", 0, "2025-01")
-    assert io.read_table(tmp_path, "balances")["customer_id"].tolist() == [7]
+    storage.write_part(_balances("2025-01-31", [1, 2]), tmp_path, "balances", 0, "2025-01")
+    storage.write_part(_balances("2025-01-31", [7]), tmp_path, "balances", 0, "2025-01")
+    assert storage.read_table(tmp_path, "balances")["customer_id"].tolist() == [7]

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import io
-from pipelines.features import FEATURE_NAMES
-from pipelines.labels import (
+from pipelines.data import storage
+from pipelines.features.labels import (
     LABEL,
     SNAPSHOT,
     LabelDefinition,
@@ -20,6 +19,7 @@ from pipelines.labels import (
     snapshot_dates,
     split_out_of_time,
 )
+from pipelines.features.wide_table import FEATURE_NAMES
 from tests.unit.test_features import _empty
 
 AS_OF = pd.Timestamp("2025-06-01")
@@ -113,7 +113,7 @@ def test_balance_gate_names_the_shortfall():
 def test_training_set_is_split_out_of_time_and_matches_the_truth(bank):
     lake = bank / "lake"
     definition = LabelDefinition("closure", 90)
-    dates = snapshot_dates(io.lake_end(lake), definition, 3)
+    dates = snapshot_dates(storage.lake_end(lake), definition, 3)
     data = build_training_set(lake, dates, definition, progress=None)
     assert list(data.columns) == [SNAPSHOT, "customer_id", *FEATURE_NAMES, LABEL]
     split = split_out_of_time(data)
@@ -121,7 +121,7 @@ def test_training_set_is_split_out_of_time_and_matches_the_truth(bank):
     assert split.valid[SNAPSHOT].unique().tolist() == [dates[-2]]
     assert split.train[SNAPSHOT].max() < split.valid[SNAPSHOT].min()
     # The closure label is the event the generator's truth gives a probability for.
-    truth = io.read_table(
+    truth = storage.read_table(
         bank / "truth", "churn", months=[(dates[-1] - pd.Timedelta(days=1)).strftime("%Y-%m")]
     )
     merged = split.test.merge(truth, on="customer_id")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipelines.power import (
+from pipelines.campaigns.power import (
     HoldoutPlan,
     holdout_fraction_for,
     minimum_detectable_lift,
@@ -19,7 +19,7 @@ from pipelines.power import (
     powered_statement,
     required_holdout_size,
 )
-from pipelines.readout import two_proportion_p_value
+from pipelines.readout.stats import two_proportion_p_value
 
 
 def _fleiss(p0: float, lift: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -217,7 +217,9 @@ def test_powered_statement_when_the_observed_lift_is_too_small_to_be_seen():
         "under-powered: at this size (9,000 treated, 1,000 holdout, control rate 2.00%) only "
     )
     assert f"the observed +0.40 points is below it (a true lift of that size is detected {chance:.0%}" in text
-    assert text.endswith("when such a run finds no significant lift, that says little about lifts that small.")
+    assert text.endswith(
+        "when such a run finds no significant lift, that says little about lifts that small."
+    )
     assert "no lift could be detected" in powered_statement(2, 1, 0.5, 0.0)
     assert "90% power" in powered_statement(9_000, 1_000, 0.02, 0.004, power=0.9)
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from pipelines.cli import main
-from pipelines.readout import (
+from pipelines.readout.stats import (
     FUNNEL_STAGES,
     channel_quality,
     funnel,
@@ -341,7 +341,7 @@ def test_channel_quality_counts_visits_registrations_and_conversions_per_utm():
 
 
 def test_funnel_and_channel_quality_on_the_generated_bank(bank):
-    from pipelines.io import read_table
+    from pipelines.data.storage import read_table
 
     contacts = read_table(bank / "lake", "campaign_contacts")
     responses = read_table(bank / "lake", "responses")
@@ -429,22 +429,23 @@ def test_cli_readout_missing_file_and_missing_argument_exit_2(tmp_path, capsys):
 def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp_path, capsys, monkeypatch):
     from mlflow import MlflowClient
 
-    from pipelines import db, io
+    from pipelines.campaigns import store
     from pipelines.config import Settings
+    from pipelines.data import storage
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "lake").symlink_to(bank / "lake", target_is_directory=True)
     settings = Settings(data_dir=data, mlruns_dir=tmp_path / "mlruns")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
-    contacts = io.read_table(settings.lake_dir, "campaign_contacts")
+    contacts = storage.read_table(settings.lake_dir, "campaign_contacts")
     campaign = sorted(contacts["campaign_id"].unique())[0]
     mine = contacts.loc[contacts["campaign_id"] == campaign, "group"].astype(str).value_counts()
 
     assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0
     assert "treatment vs holdout" in capsys.readouterr().out
     assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0  # read out again: replaced
-    results = db.read_results(db.make_engine(settings.database_url))
+    results = store.read_results(store.make_engine(settings.database_url))
     assert results["campaign_id"].tolist() == [campaign]
     row = results.iloc[0]
     assert (row.treated_n, row.control_n) == (mine["treatment"], mine["holdout"])
@@ -462,7 +463,7 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
         row.srm_p_value
     )  # a lake campaign has no planned split on record
     assert main(["readout", "--campaign-id", campaign, "--data", str(data), "--expected-share", "0.5"]) == 0
-    stored = db.read_results(db.make_engine(settings.database_url)).iloc[0]
+    stored = store.read_results(store.make_engine(settings.database_url)).iloc[0]
     assert stored.srm_p_value > 0.001 and stored.trustworthy  # the generator's campaigns hold out half
     client = MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("campaign-readouts")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.schema import TABLES, render_data_model
+from pipelines.data.schema import TABLES, render_data_model
 from tests.conftest import PROJECT_ROOT
 
 
@@ -12,7 +12,7 @@ def test_data_model_doc_is_generated_from_the_schema():
     doc = (PROJECT_ROOT / "docs" / "data-model.md").read_text()
     match = re.search(r"<!-- BEGIN GENERATED[^>]*-->\n(.*)<!-- END GENERATED -->", doc, re.S)
     assert match, "docs/data-model.md lost its GENERATED markers"
-    assert match.group(1) == render_data_model(), "regenerate with: python -m pipelines.schema"
+    assert match.group(1) == render_data_model(), "regenerate with: python -m pipelines.data.schema"
 
 
 def test_pii_is_flagged_on_exactly_the_contact_columns():

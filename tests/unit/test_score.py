@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import score
-from pipelines.score import (
+from pipelines.campaigns import score
+from pipelines.campaigns.score import (
     HOLDOUT,
     TREATMENT,
     assign_deciles,
@@ -114,7 +114,7 @@ def test_reason_codes_name_the_largest_positive_contributions():
 
 
 def test_path_contributions_sum_to_the_raw_score_and_name_the_planted_driver():
-    from pipelines.train import TrainConfig, fit_model
+    from pipelines.models.propensity import TrainConfig, fit_model
 
     rng = np.random.default_rng(0)
     n = 6_000

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import segment
-from pipelines.segment import (
+from pipelines.models import segmentation
+from pipelines.models.segmentation import (
     FLAG_COLUMNS,
     LIFECYCLE_STAGES,
     RFM_RULES,
@@ -385,7 +385,7 @@ def test_fewer_distinct_customers_than_k():
 
 
 def test_names_are_unique():
-    inputs = tuple(p.name for p in segment.PERSONA_INPUTS)
+    inputs = tuple(p.name for p in segmentation.PERSONA_INPUTS)
     centres = np.zeros((4, len(inputs)))
     centres[0, 1] = 2.0  # cross-border, strongly
     centres[1, 1] = 1.0  # cross-border again, weaker: the trait is taken

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines import io
-from pipelines.schema import CHURN_TRUTH, TABLES
-from pipelines.synth import (
+from pipelines.data import storage
+from pipelines.data.schema import CHURN_TRUTH, TABLES
+from pipelines.synthetic.bank import (
     ID_MULTIPLIER,
     ID_SPACE,
     SynthConfig,
@@ -46,15 +46,15 @@ def test_same_seed_gives_byte_identical_output_whatever_the_worker_count(tmp_pat
 def test_another_seed_gives_other_data(tmp_path):
     generate_bank(TINY, tmp_path / "a", progress=None)
     generate_bank(replace(TINY, seed=4), tmp_path / "b", progress=None)
-    ta = io.read_table(tmp_path / "a" / "lake", "transactions")
-    tb = io.read_table(tmp_path / "b" / "lake", "transactions")
+    ta = storage.read_table(tmp_path / "a" / "lake", "transactions")
+    tb = storage.read_table(tmp_path / "b" / "lake", "transactions")
     assert len(ta) != len(tb) or not np.allclose(ta["amount"], tb["amount"])
 
 
 def test_rerun_replaces_the_previous_lake(tmp_path):
     generate_bank(replace(TINY, months=4), tmp_path, progress=None)
     generate_bank(TINY, tmp_path, progress=None)
-    assert io.list_months(tmp_path / "lake", "transactions") == ["2025-01", "2025-02", "2025-03"]
+    assert storage.list_months(tmp_path / "lake", "transactions") == ["2025-01", "2025-02", "2025-03"]
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -77,25 +77,25 @@ def test_bad_config_is_rejected_with_the_field_named(kwargs, message):
 
 def test_every_table_matches_the_canonical_schema(bank):
     for name, spec in TABLES.items():
-        table = io.read_arrow(bank / "lake", name)
+        table = storage.read_arrow(bank / "lake", name)
         assert table.schema.names == spec.column_names, name
         for column in spec.columns:
             assert table.schema.field(column.name).type == column.type, (name, column.name)
             if not column.nullable:
                 assert table.column(column.name).null_count == 0, (name, column.name)
-    truth = io.read_arrow(bank / "truth", "churn")
+    truth = storage.read_arrow(bank / "truth", "churn")
     assert truth.schema.names == CHURN_TRUTH.column_names
 
 
 def test_truth_never_lands_in_the_lake(bank):
     truth_only = set(CHURN_TRUTH.column_names) - {"customer_id", "month_end"}
     for name in TABLES:
-        assert not truth_only & set(io.read_arrow(bank / "lake", name).schema.names), name
+        assert not truth_only & set(storage.read_arrow(bank / "lake", name).schema.names), name
     assert sorted(p.name for p in (bank / "lake").iterdir()) == sorted(TABLES)
 
 
 def test_pii_looks_real_but_uses_reserved_domains(bank):
-    customers = io.read_table(bank / "lake", "customers")
+    customers = storage.read_table(bank / "lake", "customers")
     assert customers["customer_id"].is_unique
     assert customers["phone"].str.fullmatch(r"\+44 7\d{9}").all()
     assert customers["email"].str.fullmatch(r"[a-z]+\.[a-z]+\d+@example\.(com|org|net)").all()
@@ -118,10 +118,10 @@ def test_national_ids_are_distinct_across_chunks_and_large_banks():
 def june(bank):
     lake = bank / "lake"
     return {
-        "txn": io.read_table(lake, "transactions", months=["2025-06"]),
-        "events": io.read_table(lake, "app_events", months=["2025-06"]),
-        "balances": io.read_table(lake, "balances", months=["2025-06"]),
-        "customers": io.read_table(lake, "customers"),
+        "txn": storage.read_table(lake, "transactions", months=["2025-06"]),
+        "events": storage.read_table(lake, "app_events", months=["2025-06"]),
+        "balances": storage.read_table(lake, "balances", months=["2025-06"]),
+        "customers": storage.read_table(lake, "customers"),
     }
 
 
@@ -151,7 +151,7 @@ def test_categories_channels_and_flags_are_plausible(june):
 
 
 def test_weekly_holiday_and_salary_day_seasonality(bank):
-    txn = io.read_table(bank / "lake", "transactions", columns=["txn_ts", "amount"])
+    txn = storage.read_table(bank / "lake", "transactions", columns=["txn_ts", "amount"])
     day = txn["txn_ts"].dt.normalize()
     per_day = txn.groupby(day)["amount"].size()
     dow = per_day.groupby(per_day.index.day_of_week).mean()
@@ -176,8 +176,8 @@ def test_bill_views_bunch_before_the_repayment_due_day(june):
 
 
 def test_lifecycle_rates_fall_in_documented_ranges(bank):
-    truth = io.read_table(bank / "truth", "churn")
-    customers = io.read_table(bank / "lake", "customers")
+    truth = storage.read_table(bank / "truth", "churn")
+    customers = storage.read_table(bank / "lake", "customers")
     state_share = truth["state"].value_counts(normalize=True)
     assert 0.02 <= state_share["new"] <= 0.12
     assert 0.40 <= state_share["active"] <= 0.65
@@ -192,24 +192,24 @@ def test_lifecycle_rates_fall_in_documented_ranges(bank):
 
 def test_no_activity_outside_the_open_period(bank):
     lake = bank / "lake"
-    customers = io.read_table(lake, "customers")[["customer_id", "signup_date", "closed_date"]]
-    txn = io.read_table(lake, "transactions", columns=["customer_id", "txn_ts"]).merge(
+    customers = storage.read_table(lake, "customers")[["customer_id", "signup_date", "closed_date"]]
+    txn = storage.read_table(lake, "transactions", columns=["customer_id", "txn_ts"]).merge(
         customers, on="customer_id"
     )
     assert (txn["txn_ts"] >= txn["signup_date"]).all()
     closed = txn["closed_date"].notna()
     assert (txn.loc[closed, "txn_ts"] < txn.loc[closed, "closed_date"]).all()
-    balances = io.read_table(lake, "balances").merge(customers, on="customer_id")
+    balances = storage.read_table(lake, "balances").merge(customers, on="customer_id")
     assert (balances["closed_date"].isna() | (balances["month_end"] < balances["closed_date"])).all()
 
 
 def test_churn_shows_in_behaviour_weeks_before_closure(bank):
     """Customers who close in Sep-Dec spent less, logged in less and moved assets out in the months before."""
     lake = bank / "lake"
-    customers = io.read_table(lake, "customers")
+    customers = storage.read_table(lake, "customers")
     leavers = customers.loc[customers["closed_date"].between("2025-09-01", "2025-12-31"), "customer_id"]
     stayers = customers.loc[customers["closed_date"].isna(), "customer_id"]
-    txn = io.read_table(lake, "transactions", columns=["customer_id", "txn_ts", "amount"])
+    txn = storage.read_table(lake, "transactions", columns=["customer_id", "txn_ts", "amount"])
     txn["month"] = txn["txn_ts"].dt.month
     spend = txn.pivot_table(
         index="customer_id", columns="month", values="amount", aggfunc="sum", fill_value=0
@@ -220,7 +220,7 @@ def test_churn_shows_in_behaviour_weeks_before_closure(bank):
         return s[[7, 8]].sum(axis=1).mean() / s[[2, 3]].sum(axis=1).mean()
 
     assert trend(leavers) < 0.7 * trend(stayers)
-    balances = io.read_table(lake, "balances")
+    balances = storage.read_table(lake, "balances")
     aum = balances.pivot_table(index="customer_id", columns=balances["month_end"].dt.month, values="aum")
     leaver_aum = (aum.reindex(leavers)[8] / aum.reindex(leavers)[4]).median()
     stayer_aum = (aum.reindex(stayers)[8] / aum.reindex(stayers)[4]).median()
@@ -233,8 +233,8 @@ def test_churn_shows_in_behaviour_weeks_before_closure(bank):
 @pytest.fixture(scope="module")
 def outcomes(bank):
     """Truth at each month end with the realised 90- and 150-day closure outcome (where the future is known)."""
-    truth = io.read_table(bank / "truth", "churn")
-    customers = io.read_table(bank / "lake", "customers")[["customer_id", "closed_date"]]
+    truth = storage.read_table(bank / "truth", "churn")
+    customers = storage.read_table(bank / "lake", "customers")[["customer_id", "closed_date"]]
     frame = truth.merge(customers, on="customer_id")
     as_of = frame["month_end"] + pd.Timedelta(days=1)
     for days in (90, 150):
@@ -289,7 +289,7 @@ def test_churn_probabilities_match_a_simulation_of_the_chain():
 
 
 def test_manifest_records_the_as_of_date(bank):
-    manifest = io.read_json(bank / "truth" / "manifest.json")
+    manifest = storage.read_json(bank / "truth" / "manifest.json")
     assert manifest["as_of"] == "2026-01-01"
-    assert io.lake_end(bank / "lake").isoformat() == manifest["as_of"]
+    assert storage.lake_end(bank / "lake").isoformat() == manifest["as_of"]
     assert re.fullmatch(r"\d+", str(manifest["rows"]["transactions"]))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.train import (
+from pipelines.models.propensity import (
     CHALLENGER,
     CHAMPION,
     TrainConfig,
@@ -296,7 +296,7 @@ def test_mlflow_store_puts_the_environment_back(monkeypatch, tmp_path):
     import os
 
     from pipelines.config import load_settings
-    from pipelines.train import mlflow_store
+    from pipelines.models.propensity import mlflow_store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)

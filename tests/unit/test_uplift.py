@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.uplift import (
+from pipelines.models.uplift import (
     HETEROGENEITY,
     LEARNERS,
     NO_HETEROGENEITY,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.uplift import HETEROGENEITY, LEARNERS, NO_HETEROGENEITY, uplift_at_k, uplift_config
-from pipelines.uplift_model import (
+from pipelines.models.uplift import HETEROGENEITY, LEARNERS, NO_HETEROGENEITY, uplift_at_k, uplift_config
+from pipelines.models.uplift_training import (
     TEST_METRICS,
     champion_verdict,
     decide_uplift_promotion,
@@ -144,7 +144,7 @@ def test_targeting_by_uplift_beats_the_response_ranking(first):
 
 
 def test_registered_pyfunc_scores_like_the_fitted_learner(first, experiment, store):
-    from pipelines.train import load_champion, pyfunc_input
+    from pipelines.models.propensity import load_champion, pyfunc_input
 
     (_, _, test), _, _ = experiment
     result = first[0]

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import io, schema, validate
 from pipelines.config import PROJECT_ROOT
+from pipelines.data import gates, schema, storage
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 AS_OF = pd.Timestamp("2025-04-01")
@@ -170,7 +170,7 @@ def write_lake(root: Path, frames: dict[str, pd.DataFrame]) -> Path:
     """Write the frames, typed as schema.py says, into ``root/lake``."""
     lake = root / "lake"
     for name, df in frames.items():
-        io.write_partitioned(to_arrow(df, name), schema.get_table(name), lake, part=0)
+        storage.write_partitioned(to_arrow(df, name), schema.get_table(name), lake, part=0)
     return lake
 
 
@@ -191,7 +191,7 @@ CUSTOMER_IDS = list(range(1, N_CUSTOMERS + 1))
 
 
 def check(df: pd.DataFrame, table: str = "transactions", as_of=AS_OF, **params):
-    return validate.validate_frame(df, table, as_of, EXPECTATIONS, {"customer_ids": CUSTOMER_IDS, **params})
+    return gates.validate_frame(df, table, as_of, EXPECTATIONS, {"customer_ids": CUSTOMER_IDS, **params})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -264,8 +264,8 @@ def test_each_fault_fails_a_critical_expectation(fault, where, rule, count, exam
     assert o.message.startswith(f"{where}: rule '{rule}' (critical) failed on {count} rows"), o.message
     if example:
         assert example in o.message, o.message
-    with pytest.raises(validate.ValidationError, match=rule):
-        validate.require_valid(result)
+    with pytest.raises(gates.ValidationError, match=rule):
+        gates.require_valid(result)
 
 
 def test_missing_column_is_named_and_its_other_rules_are_not_evaluated():
@@ -310,7 +310,7 @@ def test_compound_key_duplicates_are_counted():
 
 
 def test_referential_integrity_is_reported_not_evaluated_without_customer_ids():
-    result = validate.validate_frame(_orphan(transactions_frame()), "transactions", AS_OF, EXPECTATIONS)
+    result = gates.validate_frame(_orphan(transactions_frame()), "transactions", AS_OF, EXPECTATIONS)
     assert result.success
     (o,) = [x for x in result.skipped if x.rule == "customer exists in customers"]
     assert "customer_ids not given" in o.message
@@ -318,7 +318,7 @@ def test_referential_integrity_is_reported_not_evaluated_without_customer_ids():
 
 
 def test_many_unknown_customer_ids_are_counted_outside_gx(monkeypatch):
-    monkeypatch.setattr(validate, "MAX_UNKNOWN_IDS_FOR_GX", 2)
+    monkeypatch.setattr(gates, "MAX_UNKNOWN_IDS_FOR_GX", 2)
     o = failure(
         check(_orphan(transactions_frame())), "transactions.customer_id", "customer exists in customers"
     )
@@ -336,7 +336,7 @@ def test_warning_rules_do_not_fail_the_run():
     assert o.message == (
         "customers.marketing_opt_out: rule 'opted-out share usual' (warning) failed: observed 1.0, expected <= 0.4"
     )
-    assert validate.require_valid(result) is result
+    assert gates.require_valid(result) is result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_warning_rules_do_not_fail_the_run():
     ],
 )
 def test_mask_pii(column, value, masked):
-    assert validate.mask_pii(value, column) == masked
+    assert gates.mask_pii(value, column) == masked
 
 
 def test_pii_is_masked_in_messages_and_reports(tmp_path):
@@ -363,7 +363,7 @@ def test_pii_is_masked_in_messages_and_reports(tmp_path):
     df.loc[3, "national_id"] = df.loc[2, "national_id"]
     df.loc[4, "email"] = "eve.black-at-example.com"
     df.loc[6, "phone"] = "call me maybe"
-    result = validate.validate_frame(
+    result = gates.validate_frame(
         df, "customers", AS_OF, EXPECTATIONS, {"customer_ids": CUSTOMER_IDS}, report_dir=tmp_path
     )
     assert result.success  # PII rules are warnings
@@ -398,28 +398,28 @@ def test_pii_column_that_cannot_be_stored_is_reported_without_its_values():
 
 
 def test_load_suite_errors_are_clear(tmp_path):
-    with pytest.raises(validate.SuiteError, match="not found"):
-        validate.load_suite("transactions", tmp_path)
+    with pytest.raises(gates.SuiteError, match="not found"):
+        gates.load_suite("transactions", tmp_path)
     (tmp_path / "transactions.json").write_text("{not json")
-    with pytest.raises(validate.SuiteError, match="not valid JSON"):
-        validate.load_suite("transactions", tmp_path)
+    with pytest.raises(gates.SuiteError, match="not valid JSON"):
+        gates.load_suite("transactions", tmp_path)
     old = {
         "name": "transactions",
         "expectations": [{"expectation_type": "expect_column_to_exist", "kwargs": {}}],
     }
     (tmp_path / "transactions.json").write_text(json.dumps(old))
-    with pytest.raises(validate.SuiteError, match="0.x key 'expectation_type'"):
-        validate.load_suite("transactions", tmp_path)
+    with pytest.raises(gates.SuiteError, match="0.x key 'expectation_type'"):
+        gates.load_suite("transactions", tmp_path)
     no_meta = {
         "name": "transactions",
         "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}],
     }
     (tmp_path / "transactions.json").write_text(json.dumps(no_meta))
-    with pytest.raises(validate.SuiteError, match="meta.severity"):
-        validate.load_suite("transactions", tmp_path)
+    with pytest.raises(gates.SuiteError, match="meta.severity"):
+        gates.load_suite("transactions", tmp_path)
     (tmp_path / "transactions.json").write_text(json.dumps({**no_meta, "name": "other"}))
-    with pytest.raises(validate.SuiteError, match="must be named 'transactions'"):
-        validate.load_suite("transactions", tmp_path)
+    with pytest.raises(gates.SuiteError, match="must be named 'transactions'"):
+        gates.load_suite("transactions", tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -433,7 +433,7 @@ def quiet(_msg: str) -> None:
 def test_clean_lake_passes_and_writes_reports(tmp_path):
     lake = write_lake(tmp_path, clean_frames())
     report = tmp_path / "runs" / "validate__2025-04-01"
-    result = validate.validate_lake(lake, AS_OF, EXPECTATIONS, report_dir=report, progress=quiet)
+    result = gates.validate_lake(lake, AS_OF, EXPECTATIONS, report_dir=report, progress=quiet)
     assert result.success, result.summary()
     assert not result.warnings, result.summary()
     assert result.tables["transactions"].partitions == list(MONTHS)
@@ -466,11 +466,11 @@ def dirty_lake(root: Path) -> Path:
     lake = write_lake(root, {k: v for k, v in f.items() if k != "balances"})
     # far-future timestamps written into the latest existing month partition
     future = t.iloc[[80, 81]].assign(txn_id=[5001, 5002], txn_ts=pd.Timestamp("2099-01-01 00:00"))
-    io.write_part(to_arrow(future, "transactions"), lake, "transactions", 1, "2025-03")
+    storage.write_part(to_arrow(future, "transactions"), lake, "transactions", 1, "2025-03")
     # balances without aum
     b = f["balances"].drop(columns=["aum"])
     b_schema = pa.schema([fld for fld in schema.BALANCES.arrow_schema if fld.name != "aum"])
-    io.write_partitioned(
+    storage.write_partitioned(
         pa.Table.from_pandas(b, schema=b_schema, preserve_index=False), schema.BALANCES, lake, part=0
     )
     return lake
@@ -483,7 +483,7 @@ def dirty(tmp_path_factory):
     lake = dirty_lake(root)
     messages: list[str] = []
     # batch_rows=1: one batch per month partition, so the checks across partitions are exercised too
-    result = validate.validate_lake(
+    result = gates.validate_lake(
         lake, AS_OF, EXPECTATIONS, report_dir=root / "report", progress=messages.append, batch_rows=1
     )
     return lake, root / "report", result, messages
@@ -514,8 +514,8 @@ def test_dirty_lake_every_injected_fault_is_critical(dirty):
         in failure(result, "transactions.customer_id", "customer exists in customers").message
     )
     assert "2099-01-01 00:00:00" in failure(result, "transactions.txn_ts", "no future txn_ts").message
-    with pytest.raises(validate.ValidationError) as err:
-        validate.require_valid(result)
+    with pytest.raises(gates.ValidationError) as err:
+        gates.require_valid(result)
     assert (
         "transactions.amount: rule 'amount not negative' (critical) failed on 2 rows, e.g. [-12.5, -3.0]"
         in str(err.value)
@@ -531,9 +531,7 @@ def test_cross_partition_check_passes_unique_ids_in_overlapping_ranges(tmp_path)
     f = clean_frames()
     t = f["transactions"]
     t["txn_id"] = np.random.default_rng(1).permutation(len(t)) + 1  # ids not in time order: ranges overlap
-    result = validate.validate_lake(
-        write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet, batch_rows=1
-    )
+    result = gates.validate_lake(write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet, batch_rows=1)
     assert result.success, result.summary()
 
 
@@ -544,9 +542,7 @@ def test_cross_partition_duplicates_of_compound_keys(tmp_path):
     extra = r.iloc[[0]].copy()
     extra["event_ts"] = pd.Timestamp("2025-03-20 10:00")  # (cmp, 1, delivered) again, one month later
     f["responses"] = pd.concat([r, extra], ignore_index=True)
-    result = validate.validate_lake(
-        write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet, batch_rows=1
-    )
+    result = gates.validate_lake(write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet, batch_rows=1)
     o = failure(
         result,
         "responses.(campaign_id, customer_id, event_type)",
@@ -562,9 +558,9 @@ def test_rows_after_as_of_in_its_own_month_are_left_out_but_later_ones_are_not(t
     lake = write_lake(tmp_path, f)
     # as_of mid-March: March rows after it are a backfill's future, not a fault; 2099 in the same partition is.
     late = t.iloc[[89]].assign(txn_id=9999, txn_ts=pd.Timestamp("2099-01-01"))
-    io.write_part(to_arrow(late, "transactions"), lake, "transactions", 1, "2025-03")
+    storage.write_part(to_arrow(late, "transactions"), lake, "transactions", 1, "2025-03")
     as_of = pd.Timestamp("2025-03-15")
-    result = validate.validate_lake(lake, as_of, EXPECTATIONS, progress=quiet)
+    result = gates.validate_lake(lake, as_of, EXPECTATIONS, progress=quiet)
     march = t[(t["txn_ts"] >= as_of) & (t["txn_ts"] < "2025-04-01")]
     assert result.tables["transactions"].excluded_rows == len(march) > 0
     assert result.tables["transactions"].rows == len(t) - len(march) + 1
@@ -580,7 +576,7 @@ def test_lake_and_frame_agree(tmp_path):
     t.loc[[20, 21], "is_cross_border"] = True
     f["transactions"] = t
     lake = write_lake(tmp_path, {"customers": f["customers"], "transactions": t})
-    lake_result = validate.validate_lake(lake, AS_OF, EXPECTATIONS, progress=quiet).tables["transactions"]
+    lake_result = gates.validate_lake(lake, AS_OF, EXPECTATIONS, progress=quiet).tables["transactions"]
     frame_result = check(t)
 
     def digest(r):
@@ -595,7 +591,7 @@ def test_lake_and_frame_agree(tmp_path):
 def test_missing_table_is_critical(tmp_path):
     f = clean_frames()
     del f["app_events"]
-    result = validate.validate_lake(write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet)
+    result = gates.validate_lake(write_lake(tmp_path, f), AS_OF, EXPECTATIONS, progress=quiet)
     (o,) = result.critical_failures
     assert o.message.startswith("app_events: table missing (critical)")
 
@@ -603,7 +599,7 @@ def test_missing_table_is_critical(tmp_path):
 @pytest.mark.slow
 def test_process_pool_and_batching_give_the_same_result(dirty):
     lake, _report, one, _messages = dirty  # one batch per partition, in-process
-    two = validate.validate_lake(lake, AS_OF, EXPECTATIONS, progress=quiet, workers=2)  # grouped, 2 processes
+    two = gates.validate_lake(lake, AS_OF, EXPECTATIONS, progress=quiet, workers=2)  # grouped, 2 processes
 
     def digest(result):  # what must not depend on batching (examples and notes may)
         return {
@@ -636,6 +632,6 @@ def test_strictly_monotonic_keys_are_proven_unique(columns, rows, monotonic):
         frame = pd.DataFrame({"a": pd.array(rows, dtype="Float64").astype("float64")})
     else:
         frame = pd.DataFrame(rows, columns=columns).astype("float64")
-    assert validate._strictly_monotonic(frame, columns) is monotonic
+    assert gates._strictly_monotonic(frame, columns) is monotonic
     if monotonic:
         assert not frame.dropna(how="all").duplicated(subset=columns).any()

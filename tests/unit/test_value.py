@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.value import (
+from pipelines.models.value import (
     LABEL,
     ValueConfig,
     ValueModel,

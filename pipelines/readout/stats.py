@@ -29,8 +29,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from pipelines.schema import RESPONSE_EVENTS
-from pipelines.score import SRM_ALPHA, SampleRatio, check_sample_ratio
+from pipelines.campaigns.score import SRM_ALPHA, SampleRatio, check_sample_ratio
+from pipelines.data.schema import RESPONSE_EVENTS
 
 FISHER_MIN_EXPECTED = 5  # below this expected cell count the normal approximation of the z-test is poor
 FUNNEL_STAGES = ("sent", *RESPONSE_EVENTS)
@@ -516,7 +516,7 @@ def lift_by_decile_chart(
     """
     from matplotlib.patches import Patch
 
-    from pipelines.evaluate import _pyplot
+    from pipelines.models.evaluate import _pyplot
 
     _require_columns(table, SEGMENT_COLUMNS)
     rows = table[table["by"] == by]

@@ -56,7 +56,7 @@ class UpliftScorer:
         return np.asarray(self.learner.predict_uplift(frame), dtype=np.float64)
 
     def unseen_categories(self, frame: pd.DataFrame) -> dict[str, int]:
-        from pipelines.train import unseen_categories
+        from pipelines.models.propensity import unseen_categories
 
         return unseen_categories(frame, self.learner.encoder.categories)
 
@@ -104,7 +104,7 @@ def load_scoring_model(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.train import mlflow_store
+    from pipelines.models.propensity import mlflow_store
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:

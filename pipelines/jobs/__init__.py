@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import io
 from pipelines.config import Settings
+from pipelines.data import storage
 from pipelines.runs import make_run_id, run_dir
 
 Progress = Callable[[str], None] | None
@@ -35,7 +35,7 @@ def _say(progress: Progress) -> Callable[[str], None]:
 def resolve_as_of(settings: Settings, as_of: Any = None) -> date:
     """``as_of`` as a date; None or "" means the end of the lake (the day after its last transaction month)."""
     if as_of in (None, ""):
-        return io.lake_end(settings.lake_dir)
+        return storage.lake_end(settings.lake_dir)
     return pd.Timestamp(as_of).date()
 
 
@@ -49,7 +49,7 @@ def validate_data(settings: Settings, as_of: Any = None, progress: Progress = No
     Returns the report paths and counts. The report lives in ``runs/validate__<as_of>/validation/``, shared by
     every job of that date.
     """
-    from pipelines.validate import require_valid, validate_lake, write_report
+    from pipelines.data.gates import require_valid, validate_lake, write_report
 
     say = _say(progress)
     as_of = resolve_as_of(settings, as_of)
@@ -70,8 +70,9 @@ def validate_data(settings: Settings, as_of: Any = None, progress: Progress = No
 def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progress = None) -> Path:
     """Build the customer wide table at ``as_of`` (the one feature definition), gate it with the
     ``customer_features`` suite and write it to ``out``."""
-    from pipelines.features import build_features, load_tables
-    from pipelines.validate import require_valid, validate_features
+    from pipelines.data.gates import require_valid
+    from pipelines.features.gate import validate_features
+    from pipelines.features.wide_table import build_features, load_tables
 
     say = _say(progress)
     as_of = resolve_as_of(settings, as_of)
@@ -80,7 +81,7 @@ def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progre
     gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
     say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")
     require_valid(gate)
-    return io.write_frame(wide, out)
+    return storage.write_frame(wide, out)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def campaign_run_id(campaign: str, as_of: Any) -> str:
 
 def load_campaign(settings: Settings, name: str):
     """The spec ``name`` from the campaigns folder (``campaign.SpecError`` with the known names otherwise)."""
-    from pipelines.campaign import SpecError, load_specs
+    from pipelines.campaigns.spec import SpecError, load_specs
 
     specs = {s.name: s for s in load_specs(settings.campaigns_dir)}
     if name not in specs:
@@ -131,32 +132,34 @@ def persona_model_path(settings: Settings) -> Path:
 def campaign_segments(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """RFM segment, lifecycle stage, persona, value tier and flags of every customer of the wide table ->
     ``segments.parquet``. The value tier needs a ``value`` champion; without one it is left empty."""
-    from pipelines import campaign as cmp
-    from pipelines import segment
+    from pipelines.campaigns import spec as cmp
+    from pipelines.models import segmentation
 
     say = _say(progress)
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
     folder = _campaign_dir(settings, name, as_of)
-    wide = io.read_frame(folder / "features.parquet")
+    wide = storage.read_frame(folder / "features.parquet")
     invalid = cmp.invalid_customers(
         settings.lake_dir,
         as_of,
         spec.contact_policy.invalid_customer or cmp.InvalidCustomerRule(),
     )
     model_path = persona_model_path(settings)
-    known = segment.PersonaModel.from_dict(io.read_json(model_path)) if model_path.is_file() else None
-    segments, model = segment.assign_segments(wide, invalid_ids=invalid, persona_model=known)
+    known = (
+        segmentation.PersonaModel.from_dict(storage.read_json(model_path)) if model_path.is_file() else None
+    )
+    segments, model = segmentation.assign_segments(wide, invalid_ids=invalid, persona_model=known)
     if known is None:
-        io.write_json_atomic(model_path, model.to_dict())
+        storage.write_json_atomic(model_path, model.to_dict())
         say(f"persona model fitted on {len(wide):,} customers and kept in {model_path}")
     value = _predict_value(settings, wide, say)
     if value is not None:
-        segments["value_tier"] = segment.value_tiers(value).to_numpy()
+        segments["value_tier"] = segmentation.value_tiers(value).to_numpy()
         segments["predicted_value"] = value.to_numpy()
     else:
         segments["value_tier"] = pd.Series(pd.NA, index=segments.index, dtype="str")
-    io.write_frame(segments, folder / "segments.parquet")
+    storage.write_frame(segments, folder / "segments.parquet")
     mix = segments["lifecycle_stage"].value_counts(normalize=True)
     say("lifecycle mix of the base: " + ", ".join(f"{k} {v:.0%}" for k, v in mix.items() if v > 0))
     return {"segments": str(folder / "segments.parquet"), "customers": len(segments)}
@@ -168,8 +171,8 @@ def _predict_value(settings: Settings, wide: pd.DataFrame, say: Callable[[str], 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines import value
-    from pipelines.train import mlflow_store
+    from pipelines.models import value
+    from pipelines.models.propensity import mlflow_store
 
     uri = settings.mlflow_tracking_uri
     try:
@@ -189,7 +192,7 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
     """Score every customer of the wide table with the champion of the campaign's model ->
     ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version, and for a campaign
     that selects by uplift, what it fell back to and why)."""
-    from pipelines.score import score_customers
+    from pipelines.campaigns.score import score_customers
 
     say = _say(progress)
     spec = load_campaign(settings, name)
@@ -198,9 +201,9 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
     model, note = _scoring_model(settings, spec, run_id)
     if note:
         say(note)
-    wide = io.read_frame(folder / "features.parquet")
+    wide = storage.read_frame(folder / "features.parquet")
     scored = score_customers(model, wide, progress=say)
-    io.write_frame(scored, folder / "scores.parquet")
+    storage.write_frame(scored, folder / "scores.parquet")
     pinned = {
         "model_name": model.name,
         "model_version": model.version,
@@ -209,7 +212,7 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
         "fallback_reason": note,
         "salt": f"{spec.salt}:{run_id}",
     }
-    io.write_json_atomic(folder / "model.json", pinned)
+    storage.write_json_atomic(folder / "model.json", pinned)
     say(f"scored {len(scored):,} customers with {model.name} v{model.version}")
     return {**pinned, "scored": len(scored), "scores": str(folder / "scores.parquet")}
 
@@ -218,13 +221,13 @@ def _scoring_model(settings: Settings, spec: Any, run_id: str):
     """The model a campaign scores with, and a note when it is not the spec's own: a campaign with
     ``model: uplift`` uses the uplift champion only when its verdict is "heterogeneity found"; otherwise (or
     without an uplift champion) it falls back to the spec's ``fallback`` (the response champion, or random)."""
-    from pipelines.score import RandomScorer, ScoringModel, load_scoring_model
+    from pipelines.campaigns.score import RandomScorer, ScoringModel, load_scoring_model
 
     uri = settings.mlflow_tracking_uri
     if spec.model != "uplift":
         return load_scoring_model(spec.model, uri), None
-    from pipelines.uplift import HETEROGENEITY
-    from pipelines.uplift_model import champion_verdict
+    from pipelines.models.uplift import HETEROGENEITY
+    from pipelines.models.uplift_training import champion_verdict
 
     champion = champion_verdict(uri)
     if champion is not None and champion["verdict"] == HETEROGENEITY:
@@ -246,9 +249,9 @@ def _scoring_model(settings: Settings, spec: Any, run_id: str):
 
 def _pinned_model(settings: Settings, folder: Path):
     """The model the score step used (``model.json``), so every step of a run uses the same one."""
-    from pipelines.score import RandomScorer, ScoringModel, load_scoring_model
+    from pipelines.campaigns.score import RandomScorer, ScoringModel, load_scoring_model
 
-    pinned = io.read_json(folder / "model.json")
+    pinned = storage.read_json(folder / "model.json")
     if pinned["model_name"] == "random":
         return ScoringModel("random", "0", "fallback", "", RandomScorer(pinned["salt"]))
     return load_scoring_model(
@@ -259,10 +262,9 @@ def _pinned_model(settings: Settings, folder: Path):
 def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Contact policy, audience rules, selection, holdout and reason codes -> ``targets.parquet`` and
     ``exclusions.parquet``. Fails the run on a sample-ratio mismatch."""
-    from pipelines import campaign as cmp
-    from pipelines import db
-    from pipelines.db import SEGMENT_COLUMNS
-    from pipelines.score import (
+    from pipelines.campaigns import spec as cmp
+    from pipelines.campaigns import store
+    from pipelines.campaigns.score import (
         GROUP,
         HOLDOUT,
         TREATMENT,
@@ -272,38 +274,39 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
         reason_codes,
         require_sample_ratio,
     )
+    from pipelines.campaigns.store import SEGMENT_COLUMNS
 
     say = _say(progress)
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
     run_id = campaign_run_id(name, as_of)
     folder = _campaign_dir(settings, name, as_of)
-    wide = io.read_frame(folder / "features.parquet")
-    scores = io.read_frame(folder / "scores.parquet")
+    wide = storage.read_frame(folder / "features.parquet")
+    scores = storage.read_frame(folder / "scores.parquet")
     scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
-    segments = io.read_frame(folder / "segments.parquet")
+    segments = storage.read_frame(folder / "segments.parquet")
     scored = scored.merge(segments, on="customer_id", how="left", validate="one_to_one")
 
-    customers = io.read_table(
+    customers = storage.read_table(
         settings.lake_dir, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
     )
     policy = spec.contact_policy
     lookback = max(
         policy.recent_contact_days, policy.frequency_cap.window_days if policy.frequency_cap else 0
     )
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
+    engine = store.make_engine(settings.database_url)
+    store.ensure_schema(engine)
     since = pd.Timestamp(as_of) - pd.Timedelta(days=lookback)
     lake_history = cmp.lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback)
     # Contacts of the platform's own runs reach the lake with the response feed; the database already counts them.
-    lake_history = lake_history.loc[~lake_history["campaign"].isin(db.list_runs(engine)["run_id"])]
+    lake_history = lake_history.loc[~lake_history["campaign"].isin(store.list_runs(engine)["run_id"])]
     history = pd.concat(
-        [lake_history, db.contact_history(engine, before=as_of, since=since.date())], ignore_index=True
+        [lake_history, store.contact_history(engine, before=as_of, since=since.date())], ignore_index=True
     )
     invalid = cmp.invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
     eligible, exclusions = cmp.apply_policy(scored, customers, history, invalid, spec, as_of)
     candidates = eligible
-    if io.read_json(folder / "model.json").get("selected_by") == "uplift":
+    if storage.read_json(folder / "model.json").get("selected_by") == "uplift":
         # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.
         hurt = eligible["score"].to_numpy(np.float64) <= 0
         if hurt.any():
@@ -335,8 +338,8 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
         keep.append("predicted_value")
     targets = selected[keep].merge(reasons, on="customer_id", how="left", validate="one_to_one")
     targets["channel"] = spec.channel
-    io.write_frame(targets, folder / "targets.parquet")
-    io.write_frame(exclusions, folder / "exclusions.parquet")
+    storage.write_frame(targets, folder / "targets.parquet")
+    storage.write_frame(exclusions, folder / "exclusions.parquet")
     mix = decile_mix(targets)
     summary = {
         "run_id": run_id,
@@ -354,7 +357,7 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
         "holdout_plan": holdout_note,
         "max_decile_share_difference": float(mix["difference"].abs().max()),
     }
-    io.write_json_atomic(folder / "selection.json", summary)
+    storage.write_json_atomic(folder / "selection.json", summary)
     say(f"holdout: {srm.describe()}")
     return summary
 
@@ -362,19 +365,19 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
 def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Write the run to the campaign database in one transaction (replacing an earlier write of the same run),
     then check the stored split against the plan (sample-ratio mismatch fails the run)."""
-    from pipelines import db
-    from pipelines.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
+    from pipelines.campaigns import store
+    from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
 
     say = _say(progress)
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
     run_id = campaign_run_id(name, as_of)
     folder = _campaign_dir(settings, name, as_of)
-    targets = io.read_frame(folder / "targets.parquet")
-    exclusions = io.read_frame(folder / "exclusions.parquet")
-    selection = io.read_json(folder / "selection.json")
-    pinned = io.read_json(folder / "model.json")
-    record = db.RunRecord(
+    targets = storage.read_frame(folder / "targets.parquet")
+    exclusions = storage.read_frame(folder / "exclusions.parquet")
+    selection = storage.read_json(folder / "selection.json")
+    pinned = storage.read_json(folder / "model.json")
+    record = store.RunRecord(
         run_id=run_id,
         campaign=name,
         logical_date=as_of,
@@ -393,10 +396,10 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
         },
     )
     mix = segment_mix(targets)
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
-    db.write_run(engine, record, targets, exclusions, segments=mix)
-    stored = db.group_counts(engine, run_id)
+    engine = store.make_engine(settings.database_url)
+    store.ensure_schema(engine)
+    store.write_run(engine, record, targets, exclusions, segments=mix)
+    stored = store.group_counts(engine, run_id)
     planned = targets[GROUP].value_counts()
     if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
         raise RuntimeError(f"run {run_id}: stored groups {stored} differ from the targets written")
@@ -423,8 +426,8 @@ def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
     """The audience by segment: for each segment column present (``rfm_segment``, ``lifecycle_stage``,
     ``persona``, ``value_tier``) and value, customers, treatment, holdout, share of the audience, average score
     and average predicted value. Missing segment values count as ``unknown``."""
-    from pipelines.db import SEGMENT_COLUMNS
-    from pipelines.score import GROUP, HOLDOUT, TREATMENT
+    from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT
+    from pipelines.campaigns.store import SEGMENT_COLUMNS
 
     rows = []
     total = max(len(targets), 1)
@@ -454,14 +457,14 @@ def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
 
 def _base_summary(folder: Path) -> pd.DataFrame:
     """Size, share, average score and average predicted value of every segment over the whole scored base."""
-    from pipelines import segment
+    from pipelines.models import segmentation
 
-    segments = io.read_frame(folder / "segments.parquet")
-    scores = io.read_frame(folder / "scores.parquet", columns=["customer_id", "score"])
+    segments = storage.read_frame(folder / "segments.parquet")
+    scores = storage.read_frame(folder / "scores.parquet", columns=["customer_id", "score"])
     value = None
     if "predicted_value" in segments.columns:
         value = pd.Series(segments["predicted_value"].to_numpy(), index=segments["customer_id"].to_numpy())
-    return segment.segment_summary(segments, scores, value)
+    return segmentation.segment_summary(segments, scores, value)
 
 
 def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataFrame, folder: Path) -> str:
@@ -470,8 +473,8 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.evaluate import segment_chart
-    from pipelines.train import _experiment_id, mlflow_store
+    from pipelines.models.evaluate import segment_chart
+    from pipelines.models.propensity import _experiment_id, mlflow_store
 
     uri = settings.mlflow_tracking_uri
     client = MlflowClient(uri)
@@ -543,12 +546,12 @@ def run_campaign(settings: Settings, name: str, as_of: Any = None, progress: Pro
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Failures that a retry cannot fix (bad data, a bad spec, no model, an unfair split): the DAGs fail these
     at once instead of retrying."""
-    from pipelines.campaign import SpecError
-    from pipelines.db import FrameValidationError
-    from pipelines.history import HistoryError
-    from pipelines.labels import LabelError
-    from pipelines.score import SampleRatioMismatch, ScoringError
-    from pipelines.validate import SuiteError, ValidationError
+    from pipelines.campaigns.score import SampleRatioMismatch, ScoringError
+    from pipelines.campaigns.spec import SpecError
+    from pipelines.campaigns.store import FrameValidationError
+    from pipelines.data.gates import SuiteError, ValidationError
+    from pipelines.features.history import HistoryError
+    from pipelines.features.labels import LabelError
 
     return (
         ValidationError,
@@ -583,8 +586,8 @@ def training_run_id(as_of: Any) -> str:
 def _training(settings: Settings, as_of: Any, params: Any):
     """The run's date, label definition, window, snapshot dates and folder from the label ``params``
     (:func:`label_params`: DAG params or None for the defaults)."""
-    from pipelines.features import WindowContract
-    from pipelines.labels import LabelDefinition, snapshot_dates
+    from pipelines.features.labels import LabelDefinition, snapshot_dates
+    from pipelines.features.wide_table import WindowContract
 
     args = label_params(params)
     as_of = resolve_as_of(settings, as_of)
@@ -603,8 +606,9 @@ def training_features(
     progress: Progress = None,
 ) -> dict:
     """The gated wide table of every training snapshot -> ``features/<snapshot>.parquet``."""
-    from pipelines.features import build_features, load_tables
-    from pipelines.validate import require_valid, validate_features
+    from pipelines.data.gates import require_valid
+    from pipelines.features.gate import validate_features
+    from pipelines.features.wide_table import build_features, load_tables
 
     say = _say(progress)
     as_of, label, window, dates, folder = _training(settings, as_of, params)
@@ -616,9 +620,9 @@ def training_features(
         gate = validate_features(wide, tables["customers"], d, settings.expectations_dir, window=window)
         say(f"  snapshot {d:%Y-%m-%d}: {len(wide):,} customers; {gate.summary()}")
         require_valid(gate)
-        io.write_frame(wide, folder / "features" / f"{d:%Y-%m-%d}.parquet")
+        storage.write_frame(wide, folder / "features" / f"{d:%Y-%m-%d}.parquet")
         gates[f"{d:%Y-%m-%d}"] = gate.to_dict()
-    io.write_json_atomic(folder / "features" / "gate.json", gates)
+    storage.write_json_atomic(folder / "features" / "gate.json", gates)
     return {"snapshots": [f"{d:%Y-%m-%d}" for d in dates], "folder": str(folder / "features")}
 
 
@@ -633,14 +637,14 @@ def training_labels(
 ) -> dict:
     """Label every snapshot and stack features and labels -> ``training_set.parquet``; stops when the training
     part has too few positives or negatives."""
-    from pipelines.features import ID, load_tables
-    from pipelines.labels import LABEL, SNAPSHOT, check_label_balance, make_labels, split_out_of_time
+    from pipelines.features.labels import LABEL, SNAPSHOT, check_label_balance, make_labels, split_out_of_time
+    from pipelines.features.wide_table import ID, load_tables
 
     say = _say(progress)
     as_of, label, window, dates, folder = _training(settings, as_of, params)
     frames = []
     for d in dates:
-        wide = io.read_frame(folder / "features" / f"{d:%Y-%m-%d}.parquet")
+        wide = storage.read_frame(folder / "features" / f"{d:%Y-%m-%d}.parquet")
         tables = load_tables(settings.lake_dir, d, window, extra_until=label.window(d)[1])
         wide[LABEL] = make_labels(tables, d, label).reindex(wide[ID]).to_numpy()
         wide.insert(0, SNAPSHOT, d)
@@ -650,14 +654,14 @@ def training_labels(
     split = split_out_of_time(data)
     check_label_balance(split.train, min_positives, min_negatives, what="training")
     check_label_balance(split.test, 1, 1, what="test")
-    path = io.write_frame(data, folder / "training_set.parquet")
+    path = storage.write_frame(data, folder / "training_set.parquet")
     return {"rows": len(data), "positives": int(data[LABEL].sum()), "training_set": str(path)}
 
 
 def _split(folder: Path):
-    from pipelines.labels import split_out_of_time
+    from pipelines.features.labels import split_out_of_time
 
-    return split_out_of_time(io.read_frame(folder / "training_set.parquet"))
+    return split_out_of_time(storage.read_frame(folder / "training_set.parquet"))
 
 
 def training_fit(
@@ -670,9 +674,9 @@ def training_fit(
     """Fit LightGBM (early stopping on the validation snapshot) and its calibrator -> ``model.pkl``."""
     import pickle
 
-    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES
-    from pipelines.labels import LABEL
-    from pipelines.train import TrainConfig, fit_model
+    from pipelines.features.labels import LABEL
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.models.propensity import TrainConfig, fit_model
 
     say = _say(progress)
     *_, folder = _training(settings, as_of, params)
@@ -681,7 +685,7 @@ def training_fit(
     config = TrainConfig(model_name="churn", seed=settings.seed)
     model = fit_model(split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
     path = folder / "model.pkl"
-    io.write_bytes_atomic(path, pickle.dumps(model))
+    storage.write_bytes_atomic(path, pickle.dumps(model))
     say(f"best iteration {model.best_iteration}")
     return str(path)
 
@@ -701,9 +705,9 @@ def training_evaluate(
 ) -> dict:
     """Test metrics on the newest snapshot, decile table, charts and importance -> ``evaluation/``; with the
     generator's truth beside the lake also the oracle's AUC and lift on the same snapshot."""
-    from pipelines import oracle
-    from pipelines.labels import LABEL
-    from pipelines.train import evaluate_model
+    from pipelines.features.labels import LABEL
+    from pipelines.models.propensity import evaluate_model
+    from pipelines.synthetic import oracle
 
     say = _say(progress)
     as_of, label, _window, dates, folder = _training(settings, as_of, params)
@@ -713,7 +717,7 @@ def training_evaluate(
     if oracle.truth_available(settings.data_dir) and label.name == "closure" and label.gap_days == 0:
         extra = oracle.oracle_metrics(settings.data_dir, test, dates[-1], label)
         extra["auc_to_oracle"] = metrics["auc"] / extra["oracle_auc"]
-    io.write_json_atomic(folder / "evaluation" / "extra_metrics.json", extra)
+    storage.write_json_atomic(folder / "evaluation" / "extra_metrics.json", extra)
     say(
         f"test auc {metrics['auc']:.4f}, top-decile lift {metrics['top_decile_lift']:.2f}, "
         f"brier {metrics['brier']:.4f}"
@@ -731,17 +735,17 @@ def training_register(
 ) -> dict:
     """Log the run to MLflow (parameters, window, label definition, lineage, metrics, the gate's result, the
     evaluation files), register a new ``churn`` version and apply the champion/challenger rule."""
-    from pipelines.labels import LABEL
-    from pipelines.train import TrainConfig, register_model
+    from pipelines.features.labels import LABEL
+    from pipelines.models.propensity import TrainConfig, register_model
 
     say = _say(progress)
     as_of, label, window, dates, folder = _training(settings, as_of, params)
     split = _split(folder)
     evaluation = folder / "evaluation"
-    metrics = io.read_json(evaluation / "metrics.json")
-    gate = io.read_json(folder / "features" / "gate.json")
+    metrics = storage.read_json(evaluation / "metrics.json")
+    gate = storage.read_json(folder / "features" / "gate.json")
     extra = {
-        **io.read_json(evaluation / "extra_metrics.json"),
+        **storage.read_json(evaluation / "extra_metrics.json"),
         "gx_success": float(all(g["success"] for g in gate.values())),
         "gx_critical_failures": float(sum(len(g.get("critical_failures", [])) for g in gate.values())),
         "gx_warnings": float(sum(len(g.get("warnings", [])) for g in gate.values())),
@@ -780,7 +784,7 @@ def training_register(
         result.run_id, str(folder / "features" / "gate.json"), artifact_path="validation"
     )
     registered = {**_registered(result), **{k: float(v) for k, v in extra.items()}}
-    io.write_json_atomic(folder / "registered.json", registered)
+    storage.write_json_atomic(folder / "registered.json", registered)
     say(result.summary())
     return registered
 
@@ -809,7 +813,7 @@ VALUE_HORIZON_MONTHS = 6
 def value_train(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict:
     """Train, evaluate (against the BG/NBD + Gamma-Gamma baseline on the same customers), register and maybe
     promote the ``value`` model (``value.train_value``); returns the decision and the test metrics."""
-    from pipelines import value
+    from pipelines.models import value
 
     as_of = resolve_as_of(settings, as_of)
     # The newest snapshot whose label window (the next HORIZON_MONTHS months of spend) ends by the run date.
@@ -842,8 +846,9 @@ def campaign_history(
 ) -> dict:
     """Every contact of the campaigns whose ``window_days`` response window closed by ``as_of``, with the gated
     wide table at its campaign's selection date and its outcome -> ``history.parquet`` (see ``history.py``)."""
-    from pipelines import history
-    from pipelines.validate import require_valid, validate_features
+    from pipelines.data.gates import require_valid
+    from pipelines.features import history
+    from pipelines.features.gate import validate_features
 
     say = _say(progress)
     as_of = resolve_as_of(settings, as_of)
@@ -858,35 +863,35 @@ def campaign_history(
     say(f"campaign history at {as_of}: campaigns with a closed {window_days}-day response window")
     data = history.history_training_set(settings.lake_dir, window_days, as_of, gate=gate, progress=say)
     split = history.split_by_campaign(data)
-    io.write_frame(data, folder / "history.parquet")
-    io.write_json_atomic(folder / "gate.json", gates)
+    storage.write_frame(data, folder / "history.parquet")
+    storage.write_json_atomic(folder / "gate.json", gates)
     summary = {
         "rows": len(data),
         "campaigns": split.campaigns,
         "window_days": window_days,
         "history": str(folder / "history.parquet"),
     }
-    io.write_json_atomic(folder / "history.json", summary)
+    storage.write_json_atomic(folder / "history.json", summary)
     return summary
 
 
 def _history_split(folder: Path):
-    from pipelines import history
+    from pipelines.features import history
 
-    return history.split_by_campaign(io.read_frame(folder / "history.parquet"))
+    return history.split_by_campaign(storage.read_frame(folder / "history.parquet"))
 
 
 def response_train(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict:
     """The ``response`` model: LightGBM on the treated contacts, label = converted within the response window,
     with churn's fit, evaluation and champion/challenger flow; train/validation/test by campaign in time.
     Also writes the test contacts' response scores (treated and holdout) for the uplift comparison."""
-    from pipelines import history
-    from pipelines.features import CATEGORICAL_FEATURES
-    from pipelines.train import TrainConfig, train_and_register
+    from pipelines.features import history
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.models.propensity import TrainConfig, train_and_register
 
     say = _say(progress)
     folder = _models_folder(settings, as_of)
-    meta = io.read_json(folder / "history.json")
+    meta = storage.read_json(folder / "history.json")
     split = _history_split(folder)
     treated = [part.loc[part[history.TREATED] == 1] for part in (split.train, split.valid, split.test)]
     features = history.feature_columns(split.train)
@@ -905,9 +910,9 @@ def response_train(settings: Settings, as_of: Any = None, progress: Progress = N
     )
     scores = split.test[[history.CAMPAIGN, "customer_id"]].copy()
     scores["response_score"] = result.model.predict_proba(split.test)
-    io.write_frame(scores, folder / "response_test_scores.parquet")
+    storage.write_frame(scores, folder / "response_test_scores.parquet")
     registered = _registered(result)
-    io.write_json_atomic(folder / "response.json", registered)
+    storage.write_json_atomic(folder / "response.json", registered)
     say(result.summary())
     return registered
 
@@ -917,19 +922,20 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
     on the out-of-time test campaign (Qini with bootstrap CI, AUUC, uplift@30, verdict) against ranking by the
     response score and, with the generator's truth, against the oracle; registered with champion/challenger on
     Qini. Runs :func:`campaign_history` first when this run has no history yet (``pmp train uplift``)."""
-    from pipelines import history, oracle
-    from pipelines.features import CATEGORICAL_FEATURES
-    from pipelines.uplift_model import train_uplift
+    from pipelines.features import history
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.models.uplift_training import train_uplift
+    from pipelines.synthetic import oracle
 
     say = _say(progress)
     folder = _models_folder(settings, as_of)
     if not (folder / "history.json").is_file():
         campaign_history(settings, as_of, progress=progress)
-    meta = io.read_json(folder / "history.json")
+    meta = storage.read_json(folder / "history.json")
     split = _history_split(folder)
     baselines = {}
     if (folder / "response_test_scores.parquet").is_file():
-        scores = io.read_frame(folder / "response_test_scores.parquet")
+        scores = storage.read_frame(folder / "response_test_scores.parquet")
         baselines["response"] = (
             split.test[[history.CAMPAIGN, "customer_id"]]
             .merge(scores, on=[history.CAMPAIGN, "customer_id"], how="left", validate="one_to_one")[
@@ -953,7 +959,7 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
         progress=say,
     )
     registered = {**_registered(result), "learner": result.learner, "verdict": result.verdict}
-    io.write_json_atomic(folder / "uplift.json", registered)
+    storage.write_json_atomic(folder / "uplift.json", registered)
     say(result.summary())
     return registered
 
@@ -1016,9 +1022,9 @@ def readout_campaign(
     ``campaign_results`` row and one MLflow run in ``campaign-readouts`` (all replaced on a re-readout).
     Refuses to read out before the window has closed (``as_of``, default today).
     """
-    from pipelines import db, oracle
-    from pipelines.power import powered_statement
-    from pipelines.readout import (
+    from pipelines.campaigns import store
+    from pipelines.campaigns.power import powered_statement
+    from pipelines.readout.stats import (
         channel_quality,
         funnel,
         lift_by_decile_chart,
@@ -1027,15 +1033,16 @@ def readout_campaign(
         response_floor_alert,
         return_on_spend,
     )
+    from pipelines.synthetic import oracle
 
     say = _say(progress)
     lake = settings.lake_dir
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
-    runs = db.list_runs(engine)
+    engine = store.make_engine(settings.database_url)
+    store.ensure_schema(engine)
+    runs = store.list_runs(engine)
     run = runs.loc[runs["run_id"] == campaign_id]
     platform = not run.empty
-    contacts = io.read_table(lake, "campaign_contacts")
+    contacts = storage.read_table(lake, "campaign_contacts")
     contacts = contacts.loc[contacts["campaign_id"] == campaign_id].reset_index(drop=True)
     if contacts.empty:
         if platform:
@@ -1044,7 +1051,7 @@ def readout_campaign(
                 "landed yet (read it out after the response window, once contacts and responses are in the lake)"
             )
         known = sorted(
-            io.read_table(lake, "campaign_contacts", columns=["campaign_id"])["campaign_id"].unique()
+            storage.read_table(lake, "campaign_contacts", columns=["campaign_id"])["campaign_id"].unique()
         )
         raise LookupError(f"no campaign {campaign_id!r} in campaign_contacts; known: {', '.join(known)}")
 
@@ -1057,7 +1064,7 @@ def readout_campaign(
         floor = spec.response_rate_floor if floor is None else floor
         if expected_share is None:
             expected_share = 1.0 - float(record["holdout_fraction"])
-        targets = db.read_targets(
+        targets = store.read_targets(
             engine, str(record["campaign"]), campaign_id, groups=("treatment", "holdout")
         )
         frame = targets.rename(columns={"target_group": "group"})
@@ -1084,7 +1091,7 @@ def readout_campaign(
             f"the {window_days}-day response window of {campaign_id!r} closes at {closes:%Y-%m-%d %H:%M}; "
             f"read it out after that (as of {today:%Y-%m-%d})"
         )
-    responses = io.read_table(lake, "responses")
+    responses = storage.read_table(lake, "responses")
     responses = responses.loc[responses["campaign_id"] == campaign_id].reset_index(drop=True)
     converted = responses.loc[responses["event_type"] == "converted", ["customer_id", "event_ts"]]
     inside = (converted["event_ts"] >= selected_at) & (converted["event_ts"] < closes)
@@ -1131,24 +1138,26 @@ def readout_campaign(
         true_lift=true_lift,
         chart=chart,
     )
-    io.write_text_atomic(folder / "report.md", markdown)
-    io.write_text_atomic(folder / "report.html", html)
-    io.write_text_atomic(folder / "readout.md", result.describe() + ("\n\n" + alert if alert else "") + "\n")
+    storage.write_text_atomic(folder / "report.md", markdown)
+    storage.write_text_atomic(folder / "report.html", html)
+    storage.write_text_atomic(
+        folder / "readout.md", result.describe() + ("\n\n" + alert if alert else "") + "\n"
+    )
     ros = None
     if spec is not None and (spec.cost_per_contact or spec.value_per_response):
         ros = return_on_spend(o, spec.cost_per_contact, spec.value_per_response)
     row = {
         "campaign_id": campaign_id,
         "response_window_days": window_days,
-        **{k: v for k, v in asdict(o).items() if k in db.RESULT_COLUMNS},
+        **{k: v for k, v in asdict(o).items() if k in store.RESULT_COLUMNS},
         "srm_p_value": result.srm.p_value if result.srm else None,
         "trustworthy": result.trustworthy,
         "alert": alert,
         "true_lift": true_lift,
         "net_return": ros.net if ros else None,
     }
-    io.write_json_atomic(folder / "readout.json", {**row, "power": power_note, "platform_run": platform})
-    db.write_result(engine, row)
+    storage.write_json_atomic(folder / "readout.json", {**row, "power": power_note, "platform_run": platform})
+    store.write_result(engine, row)
     row["mlflow_run_id"] = _log_readout(settings, row, folder)
     row["power"] = power_note
     row["report"] = str(folder / "report.html")
@@ -1170,18 +1179,18 @@ def due_readouts(
     """Platform runs ready for a readout at ``as_of`` (default today): response window closed (a run of day D with
     a 14-day window is due from D + 15: the window ends during D + 14), contacts landed in the lake, and (unless
     ``include_done``) no readout stored yet. Oldest first."""
-    from pipelines import db
+    from pipelines.campaigns import store
 
     today = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(date.today())
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
-    runs = db.list_runs(engine)
+    engine = store.make_engine(settings.database_url)
+    store.ensure_schema(engine)
+    runs = store.list_runs(engine)
     if runs.empty:
         return []
     landed = set(
-        io.read_table(settings.lake_dir, "campaign_contacts", columns=["campaign_id"])["campaign_id"]
+        storage.read_table(settings.lake_dir, "campaign_contacts", columns=["campaign_id"])["campaign_id"]
     )
-    done = set() if include_done else set(db.read_results(engine)["campaign_id"])
+    done = set() if include_done else set(store.read_results(engine)["campaign_id"])
     due = []
     for record in runs.sort_values(["logical_date", "run_id"]).itertuples(index=False):
         try:
@@ -1198,17 +1207,17 @@ def simulate_responses(settings: Settings, run_id: str, progress: Progress = Non
     """The synthetic world's response feed for one platform run (demo and tests only): contacts and responses
     of the run's targets over its response window, written to the lake, with their truth (see
     ``synth_campaigns.simulate_run_responses``)."""
-    from pipelines import db
-    from pipelines.synth_campaigns import RESPONSE_HORIZON_DAYS, simulate_run_responses
+    from pipelines.campaigns import store
+    from pipelines.synthetic.campaigns import RESPONSE_HORIZON_DAYS, simulate_run_responses
 
-    engine = db.make_engine(settings.database_url)
-    runs = db.list_runs(engine)
+    engine = store.make_engine(settings.database_url)
+    runs = store.list_runs(engine)
     record = runs.loc[runs["run_id"] == run_id]
     if record.empty:
         raise LookupError(f"no run {run_id!r} in the campaign database")
     record = record.iloc[0]
     spec = load_campaign(settings, str(record["campaign"]))
-    targets = db.read_targets(engine, str(record["campaign"]), run_id, groups=("treatment", "holdout"))
+    targets = store.read_targets(engine, str(record["campaign"]), run_id, groups=("treatment", "holdout"))
     summary = simulate_run_responses(
         settings.data_dir,
         run_id,
@@ -1228,7 +1237,7 @@ def _log_readout(settings: Settings, row: dict, folder: Path) -> str:
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.train import _experiment_id, mlflow_store
+    from pipelines.models.propensity import _experiment_id, mlflow_store
 
     uri = settings.mlflow_tracking_uri
     client = MlflowClient(uri)

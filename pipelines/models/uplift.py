@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.train import (
+from pipelines.models.propensity import (
     TrainConfig,
     _as_category_values,
     _category_list,

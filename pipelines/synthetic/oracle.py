@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import io
-from pipelines.evaluate import score_metrics, top_decile_lift
-from pipelines.features import ID
-from pipelines.labels import LABEL, LabelDefinition
+from pipelines.data import storage
+from pipelines.features.labels import LABEL, LabelDefinition
+from pipelines.features.wide_table import ID
+from pipelines.models.evaluate import score_metrics, top_decile_lift
 
 
 def truth_available(data_dir: Path) -> bool:
@@ -28,7 +28,7 @@ def oracle_scores(
     if definition.name != "closure" or definition.gap_days != 0:
         raise ValueError(f"the truth file holds closure probabilities without a gap, not {definition.tag}")
     month_end = pd.Timestamp(as_of) - pd.Timedelta(days=1)
-    truth = io.read_table(Path(data_dir) / "truth", "churn", months=[month_end.strftime("%Y-%m")])
+    truth = storage.read_table(Path(data_dir) / "truth", "churn", months=[month_end.strftime("%Y-%m")])
     truth = truth.loc[truth["month_end"] == month_end].set_index(ID)
     column = f"p_churn_{definition.horizon_days}d"
     scores = truth[column].reindex(pd.Index(customer_ids)).to_numpy()
@@ -55,12 +55,14 @@ def campaign_truth_available(data_dir: Path) -> bool:
 def oracle_uplift(data_dir: Path, contacts: pd.DataFrame, window_days: int) -> np.ndarray | None:
     """True uplift (p_treated - p_control, scaled to ``window_days``) of each ``(campaign_id, customer_id)`` row of
     ``contacts``, from the generator's ``truth/campaigns``; None when the truth is absent or misses a contact."""
-    from pipelines.synth_campaigns import share_within
+    from pipelines.synthetic.campaigns import share_within
 
     if not campaign_truth_available(data_dir):
         return None
     keys = ["campaign_id", ID]
-    truth = io.read_table(Path(data_dir) / "truth", "campaigns", columns=[*keys, "p_control", "p_treated"])
+    truth = storage.read_table(
+        Path(data_dir) / "truth", "campaigns", columns=[*keys, "p_control", "p_treated"]
+    )
     matched = contacts[keys].merge(truth, on=keys, how="left", validate="many_to_one")
     if matched["p_treated"].isna().any():
         return None

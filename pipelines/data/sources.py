@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
+from pipelines.data import schema
 
 ONLINE_RETAIL_HOME_COUNTRY = "United Kingdom"
 

@@ -45,10 +45,10 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines import io
-from pipelines.features import FEATURE_NAMES, STATIC_CATEGORIES
-from pipelines.schema import CONTACT_CHANNELS, TABLES
-from pipelines.segment import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
+from pipelines.data import storage
+from pipelines.data.schema import CONTACT_CHANNELS, TABLES
+from pipelines.features.wide_table import FEATURE_NAMES, STATIC_CATEGORIES
+from pipelines.models.segmentation import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
 ID = "customer_id"
 KNOWN_MODELS = ("churn", "response", "uplift")
@@ -334,7 +334,7 @@ class CampaignSpec(_Model):
         """
         if self.holdout_fraction != "auto":
             return float(self.holdout_fraction), f"holdout_fraction {self.holdout_fraction:g} fixed in spec"
-        from pipelines.power import holdout_fraction_for
+        from pipelines.campaigns.power import holdout_fraction_for
 
         target = self.power
         plan = holdout_fraction_for(
@@ -516,10 +516,10 @@ def lake_contact_history(
     as_of = pd.Timestamp(as_of)
     # Partitions are months of selected_at, which is never after sent_at; how long after the draw a message
     # goes out is not bounded, so earlier partitions are all read (the table is small).
-    months = [m for m in io.list_months(lake_dir, "campaign_contacts") if m <= io.month_key(as_of)]
+    months = [m for m in storage.list_months(lake_dir, "campaign_contacts") if m <= storage.month_key(as_of)]
     if not months:
         return empty_history()
-    frame = io.read_table(
+    frame = storage.read_table(
         lake_dir, "campaign_contacts", months=months, columns=["campaign_id", ID, "group", "sent_at"]
     )
     sent = frame["sent_at"]
@@ -584,11 +584,15 @@ def invalid_customers(
         return _empty_ids()
     as_of = pd.Timestamp(as_of)
     closed_months = [
-        m for m in io.list_months(lake_dir, "balances") if pd.Period(m, freq="M").end_time.normalize() < as_of
+        m
+        for m in storage.list_months(lake_dir, "balances")
+        if pd.Period(m, freq="M").end_time.normalize() < as_of
     ]
     if not closed_months:
         return _empty_ids()
-    bal = io.read_arrow(lake_dir, "balances", months=[closed_months[-1]], columns=[ID, "month_end", "aum"])
+    bal = storage.read_arrow(
+        lake_dir, "balances", months=[closed_months[-1]], columns=[ID, "month_end", "aum"]
+    )
     bal = bal.to_pandas(date_as_object=False)
     bal = bal.loc[bal["month_end"] < as_of].sort_values("month_end").drop_duplicates(ID, keep="last")
     candidates = np.unique(bal.loc[bal["aum"] <= rule.max_assets, ID].to_numpy(np.int64))
@@ -602,10 +606,10 @@ def invalid_customers(
     where = _positions_in(candidates)
     lo, hi = np.datetime64(start.to_datetime64(), "us"), np.datetime64(as_of.to_datetime64(), "us")
     for table, ts in (("transactions", "txn_ts"), ("app_events", "event_ts")):
-        present = set(io.list_months(lake_dir, table))
+        present = set(storage.list_months(lake_dir, table))
         for month in sorted((m for m in window if m in present), reverse=True):
             columns = [ID, ts] if month in edges else [ID]
-            part = io.read_arrow(lake_dir, table, months=[month], columns=columns)
+            part = storage.read_arrow(lake_dir, table, months=[month], columns=columns)
             ids = part.column(ID).to_numpy().astype(np.int64, copy=False)
             if month in edges:
                 t = part.column(ts).to_numpy().astype("datetime64[us]")

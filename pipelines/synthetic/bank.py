@@ -43,9 +43,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import io
-from pipelines import synth_campaigns as sc
-from pipelines.schema import (
+from pipelines.data import storage
+from pipelines.data.schema import (
     ACQUISITION_CHANNELS,
     APP_EVENT_TYPES,
     CAMPAIGN_TRUTH,
@@ -58,6 +57,7 @@ from pipelines.schema import (
     TABLES,
     TXN_CHANNELS,
 )
+from pipelines.synthetic import campaigns as sc
 
 US_PER_DAY = 86_400 * 1_000_000
 US_PER_HOUR = 3_600 * 1_000_000
@@ -302,8 +302,8 @@ def generate_bank(config: SynthConfig, out: Path, progress: Callable[[str], None
     )
     totals = ChunkStats(chunk=-1)
     with (
-        io.replacing_dir(out / "lake") as lake,
-        io.replacing_dir(out / "truth") as truth,
+        storage.replacing_dir(out / "lake") as lake,
+        storage.replacing_dir(out / "truth") as truth,
         ProcessPoolExecutor(max_workers=workers) as pool,
     ):
         jobs = [(config, k, lake, truth) for k in range(config.n_chunks)]
@@ -330,7 +330,7 @@ def generate_bank(config: SynthConfig, out: Path, progress: Callable[[str], None
             "closures": totals.closures,
             "dirty_faults": faults,
         }
-        io.write_json_atomic(truth / "manifest.json", manifest)
+        storage.write_json_atomic(truth / "manifest.json", manifest)
     seconds = time.perf_counter() - started
     say(
         f"synth: wrote {out / 'lake'} and {out / 'truth'} in {seconds:.1f} s "
@@ -379,13 +379,13 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
         txn = _draw_transactions(rng, cust, behaving, alive, m, start, days)
         txn = _keep_active(txn, "txn_ts", signup_us, closed_us)
         txn_table, spend = _transactions_table(txn, config, chunk, m, first, n)
-        io.write_part(txn_table, lake, "transactions", chunk, io.month_key(start))
+        storage.write_part(txn_table, lake, "transactions", chunk, storage.month_key(start))
         stats.transactions += txn_table.num_rows
 
         events = _draw_app_events(rng, cust, behaving, alive, m, start, days)
         events = _keep_active(events, "event_ts", signup_us, closed_us)
         ev_table = _app_events_table(events, config, chunk, m, first)
-        io.write_part(ev_table, lake, "app_events", chunk, io.month_key(start))
+        storage.write_part(ev_table, lake, "app_events", chunk, storage.month_key(start))
         stats.app_events += ev_table.num_rows
 
         # Month-end positions for customers open at the end of the month.
@@ -404,19 +404,19 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
             },
             schema=TABLES["balances"].arrow_schema,
         )
-        io.write_part(bal_table, lake, "balances", chunk, io.month_key(start))
+        storage.write_part(bal_table, lake, "balances", chunk, storage.month_key(start))
         stats.balances += bal_table.num_rows
 
         truth_table = _churn_truth_table(cust, states, entry, m, bal_idx, month_starts)
-        io.write_part(truth_table, truth, "churn", chunk, io.month_key(start))
+        storage.write_part(truth_table, truth, "churn", chunk, storage.month_key(start))
 
     contacts, responses, campaign_truth = _draw_campaigns(rng, cust, states, signup_us, closed_us, config)
     for spec, table in ((TABLES["campaign_contacts"], contacts), (TABLES["responses"], responses)):
-        io.write_partitioned(table, spec, lake, chunk)
-    io.write_partitioned(campaign_truth, CAMPAIGN_TRUTH, truth, chunk)
+        storage.write_partitioned(table, spec, lake, chunk)
+    storage.write_partitioned(campaign_truth, CAMPAIGN_TRUTH, truth, chunk)
 
     cust_table = _customers_table(rng, cust, closed_date)
-    io.write_part(cust_table, lake, "customers", chunk)
+    storage.write_part(cust_table, lake, "customers", chunk)
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -917,19 +917,19 @@ def _inject_dirty(config: SynthConfig, lake: Path) -> dict[str, dict]:
     """Corrupt part 0 of some tables in place and return what was injected (table -> fault -> rows)."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 999_983]))
     faults: dict[str, dict] = {}
-    first_month = io.month_key(config.month_starts[0])
-    last_month = io.month_key(config.month_starts[-2])
+    first_month = storage.month_key(config.month_starts[0])
+    last_month = storage.month_key(config.month_starts[-2])
 
     # customers: duplicated ids (whole rows copied).
-    path = io.table_dir(lake, "customers") / "part-00000.parquet"
-    cust = io.read_part(path)
+    path = storage.table_dir(lake, "customers") / "part-00000.parquet"
+    cust = storage.read_part(path)
     dup = cust.take(rng.choice(cust.num_rows, 5, replace=False))
-    io.write_part(pa.concat_tables([cust, dup]), lake, "customers", 0)
+    storage.write_part(pa.concat_tables([cust, dup]), lake, "customers", 0)
     faults["customers"] = {"duplicate customer_id": 5}
 
     # transactions: duplicate ids, null keys, negative amounts, unknown categories, orphan customers.
-    path = io.partition_dir(lake, "transactions", first_month) / "part-00000.parquet"
-    txn = io.read_part(path).to_pandas()
+    path = storage.partition_dir(lake, "transactions", first_month) / "part-00000.parquet"
+    txn = storage.read_part(path).to_pandas()
     rows = rng.choice(len(txn), 40, replace=False)
     dup_rows = txn.iloc[rows[:6]].copy()
     txn["customer_id"] = txn["customer_id"].astype("Int64")
@@ -943,18 +943,18 @@ def _inject_dirty(config: SynthConfig, lake: Path) -> dict[str, dict]:
     schema = schema.set(
         schema.get_field_index("customer_id"), pa.field("customer_id", pa.int64(), nullable=True)
     )
-    io.write_part(
+    storage.write_part(
         pa.Table.from_pandas(txn, schema=schema, preserve_index=False), lake, "transactions", 0, first_month
     )
 
     # transactions: timestamps in the future, landed in the newest partition.
-    path = io.partition_dir(lake, "transactions", last_month) / "part-00000.parquet"
-    last = io.read_part(path).to_pandas()
+    path = storage.partition_dir(lake, "transactions", last_month) / "part-00000.parquet"
+    last = storage.read_part(path).to_pandas()
     rows = rng.choice(len(last), 4, replace=False)
     last.loc[last.index[rows], "txn_ts"] = pd.Timestamp("2031-01-01") + pd.to_timedelta(
         np.arange(4), unit="h"
     )
-    io.write_part(
+    storage.write_part(
         pa.Table.from_pandas(last, schema=TABLES["transactions"].arrow_schema, preserve_index=False),
         lake,
         "transactions",
@@ -971,10 +971,10 @@ def _inject_dirty(config: SynthConfig, lake: Path) -> dict[str, dict]:
     }
 
     # balances: a column missing from every part.
-    for path in io.table_files(lake, "balances"):
-        table = io.read_part(path)
+    for path in storage.table_files(lake, "balances"):
+        table = storage.read_part(path)
         month = path.parent.name.removeprefix("month=")
-        io.write_part(table.drop_columns(["aum"]), lake, "balances", int(path.stem.split("-")[1]), month)
+        storage.write_part(table.drop_columns(["aum"]), lake, "balances", int(path.stem.split("-")[1]), month)
     faults["balances"] = {"missing column aum": 1}
     return faults
 

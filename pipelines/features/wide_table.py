@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import io
-from pipelines.schema import APP_EVENT_TYPES, CITY_TIERS, MERCHANT_CATEGORIES, TABLES, Column, Table
+from pipelines.data import storage
+from pipelines.data.schema import APP_EVENT_TYPES, CITY_TIERS, MERCHANT_CATEGORIES, TABLES, Column, Table
 
 ID = "customer_id"
 TXN_WINDOWS = (7, 30, 90, 180)
@@ -224,12 +224,12 @@ def load_tables(
     if extra_until is not None:
         later = pd.period_range(pd.Timestamp(as_of), pd.Timestamp(extra_until), freq="M")
         months = sorted(set(months) | {p.strftime("%Y-%m") for p in later})
-    tables = {"customers": io.read_table(lake, "customers", columns=SOURCE_COLUMNS["customers"])}
+    tables = {"customers": storage.read_table(lake, "customers", columns=SOURCE_COLUMNS["customers"])}
     for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
-        present = [m for m in months if m in set(io.list_months(lake, name))]
+        present = [m for m in months if m in set(storage.list_months(lake, name))]
         columns = SOURCE_COLUMNS[name]
         tables[name] = (
-            io.read_table(lake, name, months=present, columns=columns)
+            storage.read_table(lake, name, months=present, columns=columns)
             if present
             else TABLES[name].arrow_schema.empty_table().select(columns).to_pandas(date_as_object=False)
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipelines.features import ID, LOOKBACK_DAYS
+from pipelines.features.wide_table import ID, LOOKBACK_DAYS
 
 # --------------------------------------------------------------------------------------------------------------
 # RFM

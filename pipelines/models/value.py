@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from pipelines.train import (
+from pipelines.models.propensity import (
     CalibratedModel,
     Decision,
     Progress,
@@ -723,7 +723,7 @@ def value_window(as_of: Any, horizon_months: int) -> tuple[pd.Timestamp, pd.Time
 def make_value_labels(tables: Mapping[str, pd.DataFrame], as_of: Any, horizon_months: int) -> pd.Series:
     """Spend per customer open at ``as_of`` over its label window (index ``customer_id``, name
     ``future_spend``); a customer who closes inside the window counts what they spent until then."""
-    from pipelines.features import eligible_customers
+    from pipelines.features.wide_table import eligible_customers
 
     start, end = value_window(as_of, horizon_months)
     base = eligible_customers(tables["customers"], start)
@@ -804,7 +804,7 @@ def build_value_set(
     lake: Path, snapshots: Sequence[Any], horizon_months: int, window: Any = None, progress: Progress = print
 ) -> pd.DataFrame:
     """Wide table and future spend per snapshot, stacked: ``as_of``, ``customer_id``, features, ``future_spend``."""
-    from pipelines.features import build_features, load_tables
+    from pipelines.features.wide_table import build_features, load_tables
 
     say = progress or (lambda _m: None)
     frames = []
@@ -919,7 +919,7 @@ def register_value_model(
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.train import (
+    from pipelines.models.propensity import (
         _champion_metrics,
         _experiment_id,
         log_registered_pyfunc,
@@ -1011,26 +1011,27 @@ def train_value(
     with a full lookback and a label window ending by the test snapshot; otherwise ``test_share`` of the test
     snapshot's customers, by a fixed hash of the id, are the test set). The model is cross-fitted on the rest
     (:func:`fit_value_model`). Each snapshot's wide table passes the ``customer_features`` gate first, as in churn
-    training (a critical failure stops the run with :class:`validate.ValidationError`).
+    training (a critical failure stops the run with :class:`gates.ValidationError`).
 
     With ``baseline`` the run also fits BG/NBD + Gamma-Gamma on the lake's transactions before the test snapshot
     and logs its figures on the same test customers as ``baseline_*`` (and ``baseline_decile_error.csv``);
     customers without a transaction before the snapshot get 0 from it.
     """
-    from pipelines import io, validate
     from pipelines.config import load_settings
-    from pipelines.features import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
+    from pipelines.data import gates, storage
+    from pipelines.features.gate import validate_features
+    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
 
     say = progress or (lambda _m: None)
     config = config or ValueConfig()
     window = window or WindowContract()
     data_dir = Path(data_dir)
     lake = data_dir / "lake"
-    months = io.list_months(lake, "transactions")
+    months = storage.list_months(lake, "transactions")
     if not months:
-        raise io.LakeError(f"{lake} has no transactions")
+        raise storage.LakeError(f"{lake} has no transactions")
     lake_start = pd.Period(months[0], freq="M").start_time
-    lake_end = pd.Timestamp(io.lake_end(lake))
+    lake_end = pd.Timestamp(storage.lake_end(lake))
     plan = plan_value_snapshots(
         lake_start, lake_end, horizon_months, as_of=as_of, lookback_days=window.lookback_days, split=split
     )
@@ -1047,9 +1048,9 @@ def train_value(
     )
     data = build_value_set(lake, plan.snapshots, horizon_months, window, progress=say)
 
-    customers = io.read_table(lake, "customers", columns=[ID, "signup_date", "closed_date"])
+    customers = storage.read_table(lake, "customers", columns=[ID, "signup_date", "closed_date"])
     gate = {
-        f"{d:%Y-%m-%d}": validate.validate_features(
+        f"{d:%Y-%m-%d}": validate_features(
             data.loc[data[SNAPSHOT] == d, [ID, *FEATURE_NAMES]].reset_index(drop=True),
             customers,
             d,
@@ -1063,7 +1064,7 @@ def train_value(
         f"feature gate: {critical} critical failure(s), {sum(len(r.warnings) for r in gate.values())} warning(s)"
     )
     if critical:
-        raise validate.ValidationError(
+        raise gates.ValidationError(
             "value training stopped: the wide table failed its critical expectations\n"
             + "\n".join(r.summary() for r in gate.values() if not r.success)
         )
@@ -1099,7 +1100,9 @@ def train_value(
         btyd_params: dict[str, float] = {}
         if baseline:
             txn_months = [m for m in months if pd.Period(m, freq="M").start_time < test_as_of]
-            txn = io.read_table(lake, "transactions", months=txn_months, columns=[ID, "txn_ts", "amount"])
+            txn = storage.read_table(
+                lake, "transactions", months=txn_months, columns=[ID, "txn_ts", "amount"]
+            )
             btyd = fit_btyd(txn, test_as_of, date_col="txn_ts")
             btyd_params = btyd.params
             base_pred = predict_btyd(btyd, horizon_days, test[ID]).to_numpy()

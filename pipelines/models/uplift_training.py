@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.train import CHAMPION, Decision, Progress, TrainConfig, pyfunc_model
-from pipelines.uplift import (
+from pipelines.models.propensity import CHAMPION, Decision, Progress, TrainConfig, pyfunc_model
+from pipelines.models.uplift import (
     HETEROGENEITY,
     QINI_COLUMNS,
     auuc,
@@ -84,7 +84,7 @@ def evaluate_scores(y, t, s, *, n_bootstrap: int = 200, seed: int = 42) -> dict[
 def qini_chart(curves: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     """Write Qini curves (``qini_curve`` tables, one line each, the first is the model) with the random line to
     the first curve's end as a PNG, in the style of :mod:`pipelines.evaluate`'s charts."""
-    from pipelines.evaluate import _pyplot
+    from pipelines.models.evaluate import _pyplot
 
     plt = _pyplot()
     path = Path(path)
@@ -268,7 +268,7 @@ def train_uplift(
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.train import (
+    from pipelines.models.propensity import (
         _champion_metrics,
         _experiment_id,
         log_registered_pyfunc,
@@ -450,7 +450,7 @@ def champion_verdict(tracking_uri: str, model_name: str = "uplift") -> dict[str,
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.train import mlflow_store
+    from pipelines.models.propensity import mlflow_store
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         return None
@@ -526,7 +526,7 @@ def train_uplift_table(
     the values seen), nulls in the treatment column, an outcome that is not binary, a group without positives (or
     without negatives).
     """
-    from pipelines.train import _file_sha256, prepare_table, read_table, split_frame
+    from pipelines.models.propensity import _file_sha256, prepare_table, read_table, split_frame
 
     path = Path(path).expanduser().resolve()
     say = progress or (lambda _msg: None)

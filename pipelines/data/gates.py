@@ -59,7 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import io, schema
+from pipelines.data import schema, storage
 
 SEVERITIES = ("critical", "warning")
 
@@ -470,8 +470,8 @@ def write_report(result: LakeResult | TableResult, report_dir: str | Path) -> tu
         else LakeResult(result.as_of, {result.table: result}, result.seconds)
     )
     payload = lake.to_dict()
-    json_path = io.write_json_atomic(report_dir / "validation.json", payload)
-    md_path = io.write_text_atomic(report_dir / "validation.md", _markdown(lake))
+    json_path = storage.write_json_atomic(report_dir / "validation.json", payload)
+    md_path = storage.write_text_atomic(report_dir / "validation.md", _markdown(lake))
     return json_path, md_path
 
 
@@ -635,7 +635,7 @@ def _frame_to_arrow(df: pd.DataFrame, spec: schema.Table) -> tuple[pa.Table, dic
 
 
 def _schema_frame(arrow_schema: pa.Schema) -> pd.DataFrame:
-    """A zero-row pandas frame with the dtypes io.read_table gives each stored type (dates as datetime64)."""
+    """A zero-row pandas frame with the dtypes storage.read_table gives each stored type (dates as datetime64)."""
     return arrow_schema.empty_table().to_pandas(date_as_object=False)
 
 
@@ -1039,11 +1039,11 @@ def _load_parts(
             read.append(time_col)
         months = None if part.month is None else [part.month]
         try:
-            table = io.read_arrow(lake_dir, table_name, months, columns=read)
-        except io.LakeError:
+            table = storage.read_arrow(lake_dir, table_name, months, columns=read)
+        except storage.LakeError:
             if read == columns:
                 raise
-            read, table = columns, io.read_arrow(lake_dir, table_name, months, columns=columns)
+            read, table = columns, storage.read_arrow(lake_dir, table_name, months, columns=columns)
         if part.horizon is not None and time_col in table.column_names and part.horizon > as_of:
             later = _window_mask(table.column(time_col), as_of, part.horizon)
             n = pc.sum(later).as_py() or 0
@@ -1268,7 +1268,7 @@ def _run_task(task: _Task) -> _Batch:
     batch = _check_batch(
         _WORKER["engine"],
         task.table,
-        [[io.read_file_schema(f) for f in part.files] for part in task.parts],
+        [[storage.read_file_schema(f) for f in part.files] for part in task.parts],
         lambda cols: _load_parts(task.lake_dir, task.table, task.parts, cols, as_of),
         _WORKER["params"][task.table],
         _WORKER["customers"],
@@ -1317,32 +1317,36 @@ def _plan(
     Month partitions at or before as_of's month are grouped, in month order, into batches of at most
     ``batch_rows`` rows; a partition larger than that is a batch of its own (a partition is never split).
     """
-    as_of_month = io.month_key(as_of)
-    all_months = [m for t, s in schema.TABLES.items() if s.partition_by for m in io.list_months(lake_dir, t)]
+    as_of_month = storage.month_key(as_of)
+    all_months = [
+        m for t, s in schema.TABLES.items() if s.partition_by for m in storage.list_months(lake_dir, t)
+    ]
     data_end = _month_start_after(max(all_months)) if all_months else None
     tasks: list[_Task] = []
     missing: dict[str, str] = {}
     months_read: dict[str, list[str]] = {}
     for table, spec in schema.TABLES.items():
-        if not io.table_dir(lake_dir, table).is_dir():
-            missing[table] = f"folder {io.table_dir(lake_dir, table)} not found"
+        if not storage.table_dir(lake_dir, table).is_dir():
+            missing[table] = f"folder {storage.table_dir(lake_dir, table)} not found"
             continue
         if not spec.partition_by:
-            files = [str(f) for f in io.table_files(lake_dir, table)]
+            files = [str(f) for f in storage.table_files(lake_dir, table)]
             if files:
                 horizon = data_end if data_end is not None and data_end > as_of else None
-                tasks.append(_Task(lake_dir, table, [_Part(None, files, io.count_rows(files), horizon)]))
+                tasks.append(_Task(lake_dir, table, [_Part(None, files, storage.count_rows(files), horizon)]))
             continue
         group: list[_Part] = []
         months_read[table] = []
-        for m in io.list_months(lake_dir, table):
+        for m in storage.list_months(lake_dir, table):
             if m > as_of_month:
                 break
-            files = [str(f) for f in io.table_files(lake_dir, table, [m])]
+            files = [str(f) for f in storage.table_files(lake_dir, table, [m])]
             if not files:
                 continue
             months_read[table].append(m)
-            part = _Part(m, files, io.count_rows(files), _month_start_after(m) if m == as_of_month else None)
+            part = _Part(
+                m, files, storage.count_rows(files), _month_start_after(m) if m == as_of_month else None
+            )
             if group and sum(p.rows for p in group) + part.rows > batch_rows:
                 tasks.append(_Task(lake_dir, table, group))
                 group = []
@@ -1398,9 +1402,9 @@ def validate_lake(
     customer_ids = None
     if "customers" not in missing:
         try:
-            ids = io.read_arrow(lake_dir, "customers", columns=["customer_id"]).column("customer_id")
+            ids = storage.read_arrow(lake_dir, "customers", columns=["customer_id"]).column("customer_id")
             customer_ids = np.unique(ids.drop_null().to_numpy())
-        except io.LakeError as exc:
+        except storage.LakeError as exc:
             say(f"referential integrity not checked: {exc}")
     n_customers = len(customer_ids) if customer_ids is not None else None
     params = {
@@ -1417,7 +1421,7 @@ def validate_lake(
     workers = max(1, min(workers, len(tasks)))
     say(
         f"validating {lake_dir} as of {as_of.date()}: {len(tasks)} batch(es), {total_rows:,} rows stored "
-        f"on or before {io.month_key(as_of)}, {workers} worker(s)"
+        f"on or before {storage.month_key(as_of)}, {workers} worker(s)"
     )
 
     batches: dict[str, list[_Batch]] = {t: [] for t in schema.TABLES}
@@ -1635,36 +1639,3 @@ def _exact_cross_duplicates(
     across = cand.loc[spread.to_numpy() > 1]
     extra = int((~across["_within_dup"]).sum())
     return extra, across[key].drop_duplicates().head(MAX_EXAMPLES).to_dict("records")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The wide table
-
-
-def validate_features(
-    wide: pd.DataFrame,
-    customers: pd.DataFrame,
-    as_of: Any,
-    expectations_dir: str | Path,
-    *,
-    window: Any = None,
-    report_dir: str | Path | None = None,
-) -> TableResult:
-    """The ``customer_features`` suite on a wide table built at ``as_of`` (training and scoring alike).
-
-    The suite's parameters come from the data: the row count must equal the customers open at ``as_of`` (from
-    ``customers``), every id must be one of them, and ``days_since_*`` are capped by the window's lookback + 1.
-    """
-    from pipelines.features import ID, WindowContract, eligible_customers, feature_table_spec
-
-    window = window or WindowContract()
-    spec = feature_table_spec()
-    eligible = eligible_customers(customers, as_of)[ID]
-    params = {
-        "customer_ids": eligible,
-        "expected_rows": len(eligible),
-        "max_days_since": window.lookback_days + 1,
-    }
-    return validate_frame(
-        wide[spec.column_names], spec.name, as_of, expectations_dir, params, report_dir=report_dir, spec=spec
-    )

@@ -60,7 +60,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
-from pipelines.schema import CONTACT_GROUPS
+from pipelines.data.schema import CONTACT_GROUPS
 
 RUN_STATUSES = ("succeeded", "failed")
 TARGET_GROUPS = CONTACT_GROUPS  # ("treatment", "holdout")

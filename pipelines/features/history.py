@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import io
-from pipelines.features import ID, WindowContract, build_features, load_tables
+from pipelines.data import storage
+from pipelines.features.wide_table import ID, WindowContract, build_features, load_tables
 
 CAMPAIGN = "campaign_id"
 SELECTED_AT = "selected_at"
@@ -43,13 +43,13 @@ def campaign_outcomes(lake: Path, window_days: int, as_of: date | pd.Timestamp |
     ``converted`` (1 = a ``converted`` response in ``[selected_at, selected_at + window_days)``)."""
     if window_days < 1:
         raise HistoryError(f"window_days must be at least 1, got {window_days}")
-    contacts = io.read_table(
+    contacts = storage.read_table(
         lake, "campaign_contacts", columns=[CAMPAIGN, ID, "channel", "group", SELECTED_AT]
     )
     window = pd.Timedelta(days=window_days)
     if as_of is not None:
         contacts = contacts.loc[contacts[SELECTED_AT] + window <= pd.Timestamp(as_of)]
-    responses = io.read_table(lake, "responses", columns=[CAMPAIGN, ID, "event_type", "event_ts"])
+    responses = storage.read_table(lake, "responses", columns=[CAMPAIGN, ID, "event_type", "event_ts"])
     converted = responses.loc[responses["event_type"] == "converted", [CAMPAIGN, ID, "event_ts"]]
     timed = contacts[[CAMPAIGN, ID, SELECTED_AT]].merge(converted, on=[CAMPAIGN, ID], how="inner")
     inside = (timed["event_ts"] >= timed[SELECTED_AT]) & (timed["event_ts"] < timed[SELECTED_AT] + window)

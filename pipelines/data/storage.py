@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.schema import Table
+from pipelines.data.schema import Table
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "row_group_size": 1_000_000}
 _MONTH_DIR = re.compile(r"^month=(\d{4}-\d{2})$")

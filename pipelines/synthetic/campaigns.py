@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.schema import (
+from pipelines.data.schema import (
     CAMPAIGN_TRUTH,
     CONTACT_CHANNELS,
     CONTACT_GROUPS,
@@ -378,7 +378,7 @@ def simulate_run_responses(
     ``targets`` has ``customer_id`` and ``target_group`` (treatment/holdout). Deterministic for the same inputs;
     a rerun replaces the run's files. Returns counts and the true lift (mean p_treated - p_control).
     """
-    from pipelines import io
+    from pipelines.data import storage
 
     data_dir = Path(data_dir)
     lake, truth_dir = data_dir / "lake", data_dir / "truth"
@@ -388,7 +388,7 @@ def simulate_run_responses(
         )
     selected = pd.Timestamp(selected_at)
     ids = targets["customer_id"].to_numpy(np.int64)
-    customers = io.read_table(
+    customers = storage.read_table(
         lake,
         "customers",
         columns=[
@@ -408,13 +408,13 @@ def simulate_run_responses(
         )
     rows = customers.loc[ids]
     # The hidden state during the selection's month (as the generator uses), or the newest one the truth holds.
-    months = [m for m in io.list_months(truth_dir, "churn") if m <= io.month_key(selected)]
+    months = [m for m in storage.list_months(truth_dir, "churn") if m <= storage.month_key(selected)]
     if not months:
         raise ValueError(
             f"{truth_dir / 'churn'} holds no month at or before the selection {selected:%Y-%m-%d}"
         )
     month = months[-1]
-    states = io.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
+    states = storage.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
     state = (
         states.set_index("customer_id")["state"]
         .astype(str)
@@ -423,7 +423,7 @@ def simulate_run_responses(
         .fillna(ACTIVE)
         .to_numpy(np.int64)
     )
-    app = io.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
+    app = storage.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
     closed = rows["closed_date"]
     closed_us = np.where(
         closed.isna(), np.iinfo(np.int64).max, closed.to_numpy("datetime64[us]").astype(np.int64)
@@ -450,8 +450,8 @@ def simulate_run_responses(
     part = 50_000 + zlib.crc32(campaign_id.encode()) % 40_000
     specs = (TABLES["campaign_contacts"], TABLES["responses"], CAMPAIGN_TRUTH)
     for table, root, spec in zip(tables, (lake, lake, truth_dir), specs, strict=True):
-        io.remove_part(root, spec.name, part)
-        io.write_partitioned(table, spec, root, part)
+        storage.remove_part(root, spec.name, part)
+        storage.write_partitioned(table, spec, root, part)
     tau = truth["p_treated"] - truth["p_control"]
     converted = tables[1].filter(pc.equal(tables[1]["event_type"].cast(pa.string()), "converted"))
     return {
