@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, make_url, text
 
 from pipelines.campaigns import store
-from tests.unit.test_db import InjectedFailure, dump_tables, fail_at, make_exclusions, make_run, make_targets
+from tests.unit.campaigns.test_store import InjectedFailure, dump_tables, fail_at, make_exclusions, make_run, make_targets
 
 pytestmark = pytest.mark.postgres
 

@@ -16,7 +16,7 @@ from pipelines.cli import main
 from pipelines.models import uplift_training
 from pipelines.models.uplift import HETEROGENEITY, uplift_config
 from pipelines.models.uplift_training import train_uplift_table
-from tests.unit.test_uplift_model import simulate
+from tests.unit.models.test_uplift_training import simulate
 
 FAST = uplift_config(learning_rate=0.1, n_estimators=300, early_stopping_rounds=30, num_threads=1)
 

@@ -20,7 +20,7 @@ from pipelines.features.labels import (
     split_out_of_time,
 )
 from pipelines.features.wide_table import FEATURE_NAMES
-from tests.unit.test_features import _empty
+from tests.unit.features.test_wide_table import _empty
 
 AS_OF = pd.Timestamp("2025-06-01")
 
