@@ -2,49 +2,69 @@
 
 Defaults are embedded (a data folder and an MLflow store inside the project, a SQLite campaign database), so a
 fresh clone runs with no configuration. Each setting can be overridden with a ``PM_`` variable, or the standard
-``MLFLOW_TRACKING_URI``. Reading the settings has no side effects: nothing is created and nothing is connected.
+``MLFLOW_TRACKING_URI`` and ``AIRFLOW_HOME`` (pydantic-settings reads and types them). Reading the settings has no
+side effects: nothing is created and nothing is connected.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+ENV_PREFIX = "PM_"
+_PATHS = ("data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir", "airflow_home", "dags_dir")
 
-@dataclass(frozen=True)
-class Settings:
-    """Where the platform reads and writes. All paths are absolute."""
+
+class Settings(BaseSettings):
+    """Where the platform reads and writes. All paths are absolute.
+
+    Constructing one reads nothing but its arguments (a test's ``Settings(data_dir=...)`` is not changed by a
+    variable some library left in the environment); :func:`load_settings` is the one reader of the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     data_dir: Path = PROJECT_ROOT / "data"
     expectations_dir: Path = PROJECT_ROOT / "expectations"
     campaigns_dir: Path = PROJECT_ROOT / "campaigns"
     mlruns_dir: Path = PROJECT_ROOT / "mlruns"
     database_url: str = ""
-    mlflow_tracking_uri: str = ""
+    # The standard MLflow and Airflow variables, without the prefix.
+    mlflow_tracking_uri: str = Field(
+        "", validation_alias=AliasChoices("mlflow_tracking_uri", "MLFLOW_TRACKING_URI")
+    )
     seed: int = 42
     # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
-    airflow_home: Path = PROJECT_ROOT / ".airflow"
+    airflow_home: Path = Field(
+        PROJECT_ROOT / ".airflow", validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME")
+    )
     dags_dir: Path = PROJECT_ROOT / "dags"
     task_retries: int = 2
     retry_delay_seconds: int = 300
 
-    def __post_init__(self) -> None:
-        for name in (
-            "data_dir",
-            "expectations_dir",
-            "campaigns_dir",
-            "mlruns_dir",
-            "airflow_home",
-            "dags_dir",
-        ):
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _absolute_paths_and_default_stores(self) -> Settings:
+        for name in _PATHS:
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'campaigns.db'}")
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.mlruns_dir / 'mlflow.db'}")
+        return self
 
     @property
     def lake_dir(self) -> Path:
@@ -65,39 +85,54 @@ class Settings:
         """The same settings pointed at another data folder (a CLI ``--data`` flag)."""
         if data_dir is None:
             return self
-        database_url = (
-            "" if self.database_url == Settings(data_dir=self.data_dir).database_url else self.database_url
-        )
-        return replace(self, data_dir=Path(data_dir), database_url=database_url)
+        values = self.model_dump()
+        if self.database_url == Settings(data_dir=self.data_dir).database_url:
+            values["database_url"] = (
+                ""  # the default database moves with the data folder; an explicit one stays
+            )
+        return Settings(**{**values, "data_dir": Path(data_dir)})
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Settings from defaults overridden by ``PM_*`` (and ``MLFLOW_TRACKING_URI``) environment variables."""
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, env_ignore_empty=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._environ.items() if v != ""}
+
+
+def _variable(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1])
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from defaults overridden by ``PM_*`` (and ``MLFLOW_TRACKING_URI``, ``AIRFLOW_HOME``) variables of
+    ``environ`` (default: the process environment). A bad value fails with the variable named."""
     env = os.environ if environ is None else environ
-    kwargs: dict[str, object] = {}
-    for key, name in (
-        ("PM_DATA_DIR", "data_dir"),
-        ("PM_EXPECTATIONS_DIR", "expectations_dir"),
-        ("PM_CAMPAIGNS_DIR", "campaigns_dir"),
-        ("PM_MLRUNS_DIR", "mlruns_dir"),
-        ("PM_DATABASE_URL", "database_url"),
-        ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
-        ("AIRFLOW_HOME", "airflow_home"),
-        ("PM_DAGS_DIR", "dags_dir"),
-    ):
-        if env.get(key):
-            kwargs[name] = env[key]
-    for key, name in (
-        ("PM_SEED", "seed"),
-        ("PM_TASK_RETRIES", "task_retries"),
-        ("PM_RETRY_DELAY_SECONDS", "retry_delay_seconds"),
-    ):
-        if env.get(key):
-            try:
-                kwargs[name] = int(env[key])
-            except ValueError as exc:
-                raise ValueError(f"{key} must be an integer, got {env[key]!r}") from exc
-    return Settings(**kwargs)  # type: ignore[arg-type]
+
+    class _FromEnvironment(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            return (_MappingEnvSource(settings_cls, env),)
+
+    try:
+        values: dict[str, Any] = _FromEnvironment().model_dump()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            wanted = "an integer" if Settings.model_fields[field].annotation is int else "valid"
+            problems.append(f"{_variable(field)} must be {wanted}, got {error.get('input')!r}")
+        raise ValueError("; ".join(problems)) from None
+    return Settings(**values)
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import PROJECT_ROOT, load_settings
+from pipelines.config import PROJECT_ROOT, Settings, load_settings
 
 
 def test_defaults_are_embedded_and_absolute():
@@ -21,7 +21,7 @@ def test_environment_overrides(tmp_path):
     )
     assert settings.data_dir == tmp_path and settings.seed == 7
     assert settings.mlflow_tracking_uri == "http://127.0.0.1:5000"
-    with pytest.raises(ValueError, match="PM_SEED"):
+    with pytest.raises(ValueError, match="PM_SEED must be an integer, got .seven."):
         load_settings({"PM_SEED": "seven"})
 
 
@@ -31,3 +31,20 @@ def test_a_data_flag_moves_the_default_database_but_not_an_explicit_one(tmp_path
     explicit = load_settings({"PM_DATABASE_URL": "postgresql://127.0.0.1/test"}).with_data_dir(tmp_path)
     assert explicit.database_url == "postgresql://127.0.0.1/test"
     assert not (tmp_path / "campaigns.db").exists()
+
+
+def test_constructing_settings_reads_no_environment(monkeypatch, tmp_path):
+    """Only load_settings reads the environment: a variable a library leaves behind (mlflow.set_tracking_uri
+    writes MLFLOW_TRACKING_URI) cannot redirect settings a caller built explicitly."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("PM_SEED", "3")
+    built = Settings(data_dir=tmp_path)
+    assert built.seed == 42 and built.mlflow_tracking_uri.startswith("sqlite:///")
+    assert load_settings().seed == 3 and load_settings().mlflow_tracking_uri == "http://127.0.0.1:1"
+
+
+def test_standard_variables_and_unknown_fields():
+    settings = load_settings({"AIRFLOW_HOME": "/srv/airflow", "PM_TASK_RETRIES": "0", "UNRELATED": "x"})
+    assert str(settings.airflow_home) == "/srv/airflow" and settings.task_retries == 0
+    with pytest.raises(ValueError):
+        Settings(data_dirr="typo")
