@@ -20,6 +20,7 @@ MONTHS ?= 12
 help:
 	@echo "make run    generate the demo bank ($(CUSTOMERS) customers, $(MONTHS) months), then train, score and write"
 	@echo "           the campaign lists through Airflow (churn_training, campaign_scoring__*), and print a summary"
+	@echo "           (the tasks' output goes to $(DATA)/runs/pmp_run__<date>/run.log)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring, uplift)"
 	@echo "make lint   ruff"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import measure  # noqa: E402
 
-from pipelines import db  # noqa: E402
+from pipelines.campaigns import store, store_frames, store_schema  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -64,18 +64,20 @@ def make_frames(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def bench(label: str, url: str, targets: pd.DataFrame, exclusions: pd.DataFrame, chunk_rows: int) -> None:
-    engine = db.make_engine(url)
-    checkpoint = db._checkpoint
+    engine = store_schema.make_engine(url)
+    checkpoint = store._checkpoint
     try:
-        db.ensure_schema(engine)
-        run = db.RunRecord("campaign__bench__2026-01-01", "bench", date(2026, 1, 1), "churn", "1")
+        store_schema.ensure_schema(engine)
+        run = store_frames.RunRecord("campaign__bench__2026-01-01", "bench", date(2026, 1, 1), "churn", "1")
         rows = len(targets) + len(exclusions)
         steps: list[tuple[str, float]] = []
-        db._checkpoint = lambda step: None if ":chunk:" in step else steps.append((step, time.perf_counter()))
+        store._checkpoint = lambda step: (
+            None if ":chunk:" in step else steps.append((step, time.perf_counter()))
+        )
         for phase in ("first write", "rewrite"):
             steps[:] = [("start", time.perf_counter())]
             with measure(f"{label} {phase}") as m:
-                db.write_run(engine, run, targets, exclusions, chunk_rows=chunk_rows)
+                store.write_run(engine, run, targets, exclusions, chunk_rows=chunk_rows)
             steps.append(("commit", time.perf_counter()))
             print(
                 f"  {label} {phase}: {len(targets):,} targets + {len(exclusions):,} exclusions in "
@@ -88,18 +90,18 @@ def bench(label: str, url: str, targets: pd.DataFrame, exclusions: pd.DataFrame,
                 + ", ".join(f"{b[0]} +{b[1] - a[1]:.2f} s" for a, b in zip(steps, steps[1:], strict=False))
             )
         started = time.perf_counter()
-        got = db.read_targets(engine, "bench")
+        got = store.read_targets(engine, "bench")
         seconds = time.perf_counter() - started
         print(
             f"  {label} read_targets: {len(got):,} rows in {seconds:.2f} s = {len(got) / seconds:,.0f} rows/s"
         )
         started = time.perf_counter()
-        counts = db.group_counts(engine, run.run_id)
+        counts = store.group_counts(engine, run.run_id)
         print(f"  {label} group_counts: {counts} in {time.perf_counter() - started:.3f} s")
         expected = targets["target_group"].value_counts().to_dict()
-        assert counts == {g: expected.get(g, 0) for g in db.TARGET_GROUPS}, (counts, expected)
+        assert counts == {g: expected.get(g, 0) for g in store_schema.TARGET_GROUPS}, (counts, expected)
     finally:
-        db._checkpoint = checkpoint
+        store._checkpoint = checkpoint
         engine.dispose()
 
 

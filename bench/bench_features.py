@@ -5,7 +5,7 @@ same wide table computed by one DuckDB SQL query over the same Parquet files.
     python bench/bench_features.py bench/out/synth1m --as-of 2025-12-01 --threads 2
 
 Arguments: the lake (or the data folder holding ``lake/``); ``--as-of`` (default: the lake's end,
-``io.lake_end``); ``--threads`` for DuckDB (default 2, the cores of the development machines); ``--skip-duckdb``
+``storage.lake_end``); ``--threads`` for DuckDB (default 2, the cores of the development machines); ``--skip-duckdb``
 to time our build alone.
 
 The issue's goal: ours within 2x of DuckDB on the 1M-customer lake (≈ 60M transactions in the 180-day lookback).
@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 from _measure import measure  # noqa: E402
 
-from pipelines import io  # noqa: E402
+from pipelines.data import storage  # noqa: E402
 from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES  # noqa: E402
 from pipelines.features.wide_table import (  # noqa: E402
     CATEGORICAL_FEATURES,
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
 
     lake = args.path / "lake" if (args.path / "lake").is_dir() else args.path
-    as_of = pd.Timestamp(args.as_of or io.lake_end(lake))
+    as_of = pd.Timestamp(args.as_of or storage.lake_end(lake))
     window = WindowContract()
     files = _lookback_files(lake, as_of, window)
     print(f"lake {lake}, as of {as_of:%Y-%m-%d}, lookback {window.lookback_days} days")
@@ -125,10 +125,10 @@ def _load() -> str:
 def _lookback_files(lake: Path, as_of: pd.Timestamp, window: WindowContract) -> dict[str, list[str]]:
     """The Parquet files `load_tables` reads: the lookback's month partitions (customers whole)."""
     months = lookback_months(as_of, window)
-    out = {"customers": [str(f) for f in io.table_files(lake, "customers")]}
+    out = {"customers": [str(f) for f in storage.table_files(lake, "customers")]}
     for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
-        present = [m for m in months if m in set(io.list_months(lake, name))]
-        out[name] = [str(f) for f in io.table_files(lake, name, present)] if present else []
+        present = [m for m in months if m in set(storage.list_months(lake, name))]
+        out[name] = [str(f) for f in storage.table_files(lake, name, present)] if present else []
         if not out[name]:
             raise SystemExit(f"{name} has no partition in the lookback: the SQL needs at least one file")
     return out

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _measure import measure
 
-from pipelines import jobs
 from pipelines.config import Settings
 from pipelines.data import storage
+from pipelines.jobs import campaigns as campaign_jobs
+from pipelines.jobs.common import resolve_as_of
 
 OUT = Path(__file__).resolve().parent / "out"
 SPEC = """name: bench-score
@@ -68,15 +69,15 @@ def _champion(tracking_uri: str) -> None:
 
 def _run(settings: Settings, label: str) -> dict:
     name = "bench-score"
-    as_of = jobs.resolve_as_of(settings)
+    as_of = resolve_as_of(settings)
     times = {}
     with measure(f"{label}: whole run") as whole:
         for step in (
-            jobs.campaign_features,
-            jobs.campaign_segments,
-            jobs.campaign_score,
-            jobs.campaign_select,
-            jobs.campaign_write,
+            campaign_jobs.campaign_features,
+            campaign_jobs.campaign_segments,
+            campaign_jobs.campaign_score,
+            campaign_jobs.campaign_select,
+            campaign_jobs.campaign_write,
         ):
             t0 = time.perf_counter()
             out = step(settings, name, as_of)
@@ -94,7 +95,7 @@ def _run(settings: Settings, label: str) -> dict:
 def _predict_vs_raw(settings: Settings) -> None:
     from pipelines.campaigns.score import load_scoring_model, score_customers
 
-    folder = settings.runs_dir / jobs.campaign_run_id("bench-score", jobs.resolve_as_of(settings))
+    folder = settings.runs_dir / campaign_jobs.campaign_run_id("bench-score", resolve_as_of(settings))
     wide = storage.read_frame(folder / "features.parquet")
     model = load_scoring_model("churn", settings.mlflow_tracking_uri)
     booster, best = model.model.booster, model.model.best_iteration

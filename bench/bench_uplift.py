@@ -77,7 +77,8 @@ def run_case(case: str, rows: int, features: int, seed: int) -> dict:
     """One case in this process: simulate, fit, score every row; the figures as a dict."""
     import lightgbm as lgb
 
-    from pipelines.models.uplift import LEARNERS, _valid_mask, qini_coefficient, uplift_config
+    from pipelines.models.uplift import LEARNERS, _valid_mask, uplift_config
+    from pipelines.models.uplift_metrics import qini_coefficient
 
     config = uplift_config()
     X, y, t, truth = simulate(rows, features, seed)

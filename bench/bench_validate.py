@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import measure  # noqa: E402
 
-from pipelines import io  # noqa: E402
 from pipelines.config import PROJECT_ROOT  # noqa: E402
+from pipelines.data import storage  # noqa: E402
 from pipelines.data.gates import BATCH_ROWS, validate_lake  # noqa: E402
 
 
@@ -41,9 +41,9 @@ def main() -> None:
     args = parser.parse_args()
 
     lake = args.path / "lake" if (args.path / "lake").is_dir() else args.path
-    as_of = args.as_of or io.lake_end(lake)
+    as_of = args.as_of or storage.lake_end(lake)
     rows = {
-        t: sum(_rows(f) for f in io.table_files(lake, t))
+        t: sum(_rows(f) for f in storage.table_files(lake, t))
         for t in sorted(p.name for p in lake.iterdir() if p.is_dir())
     }
     print(f"lake {lake}: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()))

@@ -29,7 +29,7 @@ def _row(label: str, value: dict, base: dict) -> str:
 
 
 def cdnow(seeds: list[int], data: Path) -> None:
-    from pipelines.models.value import evaluate_cdnow
+    from pipelines.models.value_baseline import evaluate_cdnow
 
     for seed in seeds:
         started = time.perf_counter()
@@ -47,17 +47,9 @@ def bank(seeds: list[int], customers: int) -> None:
 
     from pipelines.data import storage
     from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
-    from pipelines.models.value import (
-        ID,
-        LABEL,
-        ValueConfig,
-        _unit_hash,
-        build_value_set,
-        fit_btyd,
-        fit_value_model,
-        predict_btyd,
-        value_metrics,
-    )
+    from pipelines.models.value import ID, LABEL, ValueConfig, fit_value_model, unit_hash, value_metrics
+    from pipelines.models.value_baseline import fit_btyd, predict_btyd
+    from pipelines.models.value_training import build_value_set
     from pipelines.synthetic.bank import SynthConfig, generate_bank
 
     as_of = pd.Timestamp("2025-07-01")
@@ -69,7 +61,7 @@ def bank(seeds: list[int], customers: int) -> None:
             generate_bank(SynthConfig(customers=customers, months=12, seed=seed), out, progress=None)
             lake = out / "lake"
             data = build_value_set(lake, [as_of], 6, progress=None)
-            is_test = _unit_hash(data[ID].to_numpy(), f"test{config.seed}") < 0.3
+            is_test = unit_hash(data[ID].to_numpy(), f"test{config.seed}") < 0.3
             fit, test = data.loc[~is_test], data.loc[is_test]
             model = fit_value_model(fit, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
             months = [m for m in storage.list_months(lake, "transactions") if m < "2025-07"]

@@ -5,6 +5,9 @@ It lives beside the DAGs, not in ``pipelines`` (which never imports Airflow), an
 functions. ``.airflowignore`` keeps the DAG processor from parsing it.
 
     python dags/_local_run.py [--data DIR] [--as-of YYYY-MM-DD] [--campaign NAME ...]
+
+The terminal gets one line per DAG run and the summary; everything else the run writes (the tasks' output,
+Airflow's and the libraries' log lines and warnings) goes to ``<data>/runs/pmp_run__<as_of>/run.log``.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pipelines.config import Settings, airflow_environment, load_settings
@@ -44,8 +50,11 @@ class DagOutcome:
     tasks: tuple[TaskOutcome, ...]
     results: dict[str, Any]
 
+    def headline(self) -> str:
+        return f"{self.dag_id}: {self.state} in {self.seconds:.1f} s"
+
     def describe(self) -> str:
-        lines = [f"{self.dag_id}: {self.state} in {self.seconds:.1f} s"]
+        lines = [self.headline()]
         lines += [f"  {t.task_id:<24} {t.state:<10} {t.seconds:6.1f} s" for t in self.tasks]
         return "\n".join(lines)
 
@@ -123,11 +132,54 @@ def run_dag(settings: Settings, dag_id: str, as_of: date, conf: dict[str, Any] |
         raise DagRunFailed(
             f"{dag_id} {run.state}: {', '.join(failed) or 'no task'} failed"
             + (f"; not run: {', '.join(not_run)}" if not_run else "")
-            + f" (the log above shows why; task logs are under {settings.airflow_home / 'logs'})\n"
+            + f" (the task's log shows why; task logs are under {settings.airflow_home / 'logs'})\n"
             + outcome.describe(),
             failed,
         )
     return outcome
+
+
+def run_log_path(settings: Settings, as_of: date) -> Path:
+    """Where a run of the platform as of ``as_of`` keeps its log: ``runs/pmp_run__<as_of>/run.log`` (a rerun for
+    the same date replaces it, as every run id's outputs are)."""
+    from pipelines.runs import make_run_id, run_dir
+
+    return run_dir(settings.runs_dir, make_run_id("pmp_run", as_of)) / "run.log"
+
+
+@contextmanager
+def output_to(path: Path) -> Iterator[Callable[[str], None]]:
+    """Send everything this process writes to its stdout and stderr to the file ``path``: the tasks' output,
+    Airflow's and the libraries' log lines and warnings (``py.warnings``), and what C code and subprocesses print,
+    since the redirection is of the file descriptors. Yields ``say``, which prints a line on the terminal (and into
+    the log, where it happened). Both are restored on exit, also when the run fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    terminal = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+
+    def say(line: str) -> None:
+        print(line, file=terminal, flush=True)
+        print(line, flush=True)
+
+    with open(path, "w", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield say
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            terminal.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from pipelines.campaigns.spec import load_specs
-    from pipelines.cli import run_summary
+    from pipelines.cli.summary import run_summary
     from pipelines.data import storage
 
     parser = argparse.ArgumentParser(description="the platform's main job through Airflow (dag.test)")
@@ -154,50 +206,70 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     names = args.campaign or known
+    log_path = run_log_path(settings, as_of)
     print(
-        f"running the platform through Airflow (dag.test) as of {as_of}; Airflow home {settings.airflow_home}"
+        f"running the platform through Airflow (dag.test) as of {as_of}; Airflow home {settings.airflow_home}\n"
+        f"the tasks' output goes to {log_path}",
+        flush=True,
     )
-    prepare(settings)
-    try:
-        outcomes = [
-            run_dag(settings, "churn_training", as_of),
-            run_dag(settings, "value_training", as_of),
-            run_dag(settings, "campaign_models_training", as_of),
-        ]
-        print("\n".join(o.describe() for o in outcomes))
-        for name in names:
-            outcomes.append(run_dag(settings, f"campaign_scoring__{name}", as_of))
-            print(outcomes[-1].describe())
-        readouts = _read_out(
-            settings,
-            as_of,
-            {o.results["write"]["run_id"]: o.results["write"]["campaign"] for o in outcomes[3:]},
+    with output_to(log_path) as say:
+        try:
+            prepare(settings)
+            outcomes = []
+            for dag_id in (
+                "churn_training",
+                "value_training",
+                "campaign_models_training",
+                *(f"campaign_scoring__{name}" for name in names),
+            ):
+                outcomes.append(run_dag(settings, dag_id, as_of))
+                print(outcomes[-1].describe())
+                say(outcomes[-1].headline())
+            readouts = _read_out(
+                settings,
+                as_of,
+                {o.results["write"]["run_id"]: o.results["write"]["campaign"] for o in outcomes[3:]},
+                say,
+            )
+        except DagRunFailed as exc:
+            print(f"pmp run: failed: {exc}", file=sys.stderr)
+            failed = exc
+        else:
+            failed = None
+    if failed is not None:
+        print(
+            f"pmp run: failed: {failed}\n\nthe end of {log_path}:\n{_tail(log_path)}\n\nfull log: {log_path}",
+            file=sys.stderr,
         )
-    except DagRunFailed as exc:
-        print(f"pmp run: failed: {exc}", file=sys.stderr)
         return 1
     training, valued, models, *campaigns = (o.results for o in outcomes)
     print()
     print(run_summary(settings, training, campaigns, valued, models, readouts))
+    print(f"log of the run (task output, Airflow and library messages): {log_path}")
     return 0
 
 
-def _read_out(settings: Settings, as_of: date, runs: dict[str, str]) -> list[dict]:
+def _read_out(
+    settings: Settings, as_of: date, runs: dict[str, str], say: Callable[[str], None] = print
+) -> list[dict]:
     """On a generated bank, let the synthetic world answer each run (its contacts and responses land in the
     lake), then run ``campaign_readout`` once every window has closed. Returns the stored readouts."""
-    from pipelines import jobs
     from pipelines.data import storage
+    from pipelines.jobs.common import load_campaign
+    from pipelines.jobs.readouts import simulate_responses
     from pipelines.synthetic.oracle import truth_available
 
     if not truth_available(settings.data_dir):
-        print("no synthetic world beside this lake: the readouts wait for the real response feed")
+        say("no synthetic world beside this lake: the readouts wait for the real response feed")
         return []
     if not runs:
         return []
     for run_id in runs:
-        jobs.simulate_responses(settings, run_id, progress=print)
-    window = max(jobs.load_campaign(settings, name).response_window_days for name in runs.values())
-    print(run_dag(settings, "campaign_readout", as_of + timedelta(days=window + 1)).describe())
+        simulate_responses(settings, run_id, progress=print)
+    window = max(load_campaign(settings, name).response_window_days for name in runs.values())
+    outcome = run_dag(settings, "campaign_readout", as_of + timedelta(days=window + 1))
+    print(outcome.describe())
+    say(outcome.headline())
     return [storage.read_json(settings.runs_dir / f"readout__{run_id}" / "readout.json") for run_id in runs]
 
 

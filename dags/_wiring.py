@@ -47,7 +47,7 @@ def run_step(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     an unfair split) fails the task at once instead of being retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipelines.jobs import permanent_errors
+    from pipelines.jobs.common import permanent_errors
 
     try:
         return step(load_settings(), *args, progress=print, **kwargs)

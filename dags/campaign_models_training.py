@@ -31,30 +31,30 @@ from airflow.sdk import Param, dag, task
 def campaign_models_training():
     @task
     def validate() -> str:
-        from pipelines import jobs
+        from pipelines.jobs.common import validate_data
 
-        return run_step(jobs.validate_data, as_of())["as_of"]
+        return run_step(validate_data, as_of())["as_of"]
 
     @task
     def history(day: str) -> dict:
         from airflow.sdk import get_current_context
 
-        from pipelines import jobs
+        from pipelines.jobs import campaign_models
 
         window = int(get_current_context()["params"].get("window_days") or 14)
-        return run_step(jobs.campaign_history, day, window)
+        return run_step(campaign_models.campaign_history, day, window)
 
     @task
     def response(day: str, _history: dict) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import campaign_models
 
-        return run_step(jobs.response_train, day)
+        return run_step(campaign_models.response_train, day)
 
     @task
     def uplift(day: str, _response: dict) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import campaign_models
 
-        return run_step(jobs.uplift_train, day)
+        return run_step(campaign_models.uplift_train, day)
 
     @task(outlets=[model_asset("response")])
     def publish_response(registered: dict) -> str:

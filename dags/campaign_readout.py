@@ -38,20 +38,20 @@ def campaign_readout():
     def due_runs() -> list[str]:
         from airflow.sdk import get_current_context
 
-        from pipelines import jobs
+        from pipelines.jobs import readouts
 
         given = (get_current_context()["params"].get("campaign_id") or "").strip()
         if given:
             return [given]
-        due = run_step(jobs.due_readouts, as_of())
+        due = run_step(readouts.due_readouts, as_of())
         print(f"{len(due)} run(s) due for a readout: {', '.join(due) or '-'}")
         return due
 
     @task
     def readout(campaign_id: str) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import readouts
 
-        row = run_step(jobs.readout_campaign, campaign_id, as_of=as_of())
+        row = run_step(readouts.readout_campaign, campaign_id, as_of=as_of())
         return {k: row[k] for k in ("campaign_id", "lift_abs", "lift_ci_low", "lift_ci_high", "trustworthy")}
 
     readout.expand(campaign_id=due_runs())

@@ -2,8 +2,8 @@
 
 validate -> features -> segment -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
 ``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
-summaries; the work is in ``pipelines.jobs``. Only the spec headers (name, model, schedule) are read at parse time;
-the full spec is validated by the first task.
+summaries; the work is in ``pipelines.jobs.campaigns``. Only the spec headers (name, model, schedule) are read at
+parse time; the full spec is validated by the first task.
 """
 
 from __future__ import annotations
@@ -35,39 +35,39 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
     def scoring():
         @task
         def validate() -> str:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.validate_campaign, name, as_of())["as_of"]
+            return run_step(campaign_jobs.validate_campaign, name, as_of())["as_of"]
 
         @task
         def features(day: str) -> str:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.campaign_features, name, day)
+            return run_step(campaign_jobs.campaign_features, name, day)
 
         @task
         def segment(day: str, _features: str) -> dict:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.campaign_segments, name, day)
+            return run_step(campaign_jobs.campaign_segments, name, day)
 
         @task
         def score(day: str, _segments: dict) -> dict:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.campaign_score, name, day)
+            return run_step(campaign_jobs.campaign_score, name, day)
 
         @task
         def select(day: str, _scores: dict) -> dict:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.campaign_select, name, day)
+            return run_step(campaign_jobs.campaign_select, name, day)
 
         @task
         def write(day: str, _selection: dict) -> dict:
-            from pipelines import jobs
+            from pipelines.jobs import campaigns as campaign_jobs
 
-            return run_step(jobs.campaign_write, name, day)
+            return run_step(campaign_jobs.campaign_write, name, day)
 
         day = validate()
         write(day, select(day, score(day, segment(day, features(day)))))

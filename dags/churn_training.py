@@ -34,39 +34,39 @@ MODEL = "churn"
 def churn_training():
     @task
     def validate() -> str:
-        from pipelines import jobs
+        from pipelines.jobs.common import validate_data
 
-        return run_step(jobs.validate_data, as_of())["as_of"]
+        return run_step(validate_data, as_of())["as_of"]
 
     @task
     def features(day: str, params=None) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.training_features, day, params)
+        return run_step(training.training_features, day, params)
 
     @task
     def labels(day: str, _features: dict, params=None) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.training_labels, day, params)
+        return run_step(training.training_labels, day, params)
 
     @task
     def train(day: str, _labels: dict, params=None) -> str:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.training_fit, day, params)
+        return run_step(training.training_fit, day, params)
 
     @task
     def evaluate(day: str, _model: str, params=None) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.training_evaluate, day, params)
+        return run_step(training.training_evaluate, day, params)
 
     @task
     def register(day: str, _evaluation: dict, params=None) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.training_register, day, params)
+        return run_step(training.training_register, day, params)
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:

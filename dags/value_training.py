@@ -27,15 +27,15 @@ MODEL = "value"
 def value_training():
     @task
     def validate() -> str:
-        from pipelines import jobs
+        from pipelines.jobs.common import validate_data
 
-        return run_step(jobs.validate_data, as_of())["as_of"]
+        return run_step(validate_data, as_of())["as_of"]
 
     @task
     def train(day: str) -> dict:
-        from pipelines import jobs
+        from pipelines.jobs import training
 
-        return run_step(jobs.value_train, day)
+        return run_step(training.value_train, day)
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:

@@ -144,6 +144,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # dags/.airflowignore in regexp syntax: the glob default builds pathspec's deprecated GitWildMatchPattern.
+        "AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX": "regexp",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "PM_DATA_DIR": str(settings.data_dir),
         "PM_CAMPAIGNS_DIR": str(settings.campaigns_dir),

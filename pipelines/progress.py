@@ -69,7 +69,9 @@ class Tracker:
         if bar and progress is not None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=what, unit=f" {unit}" if unit else "it", leave=False, file=sys.stderr)
+            self._bar = tqdm(
+                total=total, desc=what, unit=f" {unit}" if unit else "it", leave=False, file=sys.stderr
+            )
 
     def status(self) -> str:
         """One line: counts, share, elapsed time and, when a total is known, the time left at the mean rate."""
@@ -82,6 +84,19 @@ class Tracker:
         if 0 < self.done < self.total:
             text += f", about {_duration(elapsed * (self.total - self.done) / self.done)} left"
         return text
+
+    def say(self, line: str) -> None:
+        """One line of the step's own output on the sink; on a terminal the bar is lifted while it is written
+        and redrawn after, so the line does not land on the bar's."""
+        if self._say is None:
+            return
+        if self._bar is None:
+            self._say(line)
+            return
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):
+            self._say(line)
 
     def advance(self, n: int = 1) -> None:
         self.done += n

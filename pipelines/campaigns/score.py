@@ -2,7 +2,7 @@
 
 - :func:`load_scoring_model` resolves ``models:/<name>@champion`` to a fixed version once, so a promotion during a
   run cannot mix two models in one list.
-- :func:`score_customers` scores the wide table (built by ``features.build_features``, the same code as training)
+- :func:`score_customers` scores the wide table (built by ``pipelines.features.wide_table.build_features``, the same code as training)
   in chunks and adds the decile (1 = highest scores) over the whole scored base.
 - :func:`reason_codes` names the three features that pushed each customer's score up the most (LightGBM
   decision-path contributions, in log-odds).
@@ -17,12 +17,13 @@ MLflow is imported inside the functions that need it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pipelines.progress import Progress, say_to, track
 
 ID = "customer_id"
 SCORE = "score"
@@ -32,8 +33,6 @@ TREATMENT, HOLDOUT = "treatment", "holdout"
 REASONS = ("reason_1", "reason_2", "reason_3")
 SRM_ALPHA = 0.001
 CHUNK_ROWS = 250_000
-
-Progress = Callable[[str], None] | None
 
 
 class ScoringError(RuntimeError):
@@ -79,14 +78,14 @@ class RandomScorer:
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """A registered model version pinned for one run, with the fitted :class:`pipelines.train.CalibratedModel`
+    """A registered model version pinned for one run, with the fitted :class:`pipelines.models.propensity.CalibratedModel`
     (or an :class:`UpliftScorer`, or a :class:`RandomScorer` for a random fallback)."""
 
     name: str
     version: str
     alias: str
     run_id: str
-    model: Any  # pipelines.train.CalibratedModel
+    model: Any  # pipelines.models.propensity.CalibratedModel
 
     @property
     def uri(self) -> str:
@@ -104,7 +103,7 @@ def load_scoring_model(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.models.propensity import mlflow_store
+    from pipelines.models.registry import mlflow_store
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
@@ -142,9 +141,10 @@ def assign_deciles(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def score_customers(
     model: ScoringModel, wide: pd.DataFrame, *, chunk_rows: int = CHUNK_ROWS, progress: Progress = None
 ) -> pd.DataFrame:
-    """``customer_id``, ``score`` (calibrated probability; estimated uplift for an uplift model) and ``decile`` for every row of the wide table, in the
-    wide table's order. Scores ``chunk_rows`` rows at a time so memory stays flat on large bases."""
-    say = progress or (lambda _m: None)
+    """``customer_id``, ``score`` (calibrated probability; estimated uplift for an uplift model) and ``decile``
+    for every row of the wide table, in the wide table's order. Scores ``chunk_rows`` rows at a time so memory
+    stays flat on large bases, with progress on ``progress``."""
+    say = say_to(progress)
     missing = [f for f in model.model.features if f not in wide.columns]
     if missing:
         raise ScoringError(
@@ -158,9 +158,13 @@ def score_customers(
             + ", ".join(f"{c} ({n:,} rows)" for c, n in unseen.items())
         )
     scores = np.empty(len(wide), dtype=np.float64)
-    for start in range(0, len(wide), chunk_rows):
-        chunk = wide.iloc[start : start + chunk_rows]
-        scores[start : start + len(chunk)] = model.model.predict_proba(chunk)
+    with track(
+        len(wide), f"scoring with {model.name} v{model.version}", unit="customers", progress=progress
+    ) as t:
+        for start in range(0, len(wide), chunk_rows):
+            chunk = wide.iloc[start : start + chunk_rows]
+            scores[start : start + len(chunk)] = model.model.predict_proba(chunk)
+            t.advance(len(chunk))
     if len(wide) and not np.isfinite(scores).all():
         raise ScoringError(f"{model.name} v{model.version} produced non-finite scores")
     ids = wide[ID].to_numpy()

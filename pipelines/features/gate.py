@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.data.gates import TableResult, validate_frame
+from pipelines.data.gate_reports import TableResult
+from pipelines.data.gates import validate_frame
 from pipelines.features.wide_table import ID, WindowContract, eligible_customers, feature_table_spec
 
 

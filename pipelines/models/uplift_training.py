@@ -1,6 +1,6 @@
 """Train, select, evaluate, log, register and (maybe) promote an uplift model.
 
-:func:`train_uplift` fits every learner of :mod:`pipelines.uplift` on the training rows of a randomised
+:func:`train_uplift` fits every learner of :mod:`pipelines.models.uplift` on the training rows of a randomised
 experiment, keeps the one with the best normalised Qini on the validation rows (:func:`uplift.select_best`),
 evaluates it on the test rows (normalised Qini with a bootstrap interval, AUUC, uplift@30 %, the verdict), logs one
 MLflow run and registers the learner as a pyfunc (frame in, uplift scores out) with alias ``challenger``. The
@@ -9,10 +9,10 @@ same test frame, by ``min_qini_gain``. The verdict travels as a tag on the run a
 :func:`champion_verdict` reads it back, so a campaign selecting by uplift can fall back to the response score when
 the champion found no reliable heterogeneity.
 
-:func:`train_uplift_table` is the same from a flat file (CSV or Parquet) holding an experiment.
+:func:`uplift_tables.train_uplift_table` is the same from a flat file (CSV or Parquet) holding an experiment.
 
-MLflow goes through the helpers of :mod:`pipelines.train` (store, experiment, run inputs, registration, champion
-scoring, promotion record); mlflow, lightgbm and matplotlib are imported inside the functions that need them.
+MLflow goes through the helpers of :mod:`pipelines.models.registry` (store, experiment, run inputs, registration,
+champion scoring, promotion record); mlflow, lightgbm and matplotlib are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,22 +29,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.models.propensity import CHAMPION, Decision, Progress, TrainConfig, pyfunc_model
-from pipelines.models.uplift import (
+from pipelines.models.propensity import TrainConfig, pyfunc_model
+from pipelines.models.registry import CHAMPION, Decision
+from pipelines.models.uplift import default_learners, select_best, uplift_config
+from pipelines.models.uplift_metrics import (
     HETEROGENEITY,
     QINI_COLUMNS,
-    auuc,
-    bootstrap_ci,
-    default_learners,
+    evaluate_scores,
+    incremental_at_k,
     qini_coefficient,
     qini_curve,
-    select_best,
-    uplift_at_k,
-    uplift_config,
     verdict,
 )
+from pipelines.progress import Progress, say_to
 
-TOP_SHARE = 0.3
 TEST_METRICS = ("qini", "qini_ci_low", "qini_ci_high", "auuc", "uplift_at_30")
 EVALUATION_FILES = ("learners.csv", "qini_curve.csv", "qini_curve.png", "metrics.json")
 VERDICT_TAG = "verdict"
@@ -59,31 +56,9 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", str(name))
 
 
-def incremental_at_k(y, t, s, k: float = TOP_SHARE) -> float:
-    """Estimated incremental conversions from treating the top ``k`` share of rows by ``s``:
-    :func:`uplift.uplift_at_k` (treated minus control response rate among them) x their number, floor(n x k).
-    Among the rows scored, not scaled to a population."""
-    return uplift_at_k(y, t, s, k) * int(len(np.asarray(y)) * k)
-
-
-def evaluate_scores(y, t, s, *, n_bootstrap: int = 200, seed: int = 42) -> dict[str, float]:
-    """``qini`` (normalised), ``qini_ci_low``/``qini_ci_high`` (stratified percentile bootstrap, 95 %), ``auuc``,
-    ``uplift_at_30`` and ``incremental_at_30`` (:func:`incremental_at_k`) of scores ``s``."""
-    q = qini_coefficient(y, t, s)
-    low, high = bootstrap_ci(qini_coefficient, y, t, s, n_boot=n_bootstrap, seed=seed)
-    return {
-        "qini": q,
-        "qini_ci_low": low,
-        "qini_ci_high": high,
-        "auuc": auuc(y, t, s),
-        "uplift_at_30": uplift_at_k(y, t, s, TOP_SHARE),
-        "incremental_at_30": incremental_at_k(y, t, s, TOP_SHARE),
-    }
-
-
 def qini_chart(curves: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     """Write Qini curves (``qini_curve`` tables, one line each, the first is the model) with the random line to
-    the first curve's end as a PNG, in the style of :mod:`pipelines.evaluate`'s charts."""
+    the first curve's end as a PNG, in the style of :mod:`pipelines.models.evaluate`'s charts."""
     from pipelines.models.evaluate import _pyplot
 
     plt = _pyplot()
@@ -188,7 +163,7 @@ class UpliftResult:
 
 
 class _FeatureInfo:
-    """What :func:`train.log_run_inputs` reads of a model: features, categorical features, category lists."""
+    """What :func:`registry.log_run_inputs` reads of a model: features, categorical features, category lists."""
 
     def __init__(self, encoder: Any) -> None:
         self.features = list(encoder.features)
@@ -209,7 +184,7 @@ def _flag_column(frame: pd.DataFrame, column: str, part: str) -> np.ndarray:
 
 def _string_categories(frames: Sequence[pd.DataFrame], columns: Iterable[str]) -> list[pd.DataFrame]:
     """The frames with each of ``columns`` whose values are not all strings turned into strings: the registered
-    pyfunc receives categoricals as strings (:func:`train.pyfunc_input`), so the fit-time lists must hold them."""
+    pyfunc receives categoricals as strings (:func:`propensity.pyfunc_input`), so the fit-time lists must hold them."""
     out = list(frames)
     for c in columns:
         values = pd.unique(out[0][c].dropna())
@@ -268,17 +243,17 @@ def train_uplift(
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.models.propensity import (
+    from pipelines.models.propensity import pyfunc_input
+    from pipelines.models.registry import (
         _champion_metrics,
         _experiment_id,
         log_registered_pyfunc,
         log_run_inputs,
         mlflow_store,
-        pyfunc_input,
         record_promotion,
     )
 
-    say = progress or (lambda _msg: None)
+    say = say_to(progress)
     features = list(features)
     if not features:
         raise ValueError("no features to train on")
@@ -325,7 +300,9 @@ def train_uplift(
     )
     say(f"selected {name} (valid qini {table['qini'].iloc[0]:.4f}); evaluating on {len(test):,} test rows")
     s_test = learner.predict_uplift(X_test)
-    metrics = evaluate_scores(y_test, t_test, s_test, n_bootstrap=n_bootstrap, seed=config.seed)
+    metrics = evaluate_scores(
+        y_test, t_test, s_test, n_bootstrap=n_bootstrap, seed=config.seed, progress=progress
+    )
     outcome_verdict = verdict(metrics["qini"], metrics["qini_ci_low"], metrics["qini_ci_high"])
     metrics.update({f"valid_qini_{_metric_key(r.learner)}": float(r.qini) for r in table.itertuples()})
     metrics.update({"n_train": float(len(train)), "n_valid": float(len(valid)), "n_test": float(len(test))})
@@ -406,12 +383,9 @@ def train_uplift(
             def qini_of(y, s):
                 return {"qini": qini_coefficient(y, t_test, s)}
 
-            with warnings.catch_warnings():
-                # Loading the champion re-creates its pyfunc class: the nag silenced in train.pyfunc_model.
-                warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-                champion_version, champion_metrics, problem = _champion_metrics(
-                    client, model_name, test_input, y_test, qini_of
-                )
+            champion_version, champion_metrics, problem = _champion_metrics(
+                client, model_name, test_input, y_test, qini_of
+            )
             if problem:
                 decision = Decision(False, (problem,), champion_version)
             else:
@@ -445,12 +419,12 @@ def champion_verdict(tracking_uri: str, model_name: str = "uplift") -> dict[str,
     ``model_name``, or None when there is none (nor a store yet, for a sqlite URI whose file does not exist).
 
     A campaign selecting by uplift falls back to the response score unless ``verdict`` is
-    :data:`uplift.HETEROGENEITY`. ``verdict`` is None for a version registered without one.
+    :data:`uplift_metrics.HETEROGENEITY`. ``verdict`` is None for a version registered without one.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.models.propensity import mlflow_store
+    from pipelines.models.registry import mlflow_store
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         return None
@@ -471,218 +445,12 @@ def champion_verdict(tracking_uri: str, model_name: str = "uplift") -> dict[str,
     }
 
 
-# --------------------------------------------------------------------------------------------------------------
-# An experiment in a flat file
-
-
-def _columns_text(frame: pd.DataFrame) -> str:
-    return ", ".join(map(str, frame.columns))
-
-
-def _value_mask(column: pd.Series, value: Any) -> pd.Series:
-    """Rows of ``column`` equal to ``value`` as written on a command line: the same text, or the same number."""
-    text = column.astype(object).map(str, na_action="ignore")
-    mask = (text == str(value)).fillna(False)
-    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and pd.notna(number):
-        mask |= column == number
-    return mask.astype(bool)
-
-
-def _shown(values: Sequence[Any], limit: int = 10) -> str:
-    head = ", ".join(repr(v) for v in values[:limit])
-    return head + (f", ... ({len(values)} values)" if len(values) > limit else "")
-
-
-def train_uplift_table(
-    path: str | Path,
-    *,
-    treatment: str,
-    treated: Any,
-    control: Any,
-    outcome: str,
-    positive: Any = None,
-    id_col: str | None = None,
-    exclude: Iterable[str] = (),
-    name: str = "uplift",
-    seed: int = 42,
-    test_size: float = 0.25,
-    valid_size: float = 0.25,
-    tracking_uri: str,
-    experiment: str | None = None,
-    config: TrainConfig | None = None,
-    progress: Progress = None,
-) -> UpliftResult:
-    """Train an uplift model on a randomised experiment in a CSV or Parquet file (:func:`train.read_table`).
-
-    ``treatment`` holds the group (``treated`` / ``control`` values; other rows are dropped, with a count),
-    ``outcome`` the response (0/1 or bool, or two values with ``positive`` the response). Every other column but
-    ``id_col`` and ``exclude`` is a feature (:func:`train.prepare_table`: numbers stay numbers, text becomes
-    categorical); the id column never reaches the model nor MLflow. Rows are split at random, stratified by
-    treatment x outcome: ``test_size`` of them for test, ``valid_size`` of the rest for selection. The run's lineage
-    is the file's name and sha256; the experiment defaults to ``table/<name>``.
-
-    Raises ValueError naming the file and the column for: a missing column, treated/control values absent (listing
-    the values seen), nulls in the treatment column, an outcome that is not binary, a group without positives (or
-    without negatives).
-    """
-    from pipelines.models.propensity import _file_sha256, prepare_table, read_table, split_frame
-
-    path = Path(path).expanduser().resolve()
-    say = progress or (lambda _msg: None)
-    where = path.name
-    exclude = list(exclude)
-    if str(treated) == str(control):
-        raise ValueError(f"--treated and --control are the same value {treated!r}")
-    say(f"reading {path}")
-    raw = read_table(path)
-    say(f"{len(raw):,} rows x {raw.shape[1]} columns")
-    for role, column in (("treatment", treatment), ("outcome", outcome), ("id", id_col)):
-        if column is not None and column not in raw.columns:
-            raise ValueError(
-                f"{where}: {role} column {column!r} not in the table; columns: {_columns_text(raw)}"
-            )
-    unknown = [c for c in exclude if c not in raw.columns]
-    if unknown:
-        raise ValueError(f"{where}: excluded column(s) not in the table: {', '.join(map(str, unknown))}")
-    if outcome == treatment:
-        raise ValueError(f"{where}: the treatment and the outcome are the same column {treatment!r}")
-
-    groups = raw[treatment]
-    if groups.isna().any():
-        raise ValueError(
-            f"{where}: treatment column {treatment!r} has {int(groups.isna().sum()):,} missing values: "
-            "fill or drop them first"
-        )
-    seen = sorted(pd.unique(groups).tolist(), key=str)
-    is_treated, is_control = _value_mask(groups, treated), _value_mask(groups, control)
-    for role, value, mask in (("treated", treated, is_treated), ("control", control, is_control)):
-        if not mask.any():
-            raise ValueError(
-                f"{where}: {role} value {value!r} not found in treatment column {treatment!r}; "
-                f"values seen: {_shown(seen)}"
-            )
-    keep = is_treated | is_control
-    dropped = int((~keep).sum())
-    if dropped:
-        say(f"dropped {dropped:,} rows whose {treatment!r} is neither {treated!r} nor {control!r}")
-    frame = raw.loc[keep.to_numpy()].reset_index(drop=True)
-    flag = is_treated[keep].to_numpy().astype(np.int8)
-
-    y = frame[outcome]
-    if y.isna().any():
-        raise ValueError(f"{where}: outcome column {outcome!r} has {int(y.isna().sum()):,} missing values")
-    classes = pd.unique(y).tolist()
-    if len(classes) > 2:
-        raise ValueError(
-            f"{where}: outcome column {outcome!r} is not binary: {len(classes)} values ({_shown(classes)})"
-        )
-    if positive is None:
-        if not set(classes) <= {0, 1}:  # bools compare equal to 0 and 1
-            raise ValueError(
-                f"{where}: outcome column {outcome!r} has values {_shown(classes)}: "
-                "say which is the response (--positive)"
-            )
-        response = (y == 1).to_numpy()
-        positive = 1
-    else:
-        matches = [c for c in classes if c == positive or str(c) == str(positive)]
-        if not matches:
-            raise ValueError(
-                f"{where}: positive value {positive!r} is not a value of outcome column {outcome!r} "
-                f"(values: {_shown(classes)})"
-            )
-        positive = matches[0]
-        response = (y == positive).to_numpy()
-    for role, g in (("treated", 1), ("control", 0)):
-        rows = flag == g
-        hits = int(response[rows].sum())
-        if hits == 0:
-            raise ValueError(
-                f"{where}: the {role} group ({int(rows.sum()):,} rows) has no positive outcome in {outcome!r}"
-            )
-        if hits == rows.sum():
-            raise ValueError(
-                f"{where}: every row of the {role} group ({hits:,}) has a positive outcome in {outcome!r}"
-            )
-
-    frame[outcome] = response.astype(np.int8)
-    try:
-        prepared, features, categorical, _ = prepare_table(frame, outcome, 1, id_col, [*exclude, treatment])
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    if id_col is not None:
-        prepared = prepared.drop(columns=[id_col])
-    prepared[treatment] = flag
-    for c in categorical:
-        n = len(prepared[c].cat.categories)
-        if n > 200:
-            say(f"warning: {c!r} has {n} distinct values; exclude it if it is an identifier")
-    say(
-        f"treatment {treatment!r}: {int(flag.sum()):,} treated ({treated!r}), {int((flag == 0).sum()):,} control "
-        f"({control!r}); outcome {outcome!r} positive={positive!r}: treated rate "
-        f"{response[flag == 1].mean():.2%}, control rate {response[flag == 0].mean():.2%}; "
-        f"{len(features)} features ({len(categorical)} categorical)"
-    )
-
-    stratum = "__uplift_stratum__"
-    prepared[stratum] = flag * 2 + prepared[outcome].to_numpy()
-    smallest = int(prepared[stratum].value_counts().min())
-    if smallest < 4:
-        raise ValueError(
-            f"{where}: a treatment x outcome cell has only {smallest} row(s): too few to split into train, "
-            "validation and test"
-        )
-    parts = split_frame(prepared, stratum, seed=seed, test_size=test_size, valid_size=valid_size)
-    train, valid, test = (p.drop(columns=[stratum]) for p in parts)
-    say(
-        f"split (stratified by treatment x outcome): train {len(train):,}, valid {len(valid):,}, test {len(test):,}"
-    )
-
-    config = replace(config or uplift_config(), model_name=name, seed=seed)
-    return train_uplift(
-        train,
-        valid,
-        test,
-        features=features,
-        categorical=categorical,
-        treatment=treatment,
-        outcome=outcome,
-        config=config,
-        tracking_uri=tracking_uri,
-        experiment=experiment or f"table/{name}",
-        model_name=name,
-        run_params={
-            "source": "table",
-            "treated": str(treated),
-            "control": str(control),
-            "positive": str(positive),
-            "id_col": id_col or "",
-            "exclude": exclude,
-            "split": "stratified by treatment x outcome",
-            "test_size": test_size,
-            "valid_size": valid_size,
-        },
-        lineage={
-            "source": path.name,
-            "source_sha256": _file_sha256(path),
-            "rows": len(raw),
-            "columns": len(raw.columns),
-            "rows_dropped": dropped,
-        },
-        progress=progress,
-    )
-
-
 __all__ = [
     "EVALUATION_FILES",
     "TEST_METRICS",
     "UpliftResult",
     "champion_verdict",
     "decide_uplift_promotion",
-    "incremental_at_k",
     "qini_chart",
-    "evaluate_scores",
     "train_uplift",
-    "train_uplift_table",
 ]

@@ -1,88 +1,71 @@
-"""Campaign readout: treatment against holdout, the funnel and channel quality (pure functions over DataFrames).
+"""Campaign readout statistics: treatment against holdout (pure functions over DataFrames).
 
 - :func:`lift` compares two response rates: absolute lift with a Newcombe hybrid score interval (Wilson score
   intervals of each rate combined, Newcombe 1998 method 10; defined for zero counts), relative lift with a
   log-ratio (delta method) interval, and a two-sided p-value (pooled two-proportion z-test, Fisher's exact test
-  when an expected cell count is below 5).
+  when an expected cell count is below 5). The proportion statistics are statsmodels'; the Fisher test is scipy's.
+- :func:`return_on_spend` puts a value and a cost on the lift.
 - :func:`readout` runs :func:`lift` overall and by segment columns, and the sample-ratio-mismatch check of
-  :func:`pipelines.score.check_sample_ratio` at ``SRM_ALPHA``; a failed check marks the readout untrustworthy.
-- :func:`funnel` and :func:`channel_quality` read the lake's ``campaign_contacts`` and ``responses`` frames.
+  :func:`pipelines.campaigns.score.check_sample_ratio` at ``SRM_ALPHA``; a failed check marks the readout
+  untrustworthy.
 - :func:`response_floor_alert` says when the treated response rate is below a floor, and which segments drag.
-- :func:`lift_by_decile_chart` draws the lift by score decile (or any segment column) with its intervals;
-  :func:`render_report` writes the one-page report as Markdown and as standalone HTML.
 
-The formulas are written out in ``docs/readout.md``.
+The funnel and channel quality are in :mod:`pipelines.readout.funnel`, the chart and the one-page report in
+:mod:`pipelines.readout.report`. The formulas are written out in ``docs/readout.md``.
 """
 
 from __future__ import annotations
 
-import html
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Real
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from pipelines.campaigns.score import SRM_ALPHA, SampleRatio, check_sample_ratio
-from pipelines.data.schema import RESPONSE_EVENTS
 
 FISHER_MIN_EXPECTED = 5  # below this expected cell count the normal approximation of the z-test is poor
-FUNNEL_STAGES = ("sent", *RESPONSE_EVENTS)
-UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
-NO_UTM = "(none)"
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Two-proportion statistics
 
 
-def _z(alpha: float) -> float:
-    from scipy import stats
-
-    return float(stats.norm.isf(alpha / 2))
-
-
 def wilson_interval(x, n, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) Wilson score interval of a proportion ``x / n``; vectorised; NaN where ``n`` is 0."""
-    x = np.asarray(x, dtype=float)
-    n = np.asarray(n, dtype=float)
-    z = _z(alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = x / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    from statsmodels.stats.proportion import proportion_confint
+
+    x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):  # n == 0 gives NaN, as documented
+        low, high = proportion_confint(x, n, alpha=alpha, method="wilson")
+    return np.asarray(low, dtype=float), np.asarray(high, dtype=float)
 
 
 def newcombe_interval(x1, n1, x0, n0, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) Newcombe hybrid score interval of ``x1/n1 - x0/n0``; vectorised; valid for zero counts."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     x1, n1, x0, n0 = (np.asarray(v, dtype=float) for v in (x1, n1, x0, n0))
-    p1, p0 = x1 / n1, x0 / n0
-    l1, u1 = wilson_interval(x1, n1, alpha)
-    l0, u0 = wilson_interval(x0, n0, alpha)
-    d = p1 - p0
-    return d - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty group gives NaN, as in wilson_interval
+        low, high = confint_proportions_2indep(x1, n1, x0, n0, method="newcomb", compare="diff", alpha=alpha)
+    return np.asarray(low, dtype=float), np.asarray(high, dtype=float)
 
 
 def two_proportion_p_value(x1: int, n1: int, x0: int, n0: int) -> tuple[float, str]:
     """(two-sided p-value, test name): Fisher's exact test when an expected cell is below 5, else the pooled z-test."""
     from scipy import stats
+    from statsmodels.stats.proportion import proportions_ztest
 
     pooled = (x1 + x0) / (n1 + n0)
     expected = np.array([n1 * pooled, n1 * (1 - pooled), n0 * pooled, n0 * (1 - pooled)])
     if expected.min() < FISHER_MIN_EXPECTED:
         _, p = stats.fisher_exact([[x1, n1 - x1], [x0, n0 - x0]], alternative="two-sided")
         return float(min(p, 1.0)), "fisher"
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    z = (x1 / n1 - x0 / n0) / se
-    return float(2 * stats.norm.sf(abs(z))), "z"
+    # Without ``value`` and ``prop_var`` the standard error uses the pooled rate: the textbook pooled z-test
+    # (test_proportions_2indep's score test adds a n/(n-1) variance correction by default, a different test).
+    _, p = proportions_ztest([x1, x0], [n1, n0], alternative="two-sided")
+    return float(p), "z"
 
 
 @dataclass(frozen=True)
@@ -148,17 +131,20 @@ def lift(treated_n: int, treated_conv: int, control_n: int, control_conv: int, a
         raise ValueError(f"conversions must lie between 0 and the group size, got {counts}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     x1, n1, x0, n0 = (int(v) for v in (treated_conv, treated_n, control_conv, control_n))
     p1, p0 = x1 / n1, x0 / n0
     low, high = (float(v) for v in newcombe_interval(x1, n1, x0, n0, alpha))
     rel = rel_low = rel_high = None
     if x0 > 0:
         rel = p1 / p0 - 1
-        a, b, c, d = (x1, n1, x0, n0) if x1 > 0 else (x1 + 0.5, n1 + 0.5, x0 + 0.5, n0 + 0.5)
-        log_rr = math.log((a / b) / (c / d))
-        se = math.sqrt(max(1 / a - 1 / b + 1 / c - 1 / d, 0.0))
-        z = _z(alpha)
-        rel_low, rel_high = math.exp(log_rr - z * se) - 1, math.exp(log_rr + z * se) - 1
+        # "log" is the delta method on log(p1/p0); "log-adjusted" adds 0.5 to every count and group size,
+        # which keeps the interval finite when the treated count is 0
+        ratio_low, ratio_high = confint_proportions_2indep(
+            x1, n1, x0, n0, method="log" if x1 > 0 else "log-adjusted", compare="ratio", alpha=alpha
+        )
+        rel_low, rel_high = float(ratio_low) - 1, float(ratio_high) - 1
     p_value, test = two_proportion_p_value(x1, n1, x0, n0)
     return Lift(
         treated_n=n1,
@@ -279,7 +265,8 @@ class Readout:
         return "\n".join(lines)
 
 
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Nothing when ``frame`` has every one of ``columns``; else ValueError naming the missing ones."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -344,7 +331,7 @@ def readout(
     boolean, 0/1, or equal to ``positive``. Segments with an empty group are left out of the segment table.
     Raises ValueError naming a missing column, or a treated/control value that is absent (listing those seen).
     """
-    _require_columns(frame, [treatment_col, outcome_col, *segment_cols])
+    require_columns(frame, [treatment_col, outcome_col, *segment_cols])
     if expected_share is not None and not 0 < expected_share < 1:
         raise ValueError(f"expected share must lie in (0, 1), got {expected_share}")
     groups = frame[treatment_col]
@@ -413,560 +400,3 @@ def response_floor_alert(result: Readout, floor: float = 0.01, worst: int = 3) -
     if len(lines) == 1 + (not result.trustworthy) + (overall.lift_ci_high <= 0):
         lines.append("No segment stands out: the shortfall is across the board (offer, channel or audience).")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Funnel and channel quality from the lake tables
-
-
-def _campaign(frame: pd.DataFrame, campaign_id: str, what: str) -> pd.DataFrame:
-    rows = frame[frame["campaign_id"] == campaign_id]
-    if what == "campaign_contacts" and rows.empty:
-        raise LookupError(f"campaign {campaign_id!r} has no rows in campaign_contacts")
-    return rows
-
-
-def funnel(contacts: pd.DataFrame, responses: pd.DataFrame, campaign_id: str) -> pd.DataFrame:
-    """Customers reaching each stage, per group: ``sent`` (contacts with a send time) then every response event.
-
-    Columns: group, stage, customers, stage_rate (over the previous stage), rate_from_sent, rate_from_selected
-    (over the group's selected contacts; the holdout's only meaningful base, as it is never sent). Only
-    responses of customers in the campaign's contacts count, each customer once per stage. Stages are reported
-    as they happened: ``app_installed`` is a side step and ``converted`` includes organic conversions, so those
-    two may exceed the stage before.
-    """
-    cont = _campaign(contacts, campaign_id, "campaign_contacts")[["customer_id", "group", "sent_at"]]
-    resp = _campaign(responses, campaign_id, "responses")[["customer_id", "event_type"]]
-    resp = resp.merge(cont[["customer_id", "group"]], on="customer_id", how="inner")
-    group = cont["group"].astype(str)
-    event = resp["event_type"].astype(str)
-    rows = []
-    for g in sorted(group.unique(), key=lambda v: (v != "treatment", v)):
-        selected = int((group == g).sum())
-        in_group = resp[resp["group"].astype(str) == g]
-        counts = {"sent": int(cont.loc[(group == g).to_numpy(), "sent_at"].notna().sum())}
-        for stage in RESPONSE_EVENTS:
-            counts[stage] = int(
-                in_group.loc[(event[in_group.index] == stage).to_numpy(), "customer_id"].nunique()
-            )
-        previous = None
-        for stage in FUNNEL_STAGES:
-            n = counts[stage]
-            rows.append(
-                {
-                    "group": g,
-                    "stage": stage,
-                    "customers": n,
-                    "stage_rate": n / previous if previous else np.nan,
-                    "rate_from_sent": n / counts["sent"] if counts["sent"] else np.nan,
-                    "rate_from_selected": n / selected if selected else np.nan,
-                }
-            )
-            previous = n
-    return pd.DataFrame(rows)
-
-
-def channel_quality(responses: pd.DataFrame, contacts: pd.DataFrame, campaign_id: str) -> pd.DataFrame:
-    """Visits → registrations → conversions per UTM source/medium/campaign/content/term of one campaign.
-
-    Each event counts under its own UTM parameters (distinct customers); events without UTM (organic, untracked)
-    form the ``(none)`` row. Only customers of the campaign's contacts count. Columns: the five UTM columns,
-    visits, registrations, conversions, registration_rate and conversion_rate (both over visits; NaN without
-    visits). Sorted by visits, largest first.
-    """
-    cont = _campaign(contacts, campaign_id, "campaign_contacts")[["customer_id"]].drop_duplicates()
-    resp = _campaign(responses, campaign_id, "responses")
-    resp = resp[resp["customer_id"].isin(cont["customer_id"])]
-    utm = list(UTM_COLUMNS)
-    frame = pd.DataFrame({c: resp[c].astype(object).where(resp[c].notna(), NO_UTM).astype(str) for c in utm})
-    frame["customer_id"] = resp["customer_id"].to_numpy()
-    frame["event_type"] = resp["event_type"].astype(str).to_numpy()
-    measures = {"visits": "visited", "registrations": "registered", "conversions": "converted"}
-    parts = []
-    for name, event in measures.items():
-        sub = frame[frame["event_type"] == event]
-        parts.append(sub.groupby(utm, sort=False)["customer_id"].nunique().rename(name))
-    table = pd.concat(parts, axis=1).fillna(0).astype(int) if parts else pd.DataFrame()
-    table = table.reindex(columns=list(measures), fill_value=0).reset_index()
-    if table.empty:
-        table = pd.DataFrame(columns=[*utm, *measures])
-    visits = table["visits"].astype(float).replace(0, np.nan)
-    table["registration_rate"] = table["registrations"] / visits
-    table["conversion_rate"] = table["conversions"] / visits
-    return table.sort_values(["visits", *utm], ascending=[False, *[True] * len(utm)], ignore_index=True)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Chart and report
-
-
-def lift_by_decile_chart(
-    table: pd.DataFrame,
-    path: str | Path,
-    *,
-    by: str = "decile",
-    title: str | None = None,
-    level: float = 0.95,
-) -> Path:
-    """Write a PNG of the absolute lift (percentage points) per segment with its interval as error bars and a
-    zero line, from the rows of a :attr:`Readout.segments` table whose ``by`` is ``by`` (score decile by default;
-    any segment column works). Bars are coloured by whether the interval lies above zero, spans it, or lies below.
-    ``level`` only labels the interval (the table's own level). Returns the path; ValueError when no row has
-    that ``by``.
-    """
-    from matplotlib.patches import Patch
-
-    from pipelines.models.evaluate import _pyplot
-
-    _require_columns(table, SEGMENT_COLUMNS)
-    rows = table[table["by"] == by]
-    if rows.empty:
-        known = ", ".join(map(str, dict.fromkeys(table["by"]))) or "none"
-        raise ValueError(f"no rows with by == {by!r} in the segment table (by values: {known})")
-    if by == "decile":
-        rows = rows.sort_values("segment", kind="stable")
-    plt = _pyplot()
-    path = Path(path)
-    lift_pts = rows["lift_abs"].to_numpy(dtype=float) * 100
-    low = rows["lift_ci_low"].to_numpy(dtype=float) * 100
-    high = rows["lift_ci_high"].to_numpy(dtype=float) * 100
-    labels = [str(s) for s in rows["segment"]]
-    kinds = np.where(low > 0, "above", np.where(high < 0, "below", "spans"))
-    palette = {"above": "#2e7d32", "spans": "#90a4ae", "below": "#c62828"}
-    names = {"above": "interval above 0", "spans": "interval spans 0", "below": "interval below 0"}
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4), dpi=100)
-    try:
-        ax.bar(x, lift_pts, color=[palette[k] for k in kinds], width=0.7)
-        ax.errorbar(
-            x, lift_pts, yerr=[lift_pts - low, high - lift_pts], fmt="none", ecolor="black", capsize=3
-        )
-        ax.axhline(0, color="black", linewidth=0.8)
-        rotate = len(rows) > 12 or max(map(len, labels)) > 6
-        ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
-        ax.set_xlabel("score decile (1 = highest scores)" if by == "decile" else by)
-        ax.set_ylabel("lift, percentage points")
-        ax.set_title(
-            title or f"Absolute lift by {'score decile' if by == 'decile' else by} ({level:.0%} interval)"
-        )
-        ax.legend(
-            handles=[Patch(color=palette[k], label=names[k]) for k in palette if k in set(kinds)], fontsize=8
-        )
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
-
-
-@dataclass(frozen=True)
-class _Strong:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Block:
-    """One piece of the report, rendered both to Markdown and to HTML."""
-
-    kind: str  # h2, p, warn, ul, table, img
-    spans: tuple = ()  # p / warn: the text, str and _Strong pieces; ul: one tuple of spans per item
-    headers: tuple[str, ...] = ()
-    rows: tuple[tuple[str, ...], ...] = ()
-    numeric: tuple[bool, ...] = ()
-    src: str = ""
-
-
-_MD_SPECIAL = re.compile(r"([\\`*\[\]|])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|<(?=[A-Za-z/!?])")
-
-
-def _md(text: object) -> str:
-    """Text made literal in Markdown (a cell or a line cannot start emphasis, a link, a tag or a new column)."""
-    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), re.sub(r"\s+", " ", str(text)))
-
-
-def _spans_md(spans) -> str:
-    return "".join(f"**{_md(s.text)}**" if isinstance(s, _Strong) else _md(s) for s in spans)
-
-
-def _spans_html(spans) -> str:
-    return "".join(
-        f"<strong>{html.escape(s.text)}</strong>" if isinstance(s, _Strong) else html.escape(str(s))
-        for s in spans
-    )
-
-
-def _to_markdown(title: str, blocks: Sequence[_Block]) -> str:
-    out = [f"# {_md(title)}"]
-    for b in blocks:
-        if b.kind == "h2":
-            out.append(f"## {_spans_md(b.spans)}")
-        elif b.kind == "p":
-            out.append(_spans_md(b.spans))
-        elif b.kind == "warn":
-            out.append("> " + _spans_md(b.spans))
-        elif b.kind == "ul":
-            out.append("\n".join(f"- {_spans_md(item)}" for item in b.spans))
-        elif b.kind == "table":
-            align = ["---:" if n else "---" for n in b.numeric]
-            lines = [b.headers, align, *b.rows]
-            out.append(
-                "\n".join(
-                    "| " + " | ".join(_md(c) if i != 1 else c for c in line) + " |"
-                    for i, line in enumerate(lines)
-                )
-            )
-        elif b.kind == "img":
-            out.append(f"![{_spans_md(b.spans)}]({quote(b.src)})")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """\
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232a;
-       max-width: 980px; margin: 2em auto; padding: 0 1em; }
-h1 { font-size: 1.5em; margin: 0 0 .4em; }
-h2 { font-size: 1.15em; margin: 1.6em 0 .4em; padding-bottom: .2em; border-bottom: 1px solid #d9dee3; }
-table { border-collapse: collapse; margin: .5em 0; font-variant-numeric: tabular-nums; }
-th, td { padding: .25em .65em; border-bottom: 1px solid #e6e9ec; text-align: left; vertical-align: top; }
-th { background: #f4f6f8; font-weight: 600; }
-.num { text-align: right; white-space: nowrap; }
-.wide { overflow-x: auto; }
-.warn { background: #fdecea; border-left: 4px solid #c62828; padding: .6em .9em; }
-ul { padding-left: 1.3em; }
-img { max-width: 100%; }
-"""
-
-
-def _to_html(title: str, blocks: Sequence[_Block]) -> str:
-    out = [f"<h1>{html.escape(title)}</h1>"]
-    for b in blocks:
-        if b.kind == "h2":
-            out.append(f"<h2>{_spans_html(b.spans)}</h2>")
-        elif b.kind == "p":
-            out.append(f"<p>{_spans_html(b.spans)}</p>")
-        elif b.kind == "warn":
-            out.append(f'<p class="warn">{_spans_html(b.spans)}</p>')
-        elif b.kind == "ul":
-            items = "".join(f"<li>{_spans_html(item)}</li>" for item in b.spans)
-            out.append(f"<ul>{items}</ul>")
-        elif b.kind == "table":
-
-            def cell(tag: str, text: str, numeric: bool) -> str:
-                cls = ' class="num"' if numeric else ""
-                return f"<{tag}{cls}>{html.escape(text)}</{tag}>"
-
-            head = "".join(cell("th", h, n) for h, n in zip(b.headers, b.numeric, strict=True))
-            body = "".join(
-                "<tr>" + "".join(cell("td", c, n) for c, n in zip(row, b.numeric, strict=True)) + "</tr>"
-                for row in b.rows
-            )
-            out.append(
-                f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-            )
-        elif b.kind == "img":
-            alt = html.escape("".join(s.text if isinstance(s, _Strong) else str(s) for s in b.spans))
-            out.append(f'<p><img src="{html.escape(quote(b.src))}" alt="{alt}"></p>')
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(out)
-        + "\n</main>\n</body>\n</html>\n"
-    )
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
-
-
-def _rate_text(v: Any) -> str:
-    return "–" if _missing(v) else f"{v:.2%}"
-
-
-def _pts(v: Any) -> str:
-    return "–" if _missing(v) else f"{100 * v:+.2f}"
-
-
-def _int_text(v: Any) -> str:
-    return "–" if _missing(v) else f"{int(v):,}"
-
-
-def _p_text(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _fact_text(v: Any) -> str:
-    if _missing(v):
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:,.6g}"
-    if isinstance(v, int | np.integer):
-        return f"{int(v):,}"
-    if isinstance(v, Mapping):
-        return ", ".join(f"{k}: {_fact_text(x)}" for k, x in v.items())
-    if isinstance(v, list | tuple):
-        return ", ".join(map(_fact_text, v))
-    return str(v)
-
-
-def _group_name(label: str, word: str) -> str:
-    return word if label in ("treated", "treatment", "control", "holdout") else f"{word} ({label})"
-
-
-def _headline(result: Readout, facts: Mapping[str, Any]) -> list[_Block]:
-    o = result.overall
-    level = f"{1 - o.alpha:.0%}"
-    treated, control = (
-        _group_name(result.treated_label, "treated"),
-        _group_name(result.control_label, "holdout"),
-    )
-    table = _Block(
-        "table",
-        headers=("", treated, control),
-        rows=(
-            ("customers", f"{o.treated_n:,}", f"{o.control_n:,}"),
-            ("responses", f"{o.treated_conv:,}", f"{o.control_conv:,}"),
-            ("response rate", _rate_text(o.treated_rate), _rate_text(o.control_rate)),
-        ),
-        numeric=(False, True, True),
-    )
-    test = "Fisher's exact test" if o.test == "fisher" else "pooled z-test"
-    verdict = f"significant at {o.alpha:g}" if o.significant else f"not significant at {o.alpha:g}"
-    rel = (
-        "n/a (holdout rate 0)"
-        if o.lift_rel is None
-        else f"{o.lift_rel:+.1%} ({level} CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})"
-    )
-    items = [
-        (
-            "Absolute lift: ",
-            _Strong(f"{_pts(o.lift_abs)} percentage points"),
-            f" ({level} CI {_pts(o.lift_ci_low)} to {_pts(o.lift_ci_high)}, Newcombe hybrid score); "
-            f"p = {_p_text(o.p_value)} ({test}), {verdict}",
-        ),
-        ("Relative lift: ", rel),
-        (
-            "Incremental responses: ",
-            f"{o.incremental_responses:,.1f} ({level} CI {o.incremental_ci_low:,.1f} to {o.incremental_ci_high:,.1f})",
-        ),
-    ]
-    cost, value = facts.get("cost_per_contact"), facts.get("value_per_response")
-    if all(isinstance(v, Real) and not isinstance(v, bool) for v in (cost, value)):
-        ros = return_on_spend(o, float(cost), float(value))
-        roi = "n/a (no cost)" if ros.roi is None else f"{ros.roi:+.1%}"
-        items.append(
-            (
-                "Return on spend: ",
-                f"incremental value {ros.incremental_value:,.2f} ({level} CI {ros.incremental_value_ci_low:,.2f} to "
-                f"{ros.incremental_value_ci_high:,.2f}), cost {ros.cost:,.2f}, net {ros.net:,.2f}, ROI {roi}",
-            )
-        )
-    return [_Block("h2", ("Headline",)), table, _Block("ul", tuple(items))]
-
-
-def _segment_table(rows: pd.DataFrame, level: str) -> _Block:
-    return _Block(
-        "table",
-        headers=(
-            "segment",
-            "treated n",
-            "treated rate",
-            "holdout n",
-            "holdout rate",
-            "lift (points)",
-            f"{level} CI",
-            "p-value",
-            "incremental",
-        ),
-        rows=tuple(
-            (
-                str(r.segment),
-                _int_text(r.treated_n),
-                _rate_text(r.treated_rate),
-                _int_text(r.control_n),
-                _rate_text(r.control_rate),
-                _pts(r.lift_abs),
-                f"{_pts(r.lift_ci_low)} to {_pts(r.lift_ci_high)}",
-                _p_text(r.p_value),
-                f"{r.incremental_responses:,.1f}",
-            )
-            for r in rows.itertuples(index=False)
-        ),
-        numeric=(False, *[True] * 8),
-    )
-
-
-def _funnel_table(stages: pd.DataFrame) -> _Block:
-    groups = list(dict.fromkeys(stages["group"].astype(str)))
-    by = {(str(r.group), r.stage): r for r in stages.itertuples(index=False)}
-    headers: list[str] = ["stage"]
-    for g in groups:
-        headers += [g, "stage rate", "of selected"]
-    rows = []
-    for stage in dict.fromkeys(stages["stage"]):
-        row = [str(stage)]
-        for g in groups:
-            r = by.get((g, stage))
-            row += (
-                ["–"] * 3
-                if r is None
-                else [_int_text(r.customers), _rate_text(r.stage_rate), _rate_text(r.rate_from_selected)]
-            )
-        rows.append(tuple(row))
-    return _Block(
-        "table", headers=tuple(headers), rows=tuple(rows), numeric=(False, *[True] * (len(headers) - 1))
-    )
-
-
-def _channel_table(channels: pd.DataFrame, limit: int) -> list[_Block]:
-    utm = [c for c in UTM_COLUMNS if c in channels.columns]
-    measures = ("visits", "registrations", "conversions")
-    rates = ("registration_rate", "conversion_rate")
-    rows = tuple(
-        (
-            *(str(getattr(r, c)) for c in utm),
-            *(_int_text(getattr(r, m)) for m in measures),
-            *(_rate_text(getattr(r, m)) for m in rates),
-        )
-        for r in channels.head(limit).itertuples(index=False)
-    )
-    headers = (*(c.removeprefix("utm_") for c in utm), *measures, "registration rate", "conversion rate")
-    blocks = [_Block("table", headers=headers, rows=rows, numeric=(*[False] * len(utm), *[True] * 5))]
-    if len(channels) > limit:
-        blocks.append(
-            _Block("p", (f"{len(channels) - limit:,} more UTM combinations not shown (fewer visits).",))
-        )
-    return blocks
-
-
-def render_report(
-    result: Readout,
-    *,
-    title: str,
-    facts: Mapping[str, Any] | None = None,
-    funnel: pd.DataFrame | None = None,
-    channels: pd.DataFrame | None = None,
-    alert: str | None = None,
-    power_note: str | None = None,
-    true_lift: float | None = None,
-    chart: str | Path | None = None,
-    channel_rows: int = 15,
-) -> tuple[str, str]:
-    """A one-page readout report: ``(markdown, html)``, the same content twice; the HTML is standalone (inline
-    style, no scripts) and refers only to ``chart``.
-
-    Sections: the ``facts`` (campaign id, window, model …, shown as given), a banner when the SRM check failed,
-    the headline (both rates, absolute and relative lift with their intervals, p-value, incremental responses,
-    and the return on spend when ``facts`` holds numeric ``cost_per_contact`` and ``value_per_response``), trust
-    (SRM verdict, ``power_note``, ``true_lift`` and whether the interval covers it), the ``alert`` with its
-    diagnosis, the lift by score decile (``chart``: the PNG's file name relative to the report, an absolute path
-    is reduced to its name; then the table) and by every other segment column, the ``funnel`` (as returned by
-    :func:`funnel`) and the UTM ``channels`` (:func:`channel_quality`, the first ``channel_rows`` rows). Omitted
-    inputs leave their section out. All text is escaped for Markdown and for HTML.
-    """
-    facts = dict(facts or {})
-    o = result.overall
-    level = f"{1 - o.alpha:.0%}"
-    blocks: list[_Block] = []
-    if facts:
-        blocks.append(
-            _Block(
-                "table",
-                headers=("fact", "value"),
-                rows=tuple((str(k), _fact_text(v)) for k, v in facts.items()),
-                numeric=(False, False),
-            )
-        )
-    if not result.trustworthy:
-        blocks.append(
-            _Block(
-                "warn",
-                (
-                    _Strong("UNTRUSTWORTHY:"),
-                    " the treated/holdout split failed the sample-ratio check, so the assignment was broken "
-                    "somewhere (lost records, a filter on one group). Do not act on the lift below.",
-                ),
-            )
-        )
-    blocks += _headline(result, facts)
-
-    blocks.append(_Block("h2", ("Trust and power",)))
-    trust = [
-        (
-            _Strong("trustworthy") if result.trustworthy else _Strong("UNTRUSTWORTHY"),
-            ": ",
-            result.srm_verdict(),
-        )
-    ]
-    if power_note:
-        trust.append(("Power: ", power_note))
-    if true_lift is not None:
-        covered = o.lift_ci_low <= true_lift <= o.lift_ci_high
-        trust.append(
-            (
-                f"True lift (ground truth): {_pts(true_lift)} points; the {level} CI "
-                f"[{_pts(o.lift_ci_low)}, {_pts(o.lift_ci_high)}] ",
-                _Strong("covers it") if covered else _Strong("does not cover it"),
-                f" (estimate off by {100 * (o.lift_abs - true_lift):+.2f} points).",
-            )
-        )
-    blocks.append(_Block("ul", tuple(trust)))
-
-    if alert:
-        lines = [line for line in alert.splitlines() if line.strip()]
-        blocks += [_Block("h2", ("Alert",)), _Block("warn", (_Strong(lines[0]),))]
-        if len(lines) > 1:
-            blocks.append(_Block("ul", tuple((line,) for line in lines[1:])))
-
-    segments = result.segments
-    sections = list(dict.fromkeys(segments["by"]))
-    # The chart goes with the decile table, else with the first segment table, else on its own.
-    chart_by = "decile" if "decile" in sections else (sections[0] if sections else None)
-    image = None
-    if chart is not None:
-        src = Path(chart).name if Path(chart).is_absolute() else str(chart)
-        image = _Block("img", (f"absolute lift by {chart_by or 'segment'} with {level} intervals",), src=src)
-        if chart_by is None:
-            blocks += [_Block("h2", ("Lift chart",)), image]
-    for by in sections:
-        rows = segments[segments["by"] == by]
-        if by == "decile":
-            rows = rows.sort_values("segment", kind="stable")
-        name = "score decile (1 = highest scores)" if by == "decile" else str(by)
-        blocks.append(_Block("h2", (f"Lift by {name}",)))
-        if image is not None and by == chart_by:
-            blocks.append(image)
-        blocks.append(_segment_table(rows, level))
-    if sections:
-        blocks.append(
-            _Block("p", ("No multiplicity correction: read segment p-values as a screen, not as findings.",))
-        )
-
-    if funnel is not None:
-        blocks.append(_Block("h2", ("Funnel",)))
-        blocks.append(
-            _funnel_table(funnel)
-            if len(funnel)
-            else _Block("p", ("No contacts or responses recorded for this campaign.",))
-        )
-        if len(funnel):
-            blocks.append(
-                _Block(
-                    "p",
-                    (
-                        "Customers per stage and group; stage rate: over the stage before; of selected: over "
-                        "every customer of the group, the only base the holdout has (it is never sent). "
-                        "app_installed is a side step and converted includes organic conversions.",
-                    ),
-                )
-            )
-    if channels is not None:
-        blocks.append(_Block("h2", ("Channel quality (UTM)",)))
-        blocks += (
-            _channel_table(channels, channel_rows)
-            if len(channels)
-            else [_Block("p", ("No tracked or organic visits, registrations or conversions.",))]
-        )
-    return _to_markdown(title, blocks), _to_html(title, blocks)

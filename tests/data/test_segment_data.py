@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.campaigns.spec import InvalidCustomerRule, invalid_customers
+from pipelines.campaigns.policy import invalid_customers
+from pipelines.campaigns.spec import InvalidCustomerRule
 from pipelines.data import sources, storage
 from pipelines.data.schema import TABLES
 from pipelines.features.wide_table import build_features, load_tables

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from pipelines.config import PROJECT_ROOT
-from pipelines.data import gates, schema
+from pipelines.data import schema, suites
 from pipelines.features import wide_table
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
@@ -39,7 +39,7 @@ def test_one_suite_per_table_and_nothing_else():
 @pytest.mark.parametrize("table", SUITES)
 def test_suite_loads_into_gx_whole(table, gx):
     raw = json.loads((EXPECTATIONS / f"{table}.json").read_text())
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     assert suite["name"] == table
     gx_suite = gx.ExpectationSuite(**suite)
     # GX logs and drops an expectation it cannot build instead of raising: count them.
@@ -49,31 +49,31 @@ def test_suite_loads_into_gx_whole(table, gx):
 
 @pytest.mark.parametrize("table", SUITES)
 def test_every_expectation_has_severity_and_a_unique_rule(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     rules = [e["meta"]["rule"] for e in suite["expectations"]]
     assert len(rules) == len(set(rules)), sorted(r for r in rules if rules.count(r) > 1)
     for e in suite["expectations"]:
         assert e["meta"]["severity"] in ("critical", "warning"), e
         # GX's own severity field says the same, for tools that read it.
         assert e.get("severity") == e["meta"]["severity"], e
-        assert e["type"] in gates.SUPPORTED_TYPES, e["type"]
+        assert e["type"] in suites.SUPPORTED_TYPES, e["type"]
 
 
 @pytest.mark.parametrize("table", SUITES)
 def test_columns_present_with_their_stored_types(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     spec = SPECS[table]
     exist = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_to_exist")}
     types = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_values_to_be_of_type")}
     assert set(exist) == set(types) == set(spec.column_names)
     for col in spec.columns:
-        assert types[col.name]["kwargs"]["type_"] == gates.expected_gx_type(col.type), col.name
+        assert types[col.name]["kwargs"]["type_"] == suites.expected_gx_type(col.type), col.name
         assert exist[col.name]["meta"]["severity"] == types[col.name]["meta"]["severity"] == "critical"
 
 
 @pytest.mark.parametrize("table", SUITES)
 def test_category_sets_equal_the_schema(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     spec = SPECS[table]
     in_set = {e["kwargs"]["column"]: e for e in by_type(suite, "expect_column_values_to_be_in_set")}
     allowed = {c.name: c.allowed for c in spec.columns if c.allowed is not None}
@@ -85,7 +85,7 @@ def test_category_sets_equal_the_schema(table):
 
 @pytest.mark.parametrize("table", SUITES)
 def test_keys_are_not_null_and_unique(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     key = list(SPECS[table].key)
     not_null = {e["kwargs"]["column"] for e in by_type(suite, "expect_column_values_to_not_be_null")}
     assert set(key) <= not_null
@@ -107,7 +107,7 @@ def test_keys_are_not_null_and_unique(table):
 
 @pytest.mark.parametrize("table", [t for t, s in SPECS.items() if s.references])
 def test_references_are_checked_against_customers(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     (ri,) = [
         e
         for e in suite["expectations"]
@@ -120,7 +120,7 @@ def test_references_are_checked_against_customers(table):
 
 @pytest.mark.parametrize("table", TABLES)
 def test_timestamps_have_future_and_freshness_rules(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     spec = schema.TABLES[table]
     time_column = spec.partition_by or "signup_date"
     future = [
@@ -140,7 +140,7 @@ def test_timestamps_have_future_and_freshness_rules(table):
 
 @pytest.mark.parametrize("table", SUITES)
 def test_row_count_rules(table):
-    suite = gates.load_suite(table, EXPECTATIONS)
+    suite = suites.load_suite(table, EXPECTATIONS)
     counts = by_type(suite, "expect_table_row_count_to_be_between")
     assert any(e["kwargs"].get("min_value") == 1 for e in counts), "a table-not-empty rule"
     band = [e for e in counts if e["kwargs"].get("max_value") == {"$PARAMETER": "max_rows"}]
@@ -152,7 +152,7 @@ def test_row_count_rules(table):
 
 def test_critical_rules_named_in_the_brief_exist():
     rules = {
-        t: {e["meta"]["rule"] for e in gates.load_suite(t, EXPECTATIONS)["expectations"]} for t in TABLES
+        t: {e["meta"]["rule"] for e in suites.load_suite(t, EXPECTATIONS)["expectations"]} for t in TABLES
     }
     assert {"amount not negative", "amount not zero", "no future txn_ts", "txn_ts fresh"} <= rules[
         "transactions"
@@ -165,7 +165,7 @@ def test_critical_rules_named_in_the_brief_exist():
 
 
 def _feature_suite() -> dict:
-    return gates.load_suite("customer_features", EXPECTATIONS)
+    return suites.load_suite("customer_features", EXPECTATIONS)
 
 
 def test_feature_suite_columns_are_the_wide_table():

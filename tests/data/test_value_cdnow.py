@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.models.value import evaluate_cdnow
+from pipelines.models.value_baseline import evaluate_cdnow
 
 
 @pytest.fixture(scope="module")

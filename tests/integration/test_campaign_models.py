@@ -1,10 +1,10 @@
 """Response and uplift models trained on a generated bank's campaign history, judged against the truth.
 
-The bank's six test-and-learn campaigns feed ``jobs.run_campaign_models``: history (features at each selection
-date, outcome within 14 days), the response model on the treated contacts, then the uplift learners (train on
-four campaigns, choose on the fifth, judge on the newest). The generator's ``truth/campaigns`` holds the true
-uplift of every contact, so the model can be compared with the oracle that ranks by it, and targeting by uplift
-with targeting by response score in true incremental conversions.
+The bank's six test-and-learn campaigns feed ``jobs.campaign_models.run_campaign_models``: history (features at
+each selection date, outcome within 14 days), the response model on the treated contacts, then the uplift
+learners (train on four campaigns, choose on the fifth, judge on the newest). The generator's ``truth/campaigns``
+holds the true uplift of every contact, so the model can be compared with the oracle that ranks by it, and
+targeting by uplift with targeting by response score in true incremental conversions.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import jobs
 from pipelines.campaigns.score import load_scoring_model
 from pipelines.config import Settings
 from pipelines.data import storage
 from pipelines.features import history
-from pipelines.models.uplift import HETEROGENEITY
+from pipelines.jobs.campaign_models import models_folder, run_campaign_models
+from pipelines.models.uplift_metrics import HETEROGENEITY
 from pipelines.models.uplift_training import champion_verdict
 from pipelines.synthetic import oracle
 from pipelines.synthetic.bank import SynthConfig, generate_bank
@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
     data = tmp_path_factory.mktemp("history_bank")
     generate_bank(BANK, data, progress=None)
     settings = Settings(data_dir=data, mlruns_dir=tmp_path_factory.mktemp("mlruns"))
-    return settings, jobs.run_campaign_models(settings, progress=None)
+    return settings, run_campaign_models(settings, progress=None)
 
 
 def test_uplift_reaches_80_percent_of_the_oracle_qini_with_a_reliable_verdict(trained):
@@ -48,7 +48,7 @@ def test_uplift_reaches_80_percent_of_the_oracle_qini_with_a_reliable_verdict(tr
 
 def test_the_top_30_percent_by_uplift_holds_more_true_incremental_conversions_than_by_response(trained):
     settings, _ = trained
-    folder = jobs._models_folder(settings, None)
+    folder = models_folder(settings, None)
     test = history.split_by_campaign(storage.read_frame(folder / "history.parquet")).test
     true_uplift = oracle.oracle_uplift(settings.data_dir, test, 14)
     k = int(0.3 * len(test))
@@ -68,7 +68,7 @@ def test_the_models_record_which_campaigns_fed_them(trained):
     from mlflow import MlflowClient
 
     settings, result = trained
-    campaigns = storage.read_json(jobs._models_folder(settings, None) / "history.json")["campaigns"]
+    campaigns = storage.read_json(models_folder(settings, None) / "history.json")["campaigns"]
     assert len(campaigns["train"]) == 4 and len(campaigns["valid"]) == len(campaigns["test"]) == 1
     client = MlflowClient(settings.mlflow_tracking_uri)
     for name in ("response", "uplift"):

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.data import gates
+from pipelines.data import gates, suites
 from pipelines.features.labels import LABEL, SNAPSHOT
 from pipelines.jobs.training import train_churn
-from pipelines.models.propensity import CHALLENGER, CHAMPION, TrainConfig
+from pipelines.models.propensity import TrainConfig
+from pipelines.models.registry import CHALLENGER, CHAMPION
 from pipelines.synthetic.bank import SynthConfig, generate_bank
 from tests.conftest import PROJECT_ROOT
 
@@ -111,7 +112,7 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_mlflow_says_why(bank
         assert len(report["snapshots"]) == 5
         assert all(s["success"] and s["rows"] > 15_000 for s in report["snapshots"].values())
         assert sum(s["expectations"] for s in report["snapshots"].values()) == 5 * len(
-            gates.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]
+            suites.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]
         )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from pipelines import jobs
-from pipelines.campaigns import store
+from pipelines.campaigns import store, store_schema
 from pipelines.config import Settings, airflow_environment
 from pipelines.data import storage
+from pipelines.jobs import campaign_models, readouts
+from pipelines.jobs.campaigns import campaign_run_id
+from pipelines.jobs.common import load_campaign
+from pipelines.jobs.training import training_run_id
 from pipelines.synthetic.bank import SynthConfig, generate_bank
 from tests.conftest import PROJECT_ROOT, local_runner
 
@@ -67,8 +70,8 @@ class Platform:
             return airflow_local.run_dag(self.settings, dag_id, as_of)
 
     def engine(self):
-        engine = store.make_engine(self.settings.database_url)
-        store.ensure_schema(engine)
+        engine = store_schema.make_engine(self.settings.database_url)
+        store_schema.ensure_schema(engine)
         return engine
 
 
@@ -154,7 +157,11 @@ def table_rows(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (store.campaign_runs, store.campaign_targets, store.campaign_exclusions)
+            for t in (
+                store_schema.campaign_runs,
+                store_schema.campaign_targets,
+                store_schema.campaign_exclusions,
+            )
         }
 
 
@@ -215,7 +222,7 @@ def test_churn_training_registers_promotes_and_publishes_the_champion(trained):
     assert str(champion.version) == registered["version"]
     assert champion.run_id == registered["mlflow_run_id"]
     run = client.get_run(registered["mlflow_run_id"])
-    assert run.data.params["run.orchestrator_run"] == jobs.training_run_id(trained.as_of)
+    assert run.data.params["run.orchestrator_run"] == training_run_id(trained.as_of)
     assert run.data.metrics["test_auc"] == pytest.approx(registered["metrics"]["auc"])
     assert (run.data.metrics["promoted"], run.data.metrics["gx_success"]) == (1.0, 1.0)
 
@@ -254,7 +261,12 @@ def campaign_platform(trained: Trained, tmp_path: Path, database_url: str) -> Pl
     data = tmp_path / "data"
     data.mkdir()
     (data / "lake").symlink_to(trained.platform.settings.lake_dir, target_is_directory=True)
-    return Platform(replace(trained.platform.settings, data_dir=data.resolve(), database_url=database_url))
+    values = {
+        **trained.platform.settings.model_dump(),
+        "data_dir": data.resolve(),
+        "database_url": database_url,
+    }
+    return Platform(Settings(**values))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -266,9 +278,9 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
     platform = campaign_platform(trained, tmp_path, url)
     assert platform.settings.database_url.startswith(backend)
-    spec = jobs.load_campaign(platform.settings, CAMPAIGN)
+    spec = load_campaign(platform.settings, CAMPAIGN)
     as_of = trained.as_of
-    run_id = jobs.campaign_run_id(CAMPAIGN, as_of)
+    run_id = campaign_run_id(CAMPAIGN, as_of)
     champion = trained.first.results["register"]["version"]
 
     outcome = platform.run(CAMPAIGN_DAG, as_of)
@@ -385,7 +397,7 @@ def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_o
     assert gate["success"] is False and gate["critical_failures"], gate
     assert before == dict.fromkeys(("campaign_runs", "campaign_targets", "campaign_exclusions"), 0)
     assert table_rows(engine) == before
-    assert not (platform.settings.runs_dir / jobs.campaign_run_id(CAMPAIGN, as_of)).exists()
+    assert not (platform.settings.runs_dir / campaign_run_id(CAMPAIGN, as_of)).exists()
     engine.dispose()
 
 
@@ -400,7 +412,7 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
 
     from mlflow import MlflowClient
 
-    from pipelines.models.uplift import HETEROGENEITY
+    from pipelines.models.uplift_metrics import HETEROGENEITY
     from pipelines.models.uplift_training import champion_verdict
 
     data = tmp_path / "data"
@@ -408,7 +420,7 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
         shutil.copytree(trained.platform.settings.data_dir / part, data / part)
     platform = make_platform(airflow_settings, data, tmp_path / "mlruns")
     settings, as_of, name = platform.settings, trained.as_of, "reactivation-uplift"
-    run_id = jobs.campaign_run_id(name, as_of)
+    run_id = campaign_run_id(name, as_of)
 
     models = platform.run("campaign_models_training", as_of)
     assert set(states(models).values()) == {"success"}, models.describe()  # first versions: both promoted
@@ -431,10 +443,10 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
 
     # Before the response feed lands nothing is due; then the world answers and the run is read out.
     with platform.environment():
-        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=30)) == []
-        world = jobs.simulate_responses(settings, run_id)
-        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=14)) == []  # window still open
-        assert jobs.due_readouts(settings, as_of + pd.Timedelta(days=15)) == [run_id]
+        assert readouts.due_readouts(settings, as_of + pd.Timedelta(days=30)) == []
+        world = readouts.simulate_responses(settings, run_id)
+        assert readouts.due_readouts(settings, as_of + pd.Timedelta(days=14)) == []  # window still open
+        assert readouts.due_readouts(settings, as_of + pd.Timedelta(days=15)) == [run_id]
     readout_day = (pd.Timestamp(as_of) + pd.Timedelta(days=15)).date()
     outcome = platform.run("campaign_readout", readout_day)
     assert set(states(outcome).values()) == {"success"}, outcome.describe()
@@ -467,8 +479,10 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
     # end, so the DAG's freshness gate rightly stops a run dated after it.)
     after = (pd.Timestamp(as_of) + pd.Timedelta(days=15)).date()
     with platform.environment():
-        again = jobs.run_campaign_models(settings, after, progress=None)
-    campaigns = storage.read_json(jobs._models_folder(settings, after) / "history.json")["campaigns"]
+        again = campaign_models.run_campaign_models(settings, after, progress=None)
+    campaigns = storage.read_json(campaign_models.models_folder(settings, after) / "history.json")[
+        "campaigns"
+    ]
     assert campaigns["test"] == [run_id]
     assert campaigns["valid"] == first_campaigns["test"]
     assert client.get_run(again["uplift"]["mlflow_run_id"]).data.tags["lineage.campaigns_test"] == run_id

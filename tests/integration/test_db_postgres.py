@@ -13,16 +13,23 @@ import pandas as pd
 import pytest
 from sqlalchemy import event, make_url, text
 
-from pipelines.campaigns import store
-from tests.unit.campaigns.test_store import InjectedFailure, dump_tables, fail_at, make_exclusions, make_run, make_targets
+from pipelines.campaigns import store, store_frames, store_schema
+from tests.unit.campaigns.test_store import (
+    InjectedFailure,
+    dump_tables,
+    fail_at,
+    make_exclusions,
+    make_run,
+    make_targets,
+)
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def engine(postgres_url):
-    engine = store.make_engine(postgres_url)
-    store.ensure_schema(engine)
+    engine = store_schema.make_engine(postgres_url)
+    store_schema.ensure_schema(engine)
     yield engine
     engine.dispose()
 
@@ -42,7 +49,7 @@ def test_tables_live_in_the_test_schema(engine, postgres_url):
         (schema, "campaign_segments"),
         (schema, "campaign_targets"),
     ]
-    store.ensure_schema(engine)  # idempotent on PostgreSQL too
+    store_schema.ensure_schema(engine)  # idempotent on PostgreSQL too
     with engine.connect() as conn:  # the primary key is the index on run_id
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = conn.execute(text("EXPLAIN SELECT * FROM campaign_targets WHERE run_id = 'x'")).scalars().all()
@@ -53,9 +60,9 @@ def test_roundtrip_keeps_values_dtypes_and_utc_timestamps(postgres_url):
     # A session time zone other than UTC must not shift the stored timestamps.
     url = make_url(postgres_url)
     url = url.update_query_dict({"options": url.query["options"] + " -cTimeZone=Asia/Shanghai"})
-    engine = store.make_engine(url.render_as_string(hide_password=False))
+    engine = store_schema.make_engine(url.render_as_string(hide_password=False))
     try:
-        store.ensure_schema(engine)
+        store_schema.ensure_schema(engine)
         targets = make_targets(10).assign(
             email="someone@example.com",
             rfm_segment="Lost",
@@ -66,7 +73,9 @@ def test_roundtrip_keeps_values_dtypes_and_utc_timestamps(postgres_url):
         store.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
 
         got = store.read_targets(engine, "winback", groups=("treatment", "holdout"))
-        expected = targets[list(store.TARGET_COLUMNS)].astype({c: "str" for c in store.TARGET_COLUMNS[4:]})
+        expected = targets[list(store_schema.TARGET_COLUMNS)].astype(
+            {c: "str" for c in store_schema.TARGET_COLUMNS[4:]}
+        )
         expected.insert(0, "run_id", "campaign__winback__2026-01-01")
         pd.testing.assert_frame_equal(got, expected.astype({"run_id": "str"}))
         assert got["score"].tolist() == targets["score"].tolist(), "floats must round-trip exactly"
@@ -156,13 +165,13 @@ def test_a_copy_the_server_rejects_rolls_everything_back(engine, monkeypatch):
     before = dump_tables(engine)
     steps = []
     monkeypatch.setattr(store, "_checkpoint", steps.append)
-    normalize = store._normalize_targets
+    normalize = store_frames.normalize_targets
 
     def sneak_a_null_key_past_validation(frame):
         rows = normalize(frame)
         return rows.assign(customer_id=rows["customer_id"].astype(object).where(rows.index != 7, None))
 
-    monkeypatch.setattr(store, "_normalize_targets", sneak_a_null_key_past_validation)
+    monkeypatch.setattr(store_frames, "normalize_targets", sneak_a_null_key_past_validation)
     with pytest.raises(Exception, match="null value in column"):
         store.write_run(engine, make_run(), make_targets(9, start_id=50), None, chunk_rows=3)
     assert steps[:2] == ["campaign_targets:chunk:0", "campaign_targets:chunk:1"] and "deleted" not in steps

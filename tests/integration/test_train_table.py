@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.models.propensity import train_table
+from pipelines.models.tables import train_table
 
 
 @pytest.mark.slow

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.models import uplift_training
-from pipelines.models.uplift import HETEROGENEITY, uplift_config
-from pipelines.models.uplift_training import train_uplift_table
+from pipelines.models import uplift_tables
+from pipelines.models.uplift import uplift_config
+from pipelines.models.uplift_metrics import HETEROGENEITY
+from pipelines.models.uplift_tables import train_uplift_table
 from tests.unit.models.test_uplift_training import simulate
 
 FAST = uplift_config(learning_rate=0.1, n_estimators=300, early_stopping_rounds=30, num_threads=1)
@@ -43,7 +44,7 @@ def experiment_csv(path: Path, n: int = 12_000, seed: int = 3) -> Path:
 @pytest.fixture
 def fast_defaults(monkeypatch):
     """The CLI trains with the default settings; the test swaps in fewer, faster rounds on one thread."""
-    monkeypatch.setattr(uplift_training, "uplift_config", lambda **kw: FAST)
+    monkeypatch.setattr(uplift_tables, "uplift_config", lambda **kw: FAST)
 
 
 CLI = [
@@ -202,7 +203,7 @@ def test_table_errors_name_the_file_and_the_column(tmp_path, change, kwargs, mes
 
 
 def test_cli_uplift_errors_exit_2(tmp_path, monkeypatch, capsys):
-    from pipelines import jobs
+    from pipelines.jobs import campaign_models
 
     path = experiment_csv(tmp_path / "exp.csv", n=400)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -213,15 +214,15 @@ def test_cli_uplift_errors_exit_2(tmp_path, monkeypatch, capsys):
     assert main(["train", "--table", str(path), "--outcome", "responded"]) == 2
     assert "--outcome is for uplift models" in capsys.readouterr().err
 
-    # without --table: campaign-history training, once jobs.uplift_train exists
-    monkeypatch.delattr(jobs, "uplift_train", raising=False)
+    # without --table: campaign-history training, once jobs.campaign_models.uplift_train exists
+    monkeypatch.delattr(campaign_models, "uplift_train", raising=False)
     assert main(["train", "uplift"]) == 2
     assert (
         "pmp train uplift needs --table FILE until campaign-history training lands" in capsys.readouterr().err
     )
     calls = []
     monkeypatch.setattr(
-        jobs, "uplift_train", lambda s, as_of, progress: calls.append((s, as_of)), raising=False
+        campaign_models, "uplift_train", lambda s, as_of, progress: calls.append((s, as_of)), raising=False
     )
     assert main(["train", "uplift", "--as-of", "2025-06-01", "--data", str(tmp_path)]) == 0
     assert calls and str(calls[0][1]) == "2025-06-01" and calls[0][0].data_dir == tmp_path.resolve()

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from pipelines.features.wide_table import FEATURE_NAMES, build_features, load_tables
-from pipelines.models.propensity import CHALLENGER, CHAMPION, load_champion
-from pipelines.models.value import SNAPSHOT, ValueConfig, predict_value, train_value
+from pipelines.models.registry import CHALLENGER, CHAMPION, load_champion
+from pipelines.models.value import ValueConfig, predict_value
+from pipelines.models.value_training import SNAPSHOT, train_value
 from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 BANK = SynthConfig(customers=8_000, months=12, seed=7, chunk_size=8_000)

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipelines.campaigns import store
+from pipelines.campaigns import store, store_frames, store_schema
 from pipelines.cli import main
 from pipelines.data import storage
 
@@ -43,9 +43,9 @@ def staff_data(tmp_path, monkeypatch):
             "persona": "revolver",
         }
     )
-    engine = store.make_engine(f"sqlite:///{data / 'campaigns.db'}")
-    store.ensure_schema(engine)
-    run = store.RunRecord("campaign_scoring__2025-02-01__demo", "demo", date(2025, 2, 1), "churn", "1")
+    engine = store_schema.make_engine(f"sqlite:///{data / 'campaigns.db'}")
+    store_schema.ensure_schema(engine)
+    run = store_frames.RunRecord("campaign_scoring__2025-02-01__demo", "demo", date(2025, 2, 1), "churn", "1")
     store.write_run(
         engine, run, targets, targets.iloc[:0][["customer_id"]].assign(exclusion_reason="", detail="")
     )

@@ -20,7 +20,9 @@ class Clock:
 def test_plain_lines_come_at_most_every_interval_with_counts_and_time_left():
     lines: list[str] = []
     clock = Clock()
-    tracker = Tracker(100, "validation", unit="partitions", progress=lines.append, every_seconds=10, clock=clock)
+    tracker = Tracker(
+        100, "validation", unit="partitions", progress=lines.append, every_seconds=10, clock=clock
+    )
     for _ in range(25):
         clock.now += 1.0
         tracker.advance()
@@ -65,3 +67,13 @@ def test_the_bar_goes_to_stderr_and_leaves_no_line_on_the_sink(monkeypatch):
         tracker.advance(10)
     assert lines == [] and tracker.done == 10
     assert "synth:" in err.getvalue() and "/10" in err.getvalue()
+
+
+def test_a_step_line_reaches_the_sink_with_or_without_a_bar(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    for bar in (False, True):
+        lines: list[str] = []
+        with track(2, "synth", progress=lines.append, bar=bar) as tracker:
+            tracker.say("  chunk 1/2")
+            tracker.advance()
+        assert lines == ["  chunk 1/2"]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, select
 
-from pipelines.campaigns import store
+from pipelines.campaigns import store, store_frames, store_schema
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def make_run(
     campaign: str = "winback",
     logical_date: date = date(2026, 1, 1),
     **kwargs,
-) -> store.RunRecord:
+) -> store_frames.RunRecord:
     fields = {
         "model_name": "churn",
         "model_version": "3",
@@ -73,14 +73,20 @@ def make_run(
         "finished_at": T0 + timedelta(minutes=1),
         "details": {"budget": 10},
     }
-    return store.RunRecord(run_id=run_id, campaign=campaign, logical_date=logical_date, **(fields | kwargs))
+    return store_frames.RunRecord(
+        run_id=run_id, campaign=campaign, logical_date=logical_date, **(fields | kwargs)
+    )
 
 
 def dump_tables(engine) -> dict[str, list[tuple]]:
     """Every row of the three tables, in key order: equal dumps mean equal contents."""
     out = {}
     with engine.connect() as conn:
-        for table in (store.campaign_runs, store.campaign_targets, store.campaign_exclusions):
+        for table in (
+            store_schema.campaign_runs,
+            store_schema.campaign_targets,
+            store_schema.campaign_exclusions,
+        ):
             out[table.name] = [
                 tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key.columns))
             ]
@@ -106,8 +112,8 @@ def db_path(tmp_path) -> Path:
 
 @pytest.fixture
 def engine(db_path):
-    engine = store.make_engine(f"sqlite:///{db_path}")
-    store.ensure_schema(engine)
+    engine = store_schema.make_engine(f"sqlite:///{db_path}")
+    store_schema.ensure_schema(engine)
     yield engine
     engine.dispose()
 
@@ -119,7 +125,7 @@ def test_make_engine_creates_the_folder_only_when_called(tmp_path):
     folder = tmp_path / "a" / "b"
     url = f"sqlite:///{folder / 'campaigns.db'}"
     assert not folder.exists()
-    engine = store.make_engine(url)
+    engine = store_schema.make_engine(url)
     assert folder.is_dir()
     assert not (folder / "campaigns.db").exists(), "make_engine must not connect"
     engine.dispose()
@@ -127,20 +133,20 @@ def test_make_engine_creates_the_folder_only_when_called(tmp_path):
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg2://u@h/d", "mysql://u@h/d"])
 def test_make_engine_refuses_unsupported_backends(url):
-    with pytest.raises(store.CampaignDBError, match="psycopg|unsupported"):
-        store.make_engine(url)
+    with pytest.raises(store_schema.CampaignDBError, match="psycopg|unsupported"):
+        store_schema.make_engine(url)
 
 
 def test_make_engine_uses_psycopg3_for_plain_postgresql_urls():
-    engine = store.make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    engine = store_schema.make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
     assert engine.dialect.driver == "psycopg"
 
 
 def test_ensure_schema_is_idempotent_and_keeps_data(engine):
     store.write_run(engine, make_run(), make_targets(), make_exclusions([100]))
     before = dump_tables(engine)
-    store.ensure_schema(engine)
-    store.ensure_schema(engine)
+    store_schema.ensure_schema(engine)
+    store_schema.ensure_schema(engine)
     assert dump_tables(engine) == before
     inspector = inspect(engine)
     assert {"campaign_runs", "campaign_targets", "campaign_exclusions"} <= set(inspector.get_table_names())
@@ -154,7 +160,7 @@ def test_ensure_schema_is_idempotent_and_keeps_data(engine):
             "EXPLAIN QUERY PLAN SELECT * FROM campaign_targets WHERE run_id = 'x' ORDER BY rank"
         ).all()
     assert "USING PRIMARY KEY (run_id=?)" in " ".join(str(row[-1]) for row in plan), plan
-    columns = {c["name"] for t in store.metadata.tables for c in inspector.get_columns(t)}
+    columns = {c["name"] for t in store_schema.metadata.tables for c in inspector.get_columns(t)}
     assert not {c for c in columns if any(p in c for p in ("name", "phone", "email", "address"))} - {
         "model_name"
     }
@@ -175,7 +181,9 @@ def test_roundtrip_keeps_values_and_dtypes(engine):
     store.write_run(engine, make_run(), targets, make_exclusions([100, 101]))
 
     got = store.read_targets(engine, "winback", groups=("treatment", "holdout"))
-    expected = targets[list(store.TARGET_COLUMNS)].astype({c: "str" for c in store.TARGET_COLUMNS[4:]})
+    expected = targets[list(store_schema.TARGET_COLUMNS)].astype(
+        {c: "str" for c in store_schema.TARGET_COLUMNS[4:]}
+    )
     expected.insert(0, "run_id", "campaign__winback__2026-01-01")
     pd.testing.assert_frame_equal(got, expected.astype({"run_id": "str"}))
     assert got["score"].tolist() == targets["score"].tolist(), "floats must round-trip exactly"
@@ -277,13 +285,13 @@ def test_a_database_error_in_a_later_chunk_rolls_everything_back(engine, db_path
     before, file_before = dump_tables(engine), sha256(db_path)
     steps = []
     monkeypatch.setattr(store, "_checkpoint", steps.append)
-    normalize = store._normalize_targets
+    normalize = store_frames.normalize_targets
 
     def sneak_a_null_key_past_validation(frame):
         rows = normalize(frame)
         return rows.assign(customer_id=rows["customer_id"].astype(object).where(rows.index != 7, None))
 
-    monkeypatch.setattr(store, "_normalize_targets", sneak_a_null_key_past_validation)
+    monkeypatch.setattr(store_frames, "normalize_targets", sneak_a_null_key_past_validation)
     with pytest.raises(Exception, match="NOT NULL"):
         store.write_run(engine, make_run(), make_targets(9, start_id=50), None, chunk_rows=3)
     assert steps == ["deleted", "run_upserted", "campaign_targets:chunk:0", "campaign_targets:chunk:1"]
@@ -392,7 +400,7 @@ def _targets_with(**changes):
 def test_invalid_input_is_refused_with_the_table_and_column_named(engine, targets, exclusions, run, message):
     store.write_run(engine, make_run(), make_targets(3, start_id=1000), None)
     before = dump_tables(engine)
-    with pytest.raises(store.FrameValidationError, match=message):
+    with pytest.raises(store_frames.FrameValidationError, match=message):
         store.write_run(engine, make_run(**run), targets(), exclusions() if exclusions else None)
     assert dump_tables(engine) == before
 
@@ -530,7 +538,7 @@ def test_segment_mix_is_written_with_the_run_and_replaced_on_rerun(engine):
     assert got["avg_value"].isna().all()
     store.write_run(engine, make_run(), make_targets(10), make_exclusions([100]), segments=mix.iloc[:1])
     assert len(store.read_segments(engine, "campaign__winback__2026-01-01")) == 1
-    with pytest.raises(store.FrameValidationError, match="campaign_segments"):
+    with pytest.raises(store_frames.FrameValidationError, match="campaign_segments"):
         store.write_run(engine, make_run(), make_targets(10), None, segments=pd.concat([mix, mix]))
 
 
@@ -538,14 +546,16 @@ def test_ensure_schema_adds_the_nullable_columns_an_older_database_lacks(tmp_pat
     """A campaign database created before the segment columns existed is upgraded in place, rows kept."""
     from sqlalchemy import inspect, text
 
-    engine = store.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    store.ensure_schema(engine)
+    engine = store_schema.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    store_schema.ensure_schema(engine)
     store.write_run(engine, make_run(), make_targets(4), None)
     with engine.begin() as conn:
-        for column in store.SEGMENT_COLUMNS:
+        for column in store_schema.SEGMENT_COLUMNS:
             conn.execute(text(f"ALTER TABLE campaign_targets DROP COLUMN {column}"))
-    store.ensure_schema(engine)
-    assert set(store.SEGMENT_COLUMNS) <= {c["name"] for c in inspect(engine).get_columns("campaign_targets")}
+    store_schema.ensure_schema(engine)
+    assert set(store_schema.SEGMENT_COLUMNS) <= {
+        c["name"] for c in inspect(engine).get_columns("campaign_targets")
+    }
     assert len(store.read_targets(engine, "winback", groups=("treatment", "holdout"))) == 4
     store.write_run(engine, make_run(), make_targets(4).assign(persona="revolver"), None)
     assert set(store.read_targets(engine, "winback")["persona"]) == {"revolver"}

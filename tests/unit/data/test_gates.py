@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from pipelines import progress
 from pipelines.config import PROJECT_ROOT
 from pipelines.data import gates, schema, storage
 
@@ -317,15 +320,6 @@ def test_referential_integrity_is_reported_not_evaluated_without_customer_ids():
     assert "not evaluated (critical rules)" in result.summary()
 
 
-def test_many_unknown_customer_ids_are_counted_outside_gx(monkeypatch):
-    monkeypatch.setattr(gates, "MAX_UNKNOWN_IDS_FOR_GX", 2)
-    o = failure(
-        check(_orphan(transactions_frame())), "transactions.customer_id", "customer exists in customers"
-    )
-    assert o.unexpected_count == 4
-    assert "counted outside GX" in o.message
-
-
 def test_warning_rules_do_not_fail_the_run():
     df = customers_frame()
     df["marketing_opt_out"] = True
@@ -337,89 +331,6 @@ def test_warning_rules_do_not_fail_the_run():
         "customers.marketing_opt_out: rule 'opted-out share usual' (warning) failed: observed 1.0, expected <= 0.4"
     )
     assert gates.require_valid(result) is result
-
-
-# --------------------------------------------------------------------------------------------------------------
-# PII
-
-
-@pytest.mark.parametrize(
-    ("column", "value", "masked"),
-    [
-        ("full_name", "John Smith", "J*** S****"),
-        ("phone", "+44 7911 123123", "+44 7*** ***123"),
-        ("email", "john.smith@example.com", "j***@e***.com"),
-        ("national_id", "AB123456C", "*******6C"),
-        ("national_id", "123", "***"),
-        ("email", None, None),
-    ],
-)
-def test_mask_pii(column, value, masked):
-    assert gates.mask_pii(value, column) == masked
-
-
-def test_pii_is_masked_in_messages_and_reports(tmp_path):
-    df = customers_frame()
-    df.loc[3, "national_id"] = df.loc[2, "national_id"]
-    df.loc[4, "email"] = "eve.black-at-example.com"
-    df.loc[6, "phone"] = "call me maybe"
-    result = gates.validate_frame(
-        df, "customers", AS_OF, EXPECTATIONS, {"customer_ids": CUSTOMER_IDS}, report_dir=tmp_path
-    )
-    assert result.success  # PII rules are warnings
-    assert failure(result, "customers.national_id", "national id unique").unexpected_count == 2
-    email = failure(result, "customers.email", "email well formed")
-    assert email.examples == ["**********************om"]
-    phone = failure(result, "customers.phone", "phone well formed")
-    assert phone.examples == ["**** ** *****"]
-    text = (
-        result.summary()
-        + (tmp_path / "validation.json").read_text()
-        + (tmp_path / "validation.md").read_text()
-    )
-    for raw in (df.loc[2, "national_id"], "eve.black-at-example.com", "call me maybe"):
-        assert raw not in text
-    assert "*******2C" in text
-
-
-def test_pii_column_that_cannot_be_stored_is_reported_without_its_values():
-    df = customers_frame()
-    df["full_name"] = df["full_name"].astype(object)
-    df.loc[0, "full_name"] = 12345  # mixed types: Arrow refuses the column, and its error quotes a value
-    result = check(df, "customers")
-    o = failure(result, "customers.full_name", "full_name type")
-    assert o.severity == "critical"
-    assert "Alice" not in o.message and "12345" not in o.message
-    assert "observed not convertible to Arrow (Arrow" in o.message, o.message
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Suites
-
-
-def test_load_suite_errors_are_clear(tmp_path):
-    with pytest.raises(gates.SuiteError, match="not found"):
-        gates.load_suite("transactions", tmp_path)
-    (tmp_path / "transactions.json").write_text("{not json")
-    with pytest.raises(gates.SuiteError, match="not valid JSON"):
-        gates.load_suite("transactions", tmp_path)
-    old = {
-        "name": "transactions",
-        "expectations": [{"expectation_type": "expect_column_to_exist", "kwargs": {}}],
-    }
-    (tmp_path / "transactions.json").write_text(json.dumps(old))
-    with pytest.raises(gates.SuiteError, match="0.x key 'expectation_type'"):
-        gates.load_suite("transactions", tmp_path)
-    no_meta = {
-        "name": "transactions",
-        "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}],
-    }
-    (tmp_path / "transactions.json").write_text(json.dumps(no_meta))
-    with pytest.raises(gates.SuiteError, match="meta.severity"):
-        gates.load_suite("transactions", tmp_path)
-    (tmp_path / "transactions.json").write_text(json.dumps({**no_meta, "name": "other"}))
-    with pytest.raises(gates.SuiteError, match="must be named 'transactions'"):
-        gates.load_suite("transactions", tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -447,6 +358,24 @@ def test_clean_lake_passes_and_writes_reports(tmp_path):
     assert payload["tables"]["balances"]["rows"] == 60
     assert payload["tables"]["balances"]["failed"] == 0
     assert (report / "validation.md").read_text().startswith("# Data validation as of 2025-04-01: PASSED")
+
+
+def test_validate_lake_reports_the_rows_validated_as_batches_finish(tmp_path, monkeypatch):
+    # every_seconds=0: a line after every batch (the default is one every 10 s)
+    monkeypatch.setattr(gates, "track", functools.partial(progress.track, every_seconds=0))
+    messages: list[str] = []
+    result = gates.validate_lake(
+        write_lake(tmp_path, clean_frames()), AS_OF, EXPECTATIONS, progress=messages.append, batch_rows=1
+    )
+    total = sum(t.rows for t in result.tables.values())  # nothing dated after AS_OF: every stored row is read
+    batches = sum(max(1, len(t.partitions)) for t in result.tables.values())  # batch_rows=1: one per month
+    counts = [re.match(r"validation: ([\d,]+)/([\d,]+) rows \(", m) for m in messages]
+    done = [int(c[1].replace(",", "")) for c in counts if c]
+    assert len(done) == batches == 13
+    assert {c[2] for c in counts if c} == {f"{total:,}"}
+    assert done == sorted(done) and done[-1] == total
+    assert any(m.startswith(f"validation: {total:,} rows done in ") for m in messages), messages
+    assert messages[0].startswith("validating ") and messages[-1].startswith("validation PASSED in ")
 
 
 def dirty_lake(root: Path) -> Path:
@@ -611,27 +540,3 @@ def test_process_pool_and_batching_give_the_same_result(dirty):
     assert digest(two) == digest(one)
     assert [t.rows for t in two.tables.values()] == [t.rows for t in one.tables.values()]
     assert len(two.critical_failures) == len(one.critical_failures) == 8
-
-
-@pytest.mark.parametrize(
-    ("columns", "rows", "monotonic"),
-    [
-        (["a"], [1, 2, 5, 9], True),
-        (["a"], [9, 5, 2, 1], True),
-        (["a"], [1, 2, 2, 3], False),
-        (["a"], [3, 1, 2, 4], False),
-        (["a"], [1, None, 2, 3], True),  # nulls are ignored, as GX's uniqueness does
-        (["a", "b"], [(1, 1), (1, 2), (2, 1), (2, 5)], True),
-        (["a", "b"], [(1, 1), (2, 1), (1, 2), (2, 2)], True),  # increasing by (b, a)
-        (["a", "b"], [(1, 1), (1, 2), (1, 2)], False),
-        (["a", "b"], [(1, 1), (None, 2)], False),
-    ],
-)
-def test_strictly_monotonic_keys_are_proven_unique(columns, rows, monotonic):
-    if len(columns) == 1:
-        frame = pd.DataFrame({"a": pd.array(rows, dtype="Float64").astype("float64")})
-    else:
-        frame = pd.DataFrame(rows, columns=columns).astype("float64")
-    assert gates._strictly_monotonic(frame, columns) is monotonic
-    if monotonic:
-        assert not frame.dropna(how="all").duplicated(subset=columns).any()

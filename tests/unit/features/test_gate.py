@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.data import gates
+from pipelines.data import gate_reports, gates
 from pipelines.data.schema import TABLES
 from pipelines.features.wide_table import (
     FEATURE_NAMES,
@@ -31,7 +31,7 @@ def snapshot(bank) -> tuple[pd.DataFrame, pd.Series]:
     return build_features(tables, AS_OF), eligible_customers(tables["customers"], AS_OF)["customer_id"]
 
 
-def _gate(wide: pd.DataFrame, eligible: pd.Series, **overrides) -> gates.TableResult:
+def _gate(wide: pd.DataFrame, eligible: pd.Series, **overrides) -> gate_reports.TableResult:
     params = {"customer_ids": eligible, "expected_rows": len(eligible), "max_days_since": 181, **overrides}
     return gates.validate_frame(wide, SPEC.name, AS_OF, EXPECTATIONS, params, spec=SPEC)
 

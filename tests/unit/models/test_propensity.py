@@ -1,4 +1,4 @@
-"""Training, calibration, registration and the promotion rule: real LightGBM, real MLflow on a tmp SQLite store."""
+"""The propensity model: fit with early stopping, calibration, fit-time categories, contributions; real LightGBM."""
 
 from __future__ import annotations
 
@@ -6,19 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.models.propensity import (
-    CHALLENGER,
-    CHAMPION,
-    TrainConfig,
-    decide_promotion,
-    fit_model,
-    load_champion,
-    prepare_table,
-    pyfunc_input,
-    read_table,
-    split_frame,
-    train_and_register,
-)
+from pipelines.models.propensity import TrainConfig, fit_model
+from pipelines.models.tables import split_frame
 
 FEATURES = ["x1", "x2", "x3", "noise", "tier", "region"]
 CATEGORICAL = ["tier", "region"]
@@ -62,12 +51,6 @@ def parts():
 def fitted(parts):
     train, valid, _ = parts
     return fit_model(train, valid, FEATURES, CATEGORICAL, "churned", FAST)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    return root, f"sqlite:///{root}/mlflow.db"
 
 
 def test_same_data_and_seed_give_identical_predictions(parts, fitted):
@@ -134,176 +117,3 @@ def test_contributions_sum_to_the_raw_score(parts, fitted):
     # The pure-noise feature carries far less than the strongest signal.
     strength = contrib.abs().mean()
     assert strength["x1"] > 5 * strength["noise"]
-
-
-def test_decide_promotion_applies_every_margin():
-    config = TrainConfig(min_auc_gain=0.01, min_top_decile_lift_gain=0.1, max_brier_worsening=0.001)
-    champ = {"auc": 0.80, "top_decile_lift": 3.0, "brier": 0.10}
-    assert decide_promotion(champ, None, config).promoted
-    better = {"auc": 0.82, "top_decile_lift": 3.2, "brier": 0.1005}
-    assert decide_promotion(better, champ, config).promoted
-    for worse in (
-        {**better, "auc": 0.805},  # AUC gain below its margin
-        {**better, "top_decile_lift": 3.05},  # lift gain below its margin
-        {**better, "brier": 0.102},  # Brier worse than allowed
-    ):
-        decision = decide_promotion(worse, champ, config)
-        assert not decision.promoted
-        assert sum("FAIL" in r for r in decision.reasons) == 1
-
-
-def _register(parts, store, config, *, shuffle_labels=False):
-    train, valid, test = parts
-    if shuffle_labels:
-        rng = np.random.default_rng(5)
-        train, valid = train.copy(), valid.copy()
-        train["churned"] = rng.permutation(train["churned"].to_numpy())
-        valid["churned"] = rng.permutation(valid["churned"].to_numpy())
-    root, uri = store
-    return train_and_register(
-        train,
-        valid,
-        test,
-        features=FEATURES,
-        categorical=CATEGORICAL,
-        label="churned",
-        config=config,
-        tracking_uri=uri,
-        experiment="unit-tests",
-        run_params={"window.lookback_days": 180, "label.definition": "no activity in 90 days"},
-        lineage={"as_of": "2025-12-01", "source": "synthetic"},
-        extra_metrics={"oracle_auc": 0.9},
-    )
-
-
-def test_register_promote_and_load_champion(parts, store, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
-
-    root, uri = store
-    config = TrainConfig(**{**FAST.__dict__, "model_name": "churn_unit"})
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-    first = _register(parts, store, config)
-    assert first.version == "1" and first.promoted
-    assert "no champion" in first.reasons[0]
-    assert str(client.get_model_version_by_alias("churn_unit", CHAMPION).version) == "1"
-    run = client.get_run(first.run_id)
-    assert run.data.tags["promotion.decision"] == "promoted"
-    assert run.data.params["run.window.lookback_days"] == "180"
-    assert run.data.params["lineage.as_of"] == "2025-12-01"
-    assert run.data.tags["lineage.source"] == "synthetic"
-    assert run.data.metrics["oracle_auc"] == 0.9
-    assert run.data.metrics["test_auc"] == pytest.approx(first.metrics["auc"])
-    assert first.metrics["auc"] > 0.75
-    assert run.info.artifact_uri.startswith((root / "artifacts").as_uri())
-    artifacts = {a.path for a in client.list_artifacts(first.run_id, "evaluation")}
-    assert {
-        "evaluation/decile_table.csv",
-        "evaluation/gains_chart.png",
-        "evaluation/calibration_plot.png",
-        "evaluation/feature_importance.csv",
-        "evaluation/lineage.json",
-    } <= artifacts
-
-    # The same data again: identical metrics, so the margins are not met.
-    second = _register(parts, store, config)
-    assert second.version == "2" and not second.promoted
-    assert second.metrics == first.metrics
-    assert any("auc" in r and "FAIL" in r for r in second.reasons)
-    run2 = client.get_run(second.run_id)
-    assert run2.data.tags["promotion.decision"] == "rejected"
-    assert "FAIL" in run2.data.tags["promotion.reasons"]
-    assert run2.data.metrics["gain_auc"] == 0.0 and run2.data.metrics["promoted"] == 0.0
-    assert str(client.get_model_version_by_alias("churn_unit", CHAMPION).version) == "1"
-    assert str(client.get_model_version_by_alias("churn_unit", CHALLENGER).version) == "2"
-
-    # Shuffled labels: no signal, rejected on AUC.
-    noise = _register(parts, store, config, shuffle_labels=True)
-    assert not noise.promoted and noise.metrics["auc"] < 0.6
-    assert any(r.startswith("auc") and "FAIL" in r for r in noise.reasons)
-    assert client.get_run(noise.run_id).data.tags["promotion.decision"] == "rejected"
-    assert str(client.get_model_version_by_alias("churn_unit", CHAMPION).version) == "1"
-
-    # The registered champion loads by alias and predicts what the in-memory model predicts.
-    test = parts[2]
-    loaded = load_champion("churn_unit", uri)
-    served = np.asarray(loaded.predict(pyfunc_input(test, FEATURES, CATEGORICAL))).ravel()
-    np.testing.assert_allclose(served, first.model.predict_proba(test), rtol=0, atol=1e-12)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_prepare_table_errors_name_the_column():
-    frame = pd.DataFrame(
-        {"a": [1, 2, 3, 4], "y": ["yes", "no", "no", "maybe"], "when": pd.date_range("2025", periods=4)}
-    )
-    with pytest.raises(ValueError, match="'target' not in the table"):
-        prepare_table(frame, "target")
-    with pytest.raises(ValueError, match="'y' must have exactly 2 classes, found 3"):
-        prepare_table(frame, "y")
-    two = frame.assign(y=["yes", "no", "no", "yes"])
-    with pytest.raises(ValueError, match="say which is positive"):
-        prepare_table(two, "y")
-    with pytest.raises(ValueError, match="'si' is not a class of 'y'"):
-        prepare_table(two, "y", positive="si")
-    with pytest.raises(ValueError, match="'when' has type datetime"):
-        prepare_table(two, "y", positive="yes")
-    with pytest.raises(ValueError, match="excluded column.*nope"):
-        prepare_table(two, "y", positive="yes", exclude=["nope"])
-    with pytest.raises(ValueError, match="'y' has 1 missing"):
-        prepare_table(two.assign(y=["yes", None, "no", "no"]), "y", positive="yes", exclude=["when"])
-    out, features, categorical, positive = prepare_table(two, "y", positive="yes", exclude=["when"])
-    assert features == ["a"] and categorical == [] and positive == "yes"
-    assert out["y"].tolist() == [1, 0, 0, 1]
-
-
-@pytest.mark.parametrize("sep", [";", ",", "\t"])
-def test_read_table_sniffs_the_delimiter(tmp_path, sep):
-    frame = pd.DataFrame(
-        {"age": [31, 45, 27], "job": ["admin.", "blue-collar", "unknown"], "y": ["no", "yes", "no"]}
-    )
-    path = tmp_path / "t.csv.gz"
-    frame.to_csv(path, sep=sep, index=False)
-    back = read_table(path)
-    assert list(back.columns) == ["age", "job", "y"] and back["job"].tolist() == frame["job"].tolist()
-
-
-def test_cli_train_prints_run_version_and_decision(tmp_path, monkeypatch, capsys):
-    from pipelines.cli import main
-
-    frame = make_frame(2000, seed=3).drop(columns=["customer_id"])
-    frame["tier"] = frame["tier"].astype(str)
-    frame["region"] = frame["region"].astype(str)
-    frame["churned"] = np.where(frame["churned"] == 1, "yes", "no")
-    frame.insert(0, "cust", np.arange(len(frame)))
-    path = tmp_path / "customers.parquet"
-    frame.to_parquet(path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    args = ["train", "--table", str(path), "--label", "churned", "--positive", "yes", "--id", "cust"]
-    assert main([*args, "--exclude", "noise", "--name", "cli_model"]) == 0
-    out = capsys.readouterr().out
-    assert "version 1 PROMOTED to champion" in out
-    assert "mlflow run id: " in out and "5 features (2 categorical)" in out
-    assert main([*args, "--label", "missing"]) == 2
-    assert "'missing' not in the table" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "customers.parquet", "mlflow.db"]
-
-
-def test_mlflow_store_puts_the_environment_back(monkeypatch, tmp_path):
-    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; left behind, it redirected later load_settings()."""
-    import os
-
-    from pipelines.config import load_settings
-    from pipelines.models.propensity import mlflow_store
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    with mlflow_store(f"sqlite:///{tmp_path / 'a.db'}"):
-        assert os.environ["MLFLOW_TRACKING_URI"].endswith("a.db")
-    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b.db'}")
-    with mlflow_store(f"sqlite:///{tmp_path / 'a.db'}"):
-        pass
-    assert load_settings().mlflow_tracking_uri.endswith("b.db")

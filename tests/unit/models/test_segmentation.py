@@ -1,16 +1,13 @@
-"""Segments on hand-made frames: RFM scores and rules, lifecycle stages and flags, persona stability, value tiers,
-the summary."""
+"""Segments on hand-made frames: RFM scores and rules, lifecycle stages and flags, value tiers, the summary."""
 
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.models import segmentation
 from pipelines.models.segmentation import (
     FLAG_COLUMNS,
     LIFECYCLE_STAGES,
@@ -18,13 +15,9 @@ from pipelines.models.segmentation import (
     RFM_SEGMENTS,
     SEGMENT_FRAME_COLUMNS,
     LifecycleRules,
-    PersonaModel,
     assign_segments,
-    fit_personas,
     lifecycle_flags,
     lifecycle_stages,
-    name_personas,
-    personas,
     quantile_scores,
     render_rfm_rules,
     rfm_scores,
@@ -33,30 +26,7 @@ from pipelines.models.segmentation import (
     value_tiers,
 )
 from tests.conftest import PROJECT_ROOT
-
-# An ordinary, transacting, mid-tenure customer: every stage test changes only what its rule looks at.
-BASE = {
-    "tenure_days": 400,
-    "days_since_last_txn": 3.0,
-    "days_since_last_login": 5.0,
-    "txn_count_180d": 30.0,
-    "spend_180d": 3000.0,
-    "points_redemption_90d": 0.0,
-    "aum_change_1m": 0.01,
-    "installment_share_180d": 0.01,
-    "cross_border_share_180d": 0.02,
-    "coupon_view_90d": 1.0,
-    "card_balance_last": 100.0,
-    "spend_30d": 500.0,
-    "credit_utilisation": 0.05,
-}
-
-
-def _wide(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame([{**BASE, **r} for r in rows])
-    frame.insert(0, "customer_id", np.arange(1, len(rows) + 1, dtype=np.int64))
-    return frame
-
+from tests.unit.models.segment_rows import persona_frame, wide_frame
 
 # --------------------------------------------------------------------------------------------------------------
 # RFM
@@ -86,7 +56,7 @@ def test_quantile_scores_missing_values_rank_worst():
 
 
 def test_rfm_scores_columns_order_and_recency_inverted():
-    wide = _wide(
+    wide = wide_frame(
         [
             {"days_since_last_txn": float(d), "txn_count_180d": float(f), "spend_180d": float(m)}
             for d, f, m in zip(range(10), range(10), range(10), strict=True)
@@ -169,7 +139,7 @@ def test_rfm_segments_end_to_end_on_a_small_base():
         for i in range(10)
     ]
     rows[5]["tenure_days"] = 20
-    out = rfm_scores(_wide(rows))
+    out = rfm_scores(wide_frame(rows))
     assert out["rfm_segment"].tolist()[:2] == ["Champions", "Champions"]
     assert out["rfm_segment"].iloc[5] == "New"
     assert out["rfm_segment"].tolist()[8:] == ["Lost", "Lost"]
@@ -178,7 +148,7 @@ def test_rfm_segments_end_to_end_on_a_small_base():
 
 def test_rfm_names_missing_columns():
     with pytest.raises(KeyError, match="spend_180d"):
-        rfm_scores(_wide([{}]).drop(columns="spend_180d"))
+        rfm_scores(wide_frame([{}]).drop(columns="spend_180d"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -238,11 +208,11 @@ STAGE_CASES = [
 
 @pytest.mark.parametrize(("case", "row", "expected"), STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
 def test_lifecycle_stage(case, row, expected):
-    assert lifecycle_stages(_wide([row])).tolist() == [expected]
+    assert lifecycle_stages(wide_frame([row])).tolist() == [expected]
 
 
 def test_every_stage_is_reachable_and_series_keeps_the_index():
-    wide = _wide([row for _, row, _ in STAGE_CASES])
+    wide = wide_frame([row for _, row, _ in STAGE_CASES])
     wide.index = wide.index + 1000
     stages = lifecycle_stages(wide)
     assert stages.name == "lifecycle_stage"
@@ -253,7 +223,7 @@ def test_every_stage_is_reachable_and_series_keeps_the_index():
 
 
 def test_rules_are_config():
-    wide = _wide([{"tenure_days": 100}, {"days_since_last_txn": 30.0, "days_since_last_login": 30.0}])
+    wide = wide_frame([{"tenure_days": 100}, {"days_since_last_txn": 30.0, "days_since_last_login": 30.0}])
     assert lifecycle_stages(wide).tolist() == ["active", "active"]
     rules = LifecycleRules(new_max_tenure_days=120, dormant_quiet_days=30)
     assert lifecycle_stages(wide, rules).tolist() == ["new", "dormant"]
@@ -281,134 +251,6 @@ def test_flags_exactly_one_each_and_invalid_overrides():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Personas
-
-GROUPS = {
-    # trait -> inputs that set the group apart from the ordinary customer in BASE
-    "installment-heavy": {"installment_share_180d": 0.3},
-    "cross-border traveller": {"cross_border_share_180d": 0.6},
-    "points collector": {"points_redemption_90d": 12.0},
-    "coupon hunter": {"coupon_view_90d": 40.0},
-    "revolver": {"card_balance_last": 450.0},  # 90 % of spend_30d carried
-    "low-engagement": {"coupon_view_90d": 0.0},
-}
-
-
-def _persona_frame(per_group: int = 80, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rows, truth = [], []
-    for trait, change in GROUPS.items():
-        for _ in range(per_group):
-            row = {**BASE, **change}
-            for k in ("installment_share_180d", "cross_border_share_180d", "credit_utilisation"):
-                row[k] = max(0.0, row[k] * (1 + 0.1 * rng.standard_normal()))
-            row["card_balance_last"] *= 1 + 0.1 * rng.standard_normal()
-            rows.append(row)
-            truth.append(trait)
-    frame = _wide(rows)
-    order = rng.permutation(len(frame))
-    return frame.iloc[order].reset_index(drop=True), np.asarray(truth)[order]
-
-
-def test_personas_are_named_after_their_dominant_trait():
-    wide, truth = _persona_frame()
-    labels, model = personas(wide, k=6, seed=42)
-    assert set(model.names) == set(GROUPS)
-    assert (labels.astype(str).to_numpy() == truth).mean() >= 0.95
-    assert labels.index.tolist() == wide.index.tolist()
-    assert labels.name == "persona" and list(labels.cat.categories) == list(model.names)
-
-
-def test_persona_reassign_and_json_round_trip_are_identical():
-    wide, _ = _persona_frame()
-    labels, model = personas(wide)
-    pd.testing.assert_series_equal(model.assign(wide), labels)
-    again, same = personas(wide, model)
-    assert same is model
-    pd.testing.assert_series_equal(again, labels)
-    stored = PersonaModel.from_dict(json.loads(json.dumps(model.to_dict())))
-    assert stored == model
-    pd.testing.assert_series_equal(stored.assign(wide), labels)
-
-
-def test_refit_with_the_same_seed_gives_the_same_model_whatever_the_row_order():
-    wide, _ = _persona_frame()
-    first = fit_personas(wide, seed=42)
-    shuffled = wide.sample(frac=1.0, random_state=3)
-    second = fit_personas(shuffled, seed=42)
-    assert second.names == first.names
-    np.testing.assert_allclose(np.asarray(second.centres), np.asarray(first.centres), atol=1e-9)
-    a = first.assign(wide).astype(str)
-    b = second.assign(shuffled).astype(str).reindex(shuffled.index).loc[wide.index]
-    assert (a == b).all()
-
-
-def test_changed_behaviour_moves_only_the_changed_customers():
-    wide, truth = _persona_frame()
-    model = fit_personas(wide)
-    before = model.assign(wide).astype(str)
-    changed = wide.index[truth == "low-engagement"][:8]
-    after_wide = wide.copy()
-    after_wide.loc[changed, "cross_border_share_180d"] = 0.6
-    after = model.assign(after_wide).astype(str)
-    moved = after.index[after != before]
-    assert set(moved) == set(changed)  # the stored model: exactly those, row by row
-    assert (after.loc[changed] == "cross-border traveller").all()
-    refit = fit_personas(after_wide).assign(after_wide).astype(str)
-    unchanged = wide.index.difference(changed)
-    assert (refit.loc[unchanged] == before.loc[unchanged]).mean() >= 0.98  # refitted: mostly
-
-
-def test_missing_inputs_are_imputed_with_the_stored_medians():
-    wide, _ = _persona_frame()
-    model = fit_personas(wide)
-    holes = wide.copy()
-    holes.loc[
-        holes.index[:5], ["installment_share_180d", "cross_border_share_180d", "credit_utilisation"]
-    ] = np.nan
-    holes.loc[holes.index[:5], "spend_30d"] = 0.0  # revolving share undefined
-    labels = model.assign(holes)
-    assert labels.notna().all()
-    filled = holes.copy()
-    for name, median in zip(model.inputs, model.medians, strict=True):
-        if name in filled.columns:
-            filled[name] = filled[name].fillna(median)
-    np.testing.assert_allclose(model.standardise(holes)[:5, :2], model.standardise(filled)[:5, :2])
-
-
-def test_fewer_distinct_customers_than_k():
-    wide = _wide([{}, {}, {"cross_border_share_180d": 0.9}])
-    labels, model = personas(wide, k=6)
-    assert len(model.names) == 2 and len(set(model.names)) == 2
-    assert labels.iloc[0] == labels.iloc[1] != labels.iloc[2]
-    assert labels.iloc[2] == "cross-border traveller"
-
-
-def test_names_are_unique():
-    inputs = tuple(p.name for p in segmentation.PERSONA_INPUTS)
-    centres = np.zeros((4, len(inputs)))
-    centres[0, 1] = 2.0  # cross-border, strongly
-    centres[1, 1] = 1.0  # cross-border again, weaker: the trait is taken
-    centres[2] = -0.5  # nothing stands out
-    centres[3] = -0.4
-    assert name_personas(centres, inputs) == [
-        "cross-border traveller",
-        "cross-border traveller (light)",
-        "low-engagement",
-        "low-engagement 2",
-    ]
-
-
-def test_from_dict_rejects_a_broken_model():
-    wide, _ = _persona_frame()
-    data = fit_personas(wide).to_dict()
-    with pytest.raises(ValueError, match="not a persona model"):
-        PersonaModel.from_dict({**data, "names": data["names"][:-1]})
-    with pytest.raises(ValueError, match="unknown inputs"):
-        PersonaModel.from_dict({**data, "inputs": ["nope", *data["inputs"][1:]]})
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Value tiers, all segments, summary
 
 
@@ -429,7 +271,7 @@ def test_value_tiers_ties_and_missing():
 
 
 def test_assign_segments_columns_and_alignment():
-    wide, _ = _persona_frame(per_group=10)
+    wide, _ = persona_frame(per_group=10)
     wide.index = wide.index + 500
     invalid = wide["customer_id"].iloc[:3]
     seg, model = assign_segments(wide, invalid_ids=invalid)

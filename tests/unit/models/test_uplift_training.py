@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.models.uplift import HETEROGENEITY, LEARNERS, NO_HETEROGENEITY, uplift_at_k, uplift_config
+from pipelines.models.uplift import LEARNERS, uplift_config
+from pipelines.models.uplift_metrics import HETEROGENEITY, NO_HETEROGENEITY
 from pipelines.models.uplift_training import (
     TEST_METRICS,
     champion_verdict,
     decide_uplift_promotion,
-    evaluate_scores,
-    incremental_at_k,
     train_uplift,
 )
 
@@ -144,7 +143,8 @@ def test_targeting_by_uplift_beats_the_response_ranking(first):
 
 
 def test_registered_pyfunc_scores_like_the_fitted_learner(first, experiment, store):
-    from pipelines.models.propensity import load_champion, pyfunc_input
+    from pipelines.models.propensity import pyfunc_input
+    from pipelines.models.registry import load_champion
 
     (_, _, test), _, _ = experiment
     result = first[0]
@@ -214,18 +214,6 @@ def test_no_heterogeneity_gives_the_fallback_verdict(tmp_path):
     assert result.promoted
     assert champion_verdict(uri, "flat")["verdict"] == NO_HETEROGENEITY
     assert "fall back to the response score" in result.summary()
-
-
-def test_incremental_at_k_is_uplift_at_k_times_the_rows_targeted():
-    y = np.array([1, 0, 1, 0, 0, 1, 0, 0, 1, 0])
-    t = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 0])
-    s = np.arange(10, 0, -1) / 10
-    # top 3: rows 0-2 -> treated 2/2 responders, control 0/1 -> uplift 1.0, 3 rows
-    assert uplift_at_k(y, t, s, 0.3) == pytest.approx(1.0)
-    assert incremental_at_k(y, t, s, 0.3) == pytest.approx(3.0)
-    m = evaluate_scores(y, t, s, n_bootstrap=50)
-    assert set(m) == {*TEST_METRICS, "incremental_at_30"}
-    assert m["qini_ci_low"] <= m["qini_ci_high"]
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""Campaign readout: lift statistics, SRM, funnel, channel quality, the floor alert and ``pmp readout``."""
+"""Campaign readout statistics: lift, return on spend, the readout of a frame with SRM, the floor alert, and
+``pmp readout`` (the CLI and the lake-campaign job over these statistics)."""
 
 from __future__ import annotations
 
 import math
-from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -12,18 +12,15 @@ from scipy import stats
 
 from pipelines.cli import main
 from pipelines.readout.stats import (
-    FUNNEL_STAGES,
-    channel_quality,
-    funnel,
     lift,
-    lift_by_decile_chart,
     newcombe_interval,
     readout,
-    render_report,
     response_floor_alert,
     return_on_spend,
     two_proportion_p_value,
+    wilson_interval,
 )
+from tests.unit.readout._frames import experiment as _experiment
 
 # --------------------------------------------------------------------------------------------------------------
 # lift
@@ -44,6 +41,65 @@ from pipelines.readout.stats import (
 def test_newcombe_interval_matches_the_published_examples(counts, expected):
     low, high = newcombe_interval(*counts)
     assert (round(float(low), 4), round(float(high), 4)) == expected
+
+
+def _wilson_by_hand(x: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson (1927) score interval, the textbook formula."""
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+EDGE_CASES = [
+    (0, 5, 0, 5),  # no conversions anywhere
+    (5, 5, 5, 5),  # every unit converts
+    (1, 1, 0, 1),  # one unit a group
+    (0, 2, 2, 2),
+    (3, 3, 0, 4),
+    (100, 100, 0, 100),
+    (1, 2, 1, 3),
+    (0, 1000, 40, 1000),  # z-test with an empty cell
+    (1000, 100_000, 800, 90_000),
+]
+
+
+@pytest.mark.parametrize("counts", EDGE_CASES)
+def test_wilson_and_newcombe_match_the_textbook_formulas_on_edge_cases(counts):
+    x1, n1, x0, n0 = counts
+    for x, n in ((x1, n1), (x0, n0)):
+        low, high = wilson_interval(x, n)
+        assert (float(low), float(high)) == pytest.approx(_wilson_by_hand(x, n), abs=1e-12)
+    (l1, u1), (l0, u0) = _wilson_by_hand(x1, n1), _wilson_by_hand(x0, n0)
+    d = x1 / n1 - x0 / n0
+    by_hand = (
+        d - math.sqrt((x1 / n1 - l1) ** 2 + (u0 - x0 / n0) ** 2),
+        d + math.sqrt((u1 - x1 / n1) ** 2 + (x0 / n0 - l0) ** 2),
+    )
+    low, high = newcombe_interval(x1, n1, x0, n0)
+    assert (float(low), float(high)) == pytest.approx(by_hand, abs=1e-12)
+    assert -1 <= low <= d <= high <= 1
+
+
+@pytest.mark.parametrize("counts", [c for c in EDGE_CASES if min(c[0] + c[2], c[1] + c[3] - c[0] - c[2]) > 0])
+def test_the_z_test_is_the_pooled_one(counts):
+    x1, n1, x0, n0 = counts
+    pooled = (x1 + x0) / (n1 + n0)
+    z = (x1 / n1 - x0 / n0) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    p, test = two_proportion_p_value(x1, n1, x0, n0)
+    if test == "z":
+        assert p == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-12)
+    else:  # an expected cell under 5
+        assert p == pytest.approx(stats.fisher_exact([[x1, n1 - x1], [x0, n0 - x0]]).pvalue)
+
+
+def test_the_intervals_are_vectorised_and_nan_for_an_empty_group():
+    low, high = wilson_interval([0, 3, 5], [0, 10, 5])
+    assert np.isnan(low[0]) and np.isnan(high[0])
+    by_hand = [_wilson_by_hand(3, 10), _wilson_by_hand(5, 5)]
+    assert np.column_stack([low[1:], high[1:]]) == pytest.approx(np.array(by_hand), abs=1e-12)
+    low, high = newcombe_interval([0, 5, 10], [10, 56, 10], [0, 0, 0], [20, 29, 0])
+    assert np.round(low[:2], 4).tolist() == [-0.1611, -0.0381] and np.isnan(low[2]) and np.isnan(high[2])
 
 
 def test_lift_against_hand_computed_values():
@@ -143,22 +199,6 @@ def test_return_on_spend():
 # readout of a frame
 
 
-def _experiment(n=20_000, treated_share=0.9, p1=0.03, p0=0.02, seed=0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    treated = rng.random(n) < treated_share
-    decile = rng.integers(1, 11, n)
-    # decile 10 does not respond to the contact at all
-    p = np.where(treated & (decile < 10), p1, p0)
-    return pd.DataFrame(
-        {
-            "arm": np.where(treated, "B", "A"),
-            "bought": (rng.random(n) < p).astype(int),
-            "decile": decile,
-            "region": rng.choice(["north", "south"], n),
-        }
-    )
-
-
 def test_readout_overall_segments_and_a_passing_srm_check():
     frame = _experiment()
     result = readout(
@@ -245,127 +285,6 @@ def test_floor_alert_without_segments_says_the_shortfall_is_general():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# funnel and channel quality
-
-
-def _lake_frames():
-    contacts = pd.DataFrame(
-        {
-            "campaign_id": ["c1"] * 6 + ["c2"],
-            "customer_id": [1, 2, 3, 4, 5, 6, 1],
-            "channel": ["sms"] * 7,
-            "group": ["treatment"] * 4 + ["holdout"] * 2 + ["treatment"],
-            "selected_at": pd.Timestamp("2025-03-01"),
-            "sent_at": [pd.Timestamp("2025-03-01 10:00")] * 4 + [pd.NaT] * 2 + [pd.Timestamp("2025-04-01")],
-        }
-    )
-    utm = {
-        "utm_source": "sms",
-        "utm_medium": "crm",
-        "utm_campaign": "c1",
-        "utm_content": "v1",
-        "utm_term": "x",
-    }
-    rows = []
-    for customer, events in {1: 8, 2: 4, 3: 2}.items():  # customer 1 converts, 2 visits, 3 opens
-        for e in ("delivered", "opened", "clicked", "visited", "app_installed", "registered", "card_bound")[
-            : min(events, 7)
-        ]:
-            rows.append({"customer_id": customer, "event_type": e})
-    rows.append({"customer_id": 1, "event_type": "converted"})
-    rows.append({"customer_id": 5, "event_type": "converted"})  # holdout converts on its own
-    rows.append({"customer_id": 9, "event_type": "converted"})  # not a contact of c1
-    responses = pd.DataFrame(rows).assign(campaign_id="c1", event_ts=pd.Timestamp("2025-03-02"))
-    for col, value in utm.items():
-        tracked = responses["event_type"].isin(["clicked", "visited", "registered", "card_bound"]) | (
-            (responses["customer_id"] == 1) & (responses["event_type"] == "converted")
-        )
-        responses[col] = np.where(tracked, value, None)
-    responses.loc[(responses["customer_id"] == 2) & responses["utm_content"].notna(), "utm_content"] = "v2"
-    other = pd.DataFrame(
-        [
-            {
-                "campaign_id": "c2",
-                "customer_id": 1,
-                "event_type": "delivered",
-                "event_ts": pd.Timestamp("2025-04-02"),
-            }
-        ]
-    )
-    return contacts, pd.concat([responses, other], ignore_index=True)
-
-
-def test_funnel_on_a_hand_made_campaign():
-    contacts, responses = _lake_frames()
-    table = funnel(contacts, responses, "c1")
-    treated = table[table["group"] == "treatment"].set_index("stage")
-    assert list(treated.index) == list(FUNNEL_STAGES)
-    assert treated["customers"].to_dict() == {
-        "sent": 4,
-        "delivered": 3,
-        "opened": 3,
-        "clicked": 2,
-        "visited": 2,
-        "app_installed": 1,
-        "registered": 1,
-        "card_bound": 1,
-        "converted": 1,
-    }
-    assert treated.loc["delivered", "stage_rate"] == pytest.approx(0.75)
-    assert treated.loc["clicked", "stage_rate"] == pytest.approx(2 / 3)
-    assert treated.loc["converted", "rate_from_sent"] == pytest.approx(0.25)
-    assert np.isnan(treated.loc["sent", "stage_rate"])
-    holdout = table[table["group"] == "holdout"].set_index("stage")
-    assert holdout.loc["sent", "customers"] == 0 and holdout.loc["converted", "customers"] == 1
-    assert holdout.loc["converted", "rate_from_selected"] == pytest.approx(0.5)
-    assert np.isnan(holdout.loc["converted", "rate_from_sent"])
-
-
-def test_funnel_of_an_unknown_campaign_is_a_lookup_error():
-    contacts, responses = _lake_frames()
-    with pytest.raises(LookupError, match="nope"):
-        funnel(contacts, responses, "nope")
-
-
-def test_channel_quality_counts_visits_registrations_and_conversions_per_utm():
-    contacts, responses = _lake_frames()
-    table = channel_quality(responses, contacts, "c1")
-    by_content = table.set_index("utm_content")
-    assert by_content.loc["v1", ["visits", "registrations", "conversions"]].tolist() == [1, 1, 1]
-    assert by_content.loc["v2", ["visits", "registrations", "conversions"]].tolist() == [1, 0, 0]
-    assert by_content.loc["v1", "conversion_rate"] == 1.0 and by_content.loc["v2", "registration_rate"] == 0.0
-    organic = by_content.loc["(none)"]
-    assert organic["conversions"] == 1 and organic["visits"] == 0  # customer 5; customer 9 is not a contact
-    assert np.isnan(organic["conversion_rate"])
-    assert table["visits"].is_monotonic_decreasing
-
-
-def test_funnel_and_channel_quality_on_the_generated_bank(bank):
-    from pipelines.data.storage import read_table
-
-    contacts = read_table(bank / "lake", "campaign_contacts")
-    responses = read_table(bank / "lake", "responses")
-    campaign = contacts["campaign_id"].value_counts().index[0]
-    table = funnel(contacts, responses, campaign)
-    treated = table[table["group"] == "treatment"].set_index("stage")["customers"]
-    n_contacts = int(((contacts["campaign_id"] == campaign) & (contacts["group"] == "treatment")).sum())
-    assert treated["sent"] == n_contacts > 0
-    # the tracked path is nested; app_installed is a side step and converted includes organic conversions
-    path = treated[["sent", "delivered", "opened", "clicked", "visited", "registered", "card_bound"]]
-    assert path.is_monotonic_decreasing and path.iloc[-1] > 0
-    assert treated["app_installed"] <= treated["visited"]
-    holdout = table[table["group"] == "holdout"].set_index("stage")["customers"]
-    assert holdout["sent"] == 0 and holdout["visited"] == 0
-
-    quality = channel_quality(responses, contacts, campaign)
-    tracked = quality[quality["utm_source"] != "(none)"]
-    assert tracked["visits"].sum() == treated["visited"]
-    assert tracked["registrations"].sum() == treated["registered"]
-    assert (tracked["utm_campaign"] == campaign).all()
-    assert (tracked["registrations"] <= tracked["visits"]).all()
-
-
-# --------------------------------------------------------------------------------------------------------------
 # pmp readout
 
 
@@ -429,7 +348,7 @@ def test_cli_readout_missing_file_and_missing_argument_exit_2(tmp_path, capsys):
 def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp_path, capsys, monkeypatch):
     from mlflow import MlflowClient
 
-    from pipelines.campaigns import store
+    from pipelines.campaigns import store, store_schema
     from pipelines.config import Settings
     from pipelines.data import storage
 
@@ -445,7 +364,7 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
     assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0
     assert "treatment vs holdout" in capsys.readouterr().out
     assert main(["readout", "--campaign-id", campaign, "--data", str(data)]) == 0  # read out again: replaced
-    results = store.read_results(store.make_engine(settings.database_url))
+    results = store.read_results(store_schema.make_engine(settings.database_url))
     assert results["campaign_id"].tolist() == [campaign]
     row = results.iloc[0]
     assert (row.treated_n, row.control_n) == (mine["treatment"], mine["holdout"])
@@ -463,7 +382,7 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
         row.srm_p_value
     )  # a lake campaign has no planned split on record
     assert main(["readout", "--campaign-id", campaign, "--data", str(data), "--expected-share", "0.5"]) == 0
-    stored = store.read_results(store.make_engine(settings.database_url)).iloc[0]
+    stored = store.read_results(store_schema.make_engine(settings.database_url)).iloc[0]
     assert stored.srm_p_value > 0.001 and stored.trustworthy  # the generator's campaigns hold out half
     client = MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("campaign-readouts")
@@ -471,189 +390,3 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
     assert len(runs) == 1 and runs[0].data.metrics["lift_abs"] == pytest.approx(row.lift_abs)
     assert main(["readout", "--campaign-id", "nope", "--data", str(data)]) == 2
     assert "known:" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------------------------------------------
-# lift chart and report
-
-
-def _decile_readout(treated_share=0.9, n=40_000, seed=0):
-    frame = _experiment(n=n, treated_share=treated_share, seed=seed)
-    frame["segment"] = frame["region"].map({"north": "at_risk <b>", "south": "loyal|core_*x*"})
-    return readout(
-        frame,
-        treatment_col="arm",
-        treated="B",
-        control="A",
-        outcome_col="bought",
-        expected_share=0.9,
-        segment_cols=("decile", "segment"),
-    )
-
-
-def _png_size(path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def test_lift_by_decile_chart_writes_a_png_for_deciles_and_for_any_segment_column(tmp_path):
-    result = _decile_readout()
-    path = lift_by_decile_chart(result.segments, tmp_path / "lift.png")
-    assert path == tmp_path / "lift.png"
-    width, height = _png_size(path)
-    assert width >= 600 and height == 400
-    by_segment = lift_by_decile_chart(result.segments, tmp_path / "segment.png", by="segment", title="t")
-    assert _png_size(by_segment)[1] == 400 and by_segment.read_bytes() != path.read_bytes()
-    # rows in any order give the same decile chart
-    shuffled = result.segments.sample(frac=1, random_state=1)
-    again = lift_by_decile_chart(shuffled, tmp_path / "again.png")
-    assert again.read_bytes() == path.read_bytes()
-
-
-def test_lift_by_decile_chart_errors_name_the_missing_rows(tmp_path):
-    result = _decile_readout()
-    with pytest.raises(ValueError, match=r"no rows with by == 'region'.*by values: decile, segment"):
-        lift_by_decile_chart(result.segments, tmp_path / "x.png", by="region")
-    with pytest.raises(ValueError, match="lift_ci_low"):
-        lift_by_decile_chart(result.segments.drop(columns="lift_ci_low"), tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
-
-
-class _Html(HTMLParser):
-    """Checks that every opened element is closed in order, and collects the external references and text."""
-
-    VOID = {"meta", "img", "br", "hr", "link"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.refs, self.text, self.tags = [], [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        self.refs += [v for k, v in attrs if k in ("src", "href")]
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack.pop() == tag, f"</{tag}> closes {self.stack}"
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def _parse(page: str) -> _Html:
-    parser = _Html()
-    parser.feed(page)
-    parser.close()
-    assert parser.stack == []
-    return parser
-
-
-def _report(result, **kwargs):
-    contacts, responses = _lake_frames()
-    args = {
-        "title": "Readout <script>alert(1)</script> & co",
-        "facts": {
-            "campaign_id": "cmp-1",
-            "cost_per_contact": 0.5,
-            "value_per_response": 40.0,
-            "dry_run": False,
-        },
-        "funnel": funnel(contacts, responses, "c1"),
-        "channels": channel_quality(responses, contacts, "c1"),
-        "alert": response_floor_alert(result, floor=0.05),
-        "power_note": "powered: 80% power to detect ≥ +0.90 points",
-        "true_lift": 0.01,
-        "chart": "lift_by_decile.png",
-        **kwargs,
-    }
-    return render_report(result, **args)
-
-
-def test_report_headline_trust_and_every_section():
-    result = _decile_readout()
-    o = result.overall
-    markdown, page = _report(result)
-    for text in (markdown, page):
-        assert f"{o.treated_rate:.2%}" in text and f"{o.control_rate:.2%}" in text
-        assert f"{o.treated_n:,}" in text and f"{o.control_n:,}" in text
-        assert f"{100 * o.lift_abs:+.2f} percentage points" in text
-        assert f"95% CI {100 * o.lift_ci_low:+.2f} to {100 * o.lift_ci_high:+.2f}" in text
-        assert f"{o.lift_rel:+.1%} (95% CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})" in text
-        assert f"p = {o.p_value:.4f} (pooled z-test)" in text
-        assert f"Incremental responses: {o.incremental_responses:,.1f}" in text
-        ros = return_on_spend(o, 0.5, 40.0)
-        assert f"incremental value {ros.incremental_value:,.2f}" in text and f"cost {ros.cost:,.2f}" in text
-        assert "SRM: ok" in text and "UNTRUSTWORTHY" not in text
-        assert "powered: 80% power to detect ≥ +0.90 points" in text
-        covers = o.lift_ci_low <= 0.01 <= o.lift_ci_high
-        assert ("covers it" if covers else "does not cover it") in text
-        for heading in ("Headline", "Trust and power", "Alert", "Lift by score decile", "Lift by segment"):
-            assert heading in text
-        assert "Funnel" in text and "Channel quality (UTM)" in text and "ALERT: treated response rate" in text
-        assert "Below the floor by decile" in text
-        assert "dry_run" in text
-    # the decile table has ten rows, in decile order, and the chart sits with it
-    decile_part = markdown.split("## Lift by score decile")[1].split("## ")[0]
-    assert "![absolute lift by decile with 95% intervals](lift_by_decile.png)" in decile_part
-    rows = [line for line in decile_part.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [int(r.split("|")[1]) for r in rows] == list(range(1, 11))
-    funnel_part = markdown.split("## Funnel")[1].split("## ")[0]
-    assert "| converted | 1 | 100.00% | 25.00% | 1 | – | 50.00% |" in funnel_part
-
-
-def test_report_escapes_text_and_is_standalone_html():
-    result = _decile_readout()
-    markdown, page = _report(result)
-    parsed = _parse(page)
-    assert parsed.refs == ["lift_by_decile.png"]  # the only external asset
-    assert "script" not in parsed.tags and "<script>" not in page
-    assert "Readout &lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
-    assert "Readout <script>alert(1)</script> & co" in "".join(parsed.text)
-    assert "at_risk &lt;b&gt;" in page and "<b>" not in page
-    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
-    # Markdown: a pipe cannot open a table column, a tag is not HTML, emphasis markers are literal
-    assert markdown.startswith("# Readout \\<script>alert(1)\\</script> & co\n")
-    assert "| loyal\\|core\\_\\*x\\* |" in markdown and "| at_risk \\<b> |" in markdown
-    table_rows = [line for line in markdown.splitlines() if line.startswith("| loyal")]
-    assert table_rows and all(row.count(" | ") == 8 for row in table_rows)
-
-
-def test_report_flags_an_untrustworthy_readout_and_leaves_out_what_is_not_given():
-    frame = _experiment(treated_share=0.93)
-    result = readout(
-        frame, treatment_col="arm", treated="B", control="A", outcome_col="bought", expected_share=0.9
-    )
-    markdown, page = render_report(result, title="biased split")
-    assert "> **UNTRUSTWORTHY:** the treated/holdout split failed the sample-ratio check" in markdown
-    assert '<p class="warn"><strong>UNTRUSTWORTHY:</strong>' in page
-    assert "MISMATCH" in markdown and "**UNTRUSTWORTHY**: SRM: MISMATCH" in markdown
-    # the banner comes before the headline
-    assert markdown.index("UNTRUSTWORTHY:") < markdown.index("## Headline")
-    for absent in (
-        "Return on spend",
-        "Power:",
-        "True lift",
-        "## Alert",
-        "## Lift by",
-        "## Funnel",
-        "## Channel",
-    ):
-        assert absent not in markdown
-    _parse(page)
-    assert "<img" not in page and _parse(page).refs == []
-
-
-def test_report_true_lift_outside_the_interval_and_an_absolute_chart_path(tmp_path):
-    result = _decile_readout()
-    markdown, page = _report(result, true_lift=0.5, chart=tmp_path / "charts" / "lift by decile.png")
-    assert "**does not cover it**" in markdown
-    assert "](lift%20by%20decile.png)" in markdown and 'src="lift%20by%20decile.png"' in page
-
-
-def test_report_of_the_cli_style_readout_keeps_describe_unchanged():
-    result = _decile_readout()
-    before = result.describe()
-    _report(result)
-    assert result.describe() == before and before.startswith("readout: B vs A\ntreated ")

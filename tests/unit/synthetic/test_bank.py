@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -14,15 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.data import storage
 from pipelines.data.schema import CHURN_TRUTH, TABLES
-from pipelines.synthetic.bank import (
-    ID_MULTIPLIER,
-    ID_SPACE,
-    SynthConfig,
-    churn_probabilities,
-    generate_bank,
-    national_ids,
-    transition_matrices,
-)
+from pipelines.synthetic.bank import SynthConfig, generate_bank
 
 TINY = SynthConfig(customers=2_500, months=3, seed=3, chunk_size=1_000)
 
@@ -102,12 +93,6 @@ def test_pii_looks_real_but_uses_reserved_domains(bank):
     assert customers["national_id"].str.fullmatch(r"[A-Z]{2}\d{6}[A-D]").all()
     assert customers["full_name"].str.contains(" ").all()
     assert customers["national_id"].is_unique
-
-
-def test_national_ids_are_distinct_across_chunks_and_large_banks():
-    assert math.gcd(ID_MULTIPLIER, ID_SPACE) == 1
-    ids = national_ids(np.arange(2_000_000), salt=12345)
-    assert len(set(ids.tolist())) == 2_000_000
 
 
 # ------------------------------------------------------------------------------------------------ distributions
@@ -263,29 +248,6 @@ def test_150_day_probability_dominates_the_90_day_one(outcomes):
     assert (outcomes["p_churn_150d"] >= outcomes["p_churn_90d"] - 1e-12).all()
     by_state = outcomes.groupby("state", observed=True)["p_churn_90d"].mean()
     assert by_state["dormant"] > 10 * by_state["loyal"]
-
-
-def test_churn_probabilities_match_a_simulation_of_the_chain():
-    rng = np.random.default_rng(0)
-    transition = transition_matrices(np.array([0.5, 1.0, 3.0]))
-    month_end = pd.Timestamp("2025-01-31")
-    exact = churn_probabilities(transition, month_end, 90)  # Feb 1 .. May 1: 28 + 31 + 30 + 1 days
-    # Simulate: 4 months of chain steps, closure on a uniform day of the month of entry.
-    n = 200_000
-    cum = np.cumsum(transition, axis=2)
-    for customer in range(3):
-        for state in (1, 3):
-            current = np.full(n, state)
-            closed_within = np.zeros(n, bool)
-            covered = 0
-            for days in (28, 31, 30, 31):
-                u = rng.random(n)
-                nxt = (u[:, None] >= cum[customer][current]).sum(axis=1)
-                entered = (nxt == 4) & (current != 4)
-                day = rng.integers(0, days, n)
-                closed_within |= entered & (covered + day < 90)
-                current, covered = nxt, covered + days
-            assert closed_within.mean() == pytest.approx(exact[customer, state], abs=0.004)
 
 
 def test_manifest_records_the_as_of_date(bank):

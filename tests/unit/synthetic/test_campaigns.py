@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.data.schema import RESPONSE_EVENTS
 from pipelines.synthetic import campaigns as sc
 
 N = 40_000
@@ -100,7 +101,7 @@ def test_outcomes_follow_the_truth_and_the_funnel_is_consistent():
     events = pd.DataFrame(
         {
             "idx": ev["idx"],
-            "event": np.asarray(sc.RESPONSE_EVENTS)[ev["event_type"]],
+            "event": np.asarray(RESPONSE_EVENTS)[ev["event_type"]],
             "ts": ev["event_ts"],
             "tracked": ev["tracked"],
         }

@@ -1,0 +1,320 @@
+"""The ``pmp`` sub-commands: each takes the parsed arguments and the settings and returns the exit code, a thin
+layer over the stage functions and the jobs (:mod:`pipelines.cli.parser` maps the command line onto them)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC
+from pathlib import Path
+
+from pipelines.config import Settings
+
+
+def synth(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.synthetic.bank import SynthConfig, generate_bank, summary_lines
+
+    out = Path(args.out or args.data or settings.data_dir)
+    config = SynthConfig(
+        customers=args.customers,
+        months=args.months,
+        seed=settings.seed if args.seed is None else args.seed,
+        start=args.start,
+        dirty=args.dirty,
+        workers=args.workers,
+    )
+    manifest = generate_bank(config, out, progress=print)
+    for line in summary_lines(manifest):
+        print(f"  {line}")
+    print(f"lake: {out / 'lake'}   truth: {out / 'truth'}   next: pmp validate --data {out}")
+    return 0
+
+
+def validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.data import storage
+    from pipelines.data.gates import validate_lake
+    from pipelines.runs import make_run_id, run_dir
+
+    settings = settings.with_data_dir(args.data)
+    as_of = args.as_of or storage.lake_end(settings.lake_dir)
+    run_id = make_run_id("validate", as_of)
+    report_dir = run_dir(settings.runs_dir, run_id) / "validation"
+    result = validate_lake(
+        settings.lake_dir, as_of, settings.expectations_dir, report_dir=report_dir, progress=print
+    )
+    print(result.summary())
+    print(f"report: {report_dir / 'validation.md'}")
+    return 0 if result.success else 1
+
+
+def train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.jobs.training import train_churn, value_train
+    from pipelines.models.propensity import TrainConfig
+    from pipelines.models.tables import train_table
+
+    if args.model == "uplift":
+        return _train_uplift(args, settings)
+    if args.model is None and args.outcome is not None:
+        raise ValueError("--outcome is for uplift models: pmp train uplift --table FILE --treatment COL ...")
+    if (args.model is None) == (args.table is None):
+        raise ValueError("give either a model name (pmp train churn) or --table FILE --label COL")
+    if args.model == "value":
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        value_train(settings, args.as_of, progress=print)
+        print("champion: models:/value@champion")
+        return 0
+    if args.model == "churn":
+        from pipelines.features.labels import LabelDefinition
+
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        result = train_churn(
+            settings.data_dir,
+            tracking_uri=settings.mlflow_tracking_uri,
+            as_of=args.as_of,
+            definition=LabelDefinition(args.definition, args.horizon),
+            config=TrainConfig(model_name="churn", calibration=args.calibration, seed=settings.seed),
+            progress=print,
+        )
+        print(result.summary())
+        print(f"mlflow run id: {result.run_id}   champion: models:/churn@champion")
+        return 0
+    if args.label is None:
+        raise ValueError("--table needs --label COL")
+
+    exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
+    config = TrainConfig(calibration=args.calibration)
+    print(f"tracking: {settings.mlflow_tracking_uri}")
+    result = train_table(
+        args.table,
+        args.label,
+        positive=args.positive,
+        id_col=args.id,
+        exclude=exclude,
+        name=args.name,
+        seed=settings.seed if args.seed is None else args.seed,
+        test_size=0.3 if args.test_size is None else args.test_size,
+        ordered=args.ordered,
+        tracking_uri=settings.mlflow_tracking_uri,
+        config=config,
+        progress=print,
+    )
+    _print_registered(result)
+    return 0
+
+
+def _print_registered(result) -> None:
+    print(result.summary())
+    print(f"mlflow run id: {result.run_id}")
+    print(
+        f"model: models:/{result.model_name}/{result.version}   champion: models:/{result.model_name}@champion"
+    )
+
+
+def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
+    """``pmp train uplift``: on an experiment in a file with --table; without it, on the bank's campaign history
+    (``jobs.campaign_models.uplift_train``)."""
+    if args.table is None:
+        from pipelines.jobs import campaign_models
+
+        uplift_train = getattr(campaign_models, "uplift_train", None)
+        if uplift_train is None:
+            raise ValueError("pmp train uplift needs --table FILE until campaign-history training lands")
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        result = uplift_train(settings, args.as_of, progress=print)
+        if hasattr(result, "summary"):
+            print(result.summary())
+        return 0
+    if args.label is not None:
+        raise ValueError("pmp train uplift takes --outcome COL (the response), not --label")
+    for flag in ("treatment", "treated", "control", "outcome"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"pmp train uplift --table needs --{flag}")
+    if args.ordered:
+        raise ValueError("pmp train uplift splits at random by treatment x outcome: --ordered does not apply")
+    from pipelines.models.uplift_tables import train_uplift_table
+
+    exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
+    print(f"tracking: {settings.mlflow_tracking_uri}")
+    result = train_uplift_table(
+        args.table,
+        treatment=args.treatment,
+        treated=args.treated,
+        control=args.control,
+        outcome=args.outcome,
+        positive=args.positive,
+        id_col=args.id,
+        exclude=exclude,
+        name=args.name or "uplift",
+        seed=settings.seed if args.seed is None else args.seed,
+        test_size=0.25 if args.test_size is None else args.test_size,
+        tracking_uri=settings.mlflow_tracking_uri,
+        progress=print,
+    )
+    _print_registered(result)
+    return 0
+
+
+def readout(args: argparse.Namespace, settings: Settings) -> int:
+    """The readout of an experiment in a flat file: rates, lift with CI, p-value and the SRM verdict."""
+    from pipelines.models.tables import read_table
+    from pipelines.readout.stats import readout
+
+    if (args.table is None) == (args.campaign_id is None):
+        raise ValueError(
+            "give either --table FILE (an experiment in a file) or --campaign-id ID (a platform run or lake campaign)"
+        )
+    if args.campaign_id is not None:
+        from pipelines.jobs.readouts import readout_campaign
+
+        row = readout_campaign(
+            settings.with_data_dir(args.data),
+            args.campaign_id,
+            window_days=args.window_days,
+            expected_share=args.expected_share,
+            progress=print,
+        )
+        print(f"report: {row['report']}")
+        return 0
+    for flag in ("treatment", "treated", "control", "outcome"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"--table needs --{flag}")
+    result = readout(
+        read_table(args.table),
+        treatment_col=args.treatment,
+        treated=args.treated,
+        control=args.control,
+        outcome_col=args.outcome,
+        expected_share=args.expected_share,
+        segment_cols=args.segment or (),
+        positive=args.positive,
+    )
+    print(result.describe())
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The main job through Airflow (``dags/_local_run.py``, in its own process: ``pipelines`` never imports
+    Airflow): the training DAGs, every campaign DAG and the readouts, then the run summary
+    (:mod:`pipelines.cli.summary`); Airflow's own output goes to the run's log file, whose path is printed."""
+    import subprocess
+
+    argv = [sys.executable, str(settings.dags_dir / "_local_run.py")]
+    if args.data:
+        argv += ["--data", args.data]
+    if args.as_of:
+        argv += ["--as-of", args.as_of.isoformat()]
+    for name in args.campaign or ():
+        argv += ["--campaign", name]
+    return subprocess.run(argv, check=False).returncode
+
+
+def score(args: argparse.Namespace, settings: Settings) -> int:
+    """One campaign run without Airflow: the gates, then features, score, select and hold out, write."""
+    from pipelines.jobs.campaigns import run_campaign
+    from pipelines.jobs.common import validate_data
+
+    settings = settings.with_data_dir(args.data)
+    validate_data(settings, args.as_of, progress=print)
+    summary = run_campaign(settings, args.campaign, args.as_of, progress=print)
+    print(f"run {summary['run_id']}: treatment {summary['treatment']:,}, holdout {summary['holdout']:,}")
+    return 0
+
+
+def campaigns_list(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+
+    from pipelines.campaigns import store, store_schema
+
+    settings = settings.with_data_dir(args.data)
+    engine = store_schema.make_engine(settings.database_url)
+    store_schema.ensure_schema(engine)
+    runs = store.list_runs(engine, args.campaign)
+    if runs.empty:
+        print(f"no campaign runs in {settings.database_url}")
+        return 0
+    columns = [
+        "run_id",
+        "campaign",
+        "logical_date",
+        "model_name",
+        "model_version",
+        "status",
+        "n_scored",
+        "n_excluded",
+        "n_selected",
+        "n_treatment",
+        "n_holdout",
+        "srm_p_value",
+    ]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(runs[columns].to_string(index=False))
+    return 0
+
+
+def lists_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Export a campaign list for campaign staff: treatment rows unless --all-groups; contact details only with
+    --with-contact, and every such export is recorded in runs/exports.jsonl."""
+    import getpass
+    import json
+    from datetime import datetime
+
+    from pipelines.campaigns import store, store_schema
+    from pipelines.data import storage
+
+    settings = settings.with_data_dir(args.data)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+    engine = store_schema.make_engine(settings.database_url)
+    groups = ("treatment", "holdout") if args.all_groups else ("treatment",)
+    run_id = store.resolve_run(engine, args.campaign, args.run)
+    targets = store.read_targets(engine, args.campaign, run_id, groups=groups)
+    if args.with_contact:
+        contact = storage.read_table(
+            settings.lake_dir, "customers", columns=["customer_id", "full_name", "phone", "email"]
+        )
+        targets = targets.merge(contact, on="customer_id", how="left", validate="one_to_one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        targets.to_csv(out, index=False)
+    else:
+        targets.to_parquet(out, index=False)
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "user": getpass.getuser(),
+        "campaign": args.campaign,
+        "run_id": run_id,
+        "groups": list(groups),
+        "rows": len(targets),
+        "with_contact": bool(args.with_contact),
+        "file": str(out.resolve()),
+    }
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.runs_dir / "exports.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+    if args.with_contact:
+        print(
+            f"NOTE: this export holds personal contact data; recorded in {settings.runs_dir / 'exports.jsonl'}"
+        )
+    print(f"wrote {len(targets):,} rows of {run_id} ({', '.join(groups)}) to {out}")
+    return 0
+
+
+def airflow(args: argparse.Namespace, settings: Settings) -> int:
+    """The airflow command line with this project's environment (home, DAG folder, data, stores)."""
+    import os
+
+    from pipelines.config import airflow_environment
+
+    settings = settings.with_data_dir(args.data)
+    env = {**os.environ}
+    for key, value in airflow_environment(settings).items():
+        env.setdefault(key, value)
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.dags_dir), env.get("PYTHONPATH", "")) if p)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    os.execve(airflow, [airflow, *args.airflow_args], env)
+    return 0  # not reached

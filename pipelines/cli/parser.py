@@ -1,0 +1,186 @@
+"""The ``pmp`` command line's grammar: sub-commands, their options and the checks of option values."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+from pipelines.cli import commands
+
+
+def _as_of(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``pmp`` command; each sub-command's ``func`` default is its function in ``commands``."""
+    parser = argparse.ArgumentParser(prog="pmp", description="Precision-marketing ML platform.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="generate a synthetic credit-card bank (lake + ground truth)")
+    synth.add_argument(
+        "--customers", type=_positive, default=20_000, help="number of customers (default 20000)"
+    )
+    synth.add_argument("--months", type=_positive, default=12, help="months of history (default 12)")
+    synth.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
+    synth.add_argument("--start", default="2025-01", help="first month of data, YYYY-MM (default 2025-01)")
+    synth.add_argument(
+        "--out", default=None, help="data folder to write lake/ and truth/ into (default --data)"
+    )
+    synth.add_argument("--dirty", action="store_true", help="inject realistic faults to exercise the gates")
+    synth.add_argument(
+        "--workers", type=int, default=0, help="worker processes (default: one per core, max 2)"
+    )
+    synth.set_defaults(func=commands.synth)
+
+    validate = sub.add_parser("validate", help="run the data-quality gates on the lake")
+    validate.add_argument(
+        "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
+    )
+    validate.set_defaults(func=commands.validate)
+
+    train = sub.add_parser(
+        "train", help="train, register and maybe promote a model on a customer table (CSV or Parquet)"
+    )
+    train.add_argument(
+        "model",
+        nargs="?",
+        choices=("churn", "value", "uplift"),
+        help="train a platform model on the lake (--data, --as-of); uplift: on an experiment with --table",
+    )
+    train.add_argument("--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file")
+    train.add_argument("--label", default=None, help="the target column (two classes), with --table")
+    train.add_argument("--treatment", default=None, help="with uplift: the column holding the group")
+    train.add_argument("--treated", default=None, help="with uplift: the value of the treated group")
+    train.add_argument("--control", default=None, help="with uplift: the value of the control group")
+    train.add_argument(
+        "--outcome", default=None, help="with uplift: the response column (0/1, boolean, or see --positive)"
+    )
+    train.add_argument("--as-of", type=_as_of, default=None, help="with churn: run date (default: lake end)")
+    train.add_argument("--horizon", type=int, choices=(90, 150), default=90, help="with churn: label horizon")
+    train.add_argument(
+        "--definition",
+        choices=("closure", "inactivity", "balance_outflow"),
+        default="closure",
+        help="churn label",
+    )
+    train.add_argument("--positive", default=None, help="the label value of the positive class (e.g. yes)")
+    train.add_argument("--id", default=None, help="identifier column, never used as a feature")
+    train.add_argument("--exclude", default=None, help="comma-separated columns to leave out (e.g. leaks)")
+    train.add_argument(
+        "--name", default=None, help="registered model name (default: the file's stem; uplift: uplift)"
+    )
+    train.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
+    train.add_argument(
+        "--test-size",
+        type=_fraction,
+        default=None,
+        help="share of rows held out for test (default 0.3; uplift: 0.25)",
+    )
+    train.add_argument(
+        "--ordered", action="store_true", help="split by row order (test = last rows) instead of stratified"
+    )
+    train.add_argument(
+        "--calibration", choices=("isotonic", "platt"), default="isotonic", help="default isotonic"
+    )
+    train.set_defaults(func=commands.train)
+
+    run = sub.add_parser(
+        "run",
+        help="the main job through Airflow: the training DAGs, campaign_scoring for each campaign, the readouts; "
+        "prints a summary and keeps the tasks' output in runs/pmp_run__<as_of>/run.log",
+    )
+    run.add_argument("--as-of", type=_as_of, default=None, help="run date (default: the day after the data)")
+    run.add_argument("--campaign", action="append", help="only this campaign (repeatable; default: all)")
+    run.set_defaults(func=commands.run)
+
+    score = sub.add_parser(
+        "score", help="one campaign run without Airflow (gates, score, select, hold out, write)"
+    )
+    score.add_argument("--campaign", required=True, help="campaign name (campaigns/<name>.yaml)")
+    score.add_argument(
+        "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
+    )
+    score.set_defaults(func=commands.score)
+
+    campaigns = sub.add_parser("campaigns", help="campaign runs in the campaign database")
+    campaigns_sub = campaigns.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = campaigns_sub.add_parser("list", help="runs with their counts, newest first")
+    listing.add_argument("--campaign", default=None, help="only this campaign")
+    listing.set_defaults(func=commands.campaigns_list)
+
+    lists = sub.add_parser("lists", help="campaign lists for campaign staff")
+    lists_sub = lists.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = lists_sub.add_parser("export", help="write a run's target list to CSV or Parquet")
+    export.add_argument("--campaign", required=True, help="campaign name")
+    export.add_argument("--run", default="latest", help="a run id, or latest (default)")
+    export.add_argument("--out", required=True, help="FILE.csv or FILE.parquet")
+    export.add_argument("--all-groups", action="store_true", help="include the holdout rows (group column)")
+    export.add_argument(
+        "--with-contact",
+        action="store_true",
+        help="add name, phone and email (personal data; the export is logged)",
+    )
+    export.set_defaults(func=commands.lists_export)
+
+    readout = sub.add_parser(
+        "readout", help="readout of an experiment in a CSV or Parquet file: lift with CI, p-value, SRM check"
+    )
+    readout.add_argument(
+        "--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file"
+    )
+    readout.add_argument(
+        "--campaign-id",
+        default=None,
+        help="read out a platform run (its run id) or a past campaign of the lake, after its response window",
+    )
+    readout.add_argument(
+        "--window-days",
+        type=_positive,
+        default=None,
+        help="with --campaign-id: response window (default: the run's spec, or 14 for a lake campaign)",
+    )
+    readout.add_argument("--treatment", default=None, help="the column holding the group")
+    readout.add_argument("--treated", default=None, help="the value of the treated group in --treatment")
+    readout.add_argument("--control", default=None, help="the value of the control group in --treatment")
+    readout.add_argument(
+        "--outcome", default=None, help="the response column (0/1, boolean, or see --positive)"
+    )
+    readout.add_argument("--positive", default=None, help="the outcome value that counts as a response")
+    readout.add_argument(
+        "--expected-share",
+        type=_fraction,
+        default=None,
+        help="planned treated share, for the SRM check (a platform run's own holdout fraction by default)",
+    )
+    readout.add_argument(
+        "--segment", action="append", default=None, help="also read out by this column (repeatable)"
+    )
+    readout.set_defaults(func=commands.readout)
+
+    airflow = sub.add_parser(
+        "airflow", help="the airflow CLI with this project's environment, e.g. pmp airflow standalone"
+    )
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
+    airflow.set_defaults(func=commands.airflow)
+
+    for command in (synth, validate, train, run, score, listing, export, readout, airflow):
+        command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
+    return parser

@@ -1,0 +1,471 @@
+"""The campaign scoring flow: features -> segments -> score -> select and hold out -> write, one run per campaign
+and date under ``runs/campaign_scoring__<as_of>__<campaign>/``; the audience's segment mix; one MLflow run per
+campaign run. ``run_campaign`` chains the steps in one process, as the ``campaign_scoring__<name>`` DAGs do task by
+task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import Settings
+from pipelines.data import storage
+from pipelines.jobs.common import build_wide_table, load_campaign, resolve_as_of, validate_data
+from pipelines.progress import Progress, say_to
+from pipelines.runs import make_run_id, run_dir
+
+CAMPAIGN_DAG = "campaign_scoring"
+
+
+def campaign_run_id(campaign: str, as_of: Any) -> str:
+    """``campaign_scoring__<as_of>__<campaign>``: one run per campaign and date."""
+    return make_run_id(CAMPAIGN_DAG, as_of, campaign)
+
+
+def validate_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """The campaign's first step: its spec must load (a bad spec fails before any work), then the source-data
+    gates of ``as_of`` (:func:`validate_data`)."""
+    load_campaign(settings, name)
+    return validate_data(settings, as_of, progress)
+
+
+def _campaign_dir(settings: Settings, name: str, as_of: Any) -> Path:
+    return run_dir(settings.runs_dir, campaign_run_id(name, resolve_as_of(settings, as_of)))
+
+
+def campaign_features(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> str:
+    """Wide table of the campaign run's date -> ``runs/<run_id>/features.parquet``."""
+    load_campaign(settings, name)  # a bad spec fails here, before any work
+    out = _campaign_dir(settings, name, as_of) / "features.parquet"
+    return str(build_wide_table(settings, as_of, out, progress))
+
+
+def persona_model_path(settings: Settings) -> Path:
+    """Where the persona model lives between runs: fitted once, then re-applied, so a customer whose behaviour
+    has not changed keeps the same persona. Delete the file to refit."""
+    return settings.data_dir / "segments" / "persona_model.json"
+
+
+def campaign_segments(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """RFM segment, lifecycle stage, persona, value tier and flags of every customer of the wide table ->
+    ``segments.parquet``. The value tier needs a ``value`` champion; without one it is left empty."""
+    from pipelines.campaigns import policy
+    from pipelines.campaigns.spec import InvalidCustomerRule
+    from pipelines.models import segmentation
+    from pipelines.models.personas import PersonaModel
+
+    say = say_to(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    wide = storage.read_frame(folder / "features.parquet")
+    invalid = policy.invalid_customers(
+        settings.lake_dir,
+        as_of,
+        spec.contact_policy.invalid_customer or InvalidCustomerRule(),
+    )
+    model_path = persona_model_path(settings)
+    known = PersonaModel.from_dict(storage.read_json(model_path)) if model_path.is_file() else None
+    segments, model = segmentation.assign_segments(wide, invalid_ids=invalid, persona_model=known)
+    if known is None:
+        storage.write_json_atomic(model_path, model.to_dict())
+        say(f"persona model fitted on {len(wide):,} customers and kept in {model_path}")
+    value = _predict_value(settings, wide, say)
+    if value is not None:
+        segments["value_tier"] = segmentation.value_tiers(value).to_numpy()
+        segments["predicted_value"] = value.to_numpy()
+    else:
+        segments["value_tier"] = pd.Series(pd.NA, index=segments.index, dtype="str")
+    storage.write_frame(segments, folder / "segments.parquet")
+    mix = segments["lifecycle_stage"].value_counts(normalize=True)
+    say("lifecycle mix of the base: " + ", ".join(f"{k} {v:.0%}" for k, v in mix.items() if v > 0))
+    return {"segments": str(folder / "segments.parquet"), "customers": len(segments)}
+
+
+def _predict_value(settings: Settings, wide: pd.DataFrame, say: Callable[[str], None]) -> pd.Series | None:
+    """Predicted value per customer (indexed like ``wide``) from the ``value`` champion, or None without one."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.models import value
+    from pipelines.models.registry import mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    try:
+        version = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias("value", "champion")
+    except MlflowException:
+        say("no value@champion model: value tiers left empty (train one with `pmp train value`)")
+        return None
+    with mlflow_store(uri):
+        pyfunc = mlflow.pyfunc.load_model(f"models:/value/{version.version}")
+    model = getattr(pyfunc.unwrap_python_model(), "model", None)
+    predicted = value.predict_value(model, wide)
+    say(f"value v{version.version}: predicted value of {len(wide):,} customers")
+    return pd.Series(np.asarray(predicted, dtype=np.float64), index=wide.index)
+
+
+def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Score every customer of the wide table with the champion of the campaign's model ->
+    ``scores.parquet`` (customer_id, score, decile) and ``model.json`` (the pinned version, and for a campaign
+    that selects by uplift, what it fell back to and why)."""
+    from pipelines.campaigns.score import score_customers
+
+    say = say_to(progress)
+    spec = load_campaign(settings, name)
+    folder = _campaign_dir(settings, name, as_of)
+    run_id = campaign_run_id(name, resolve_as_of(settings, as_of))
+    model, note = _scoring_model(settings, spec, run_id)
+    if note:
+        say(note)
+    wide = storage.read_frame(folder / "features.parquet")
+    scored = score_customers(model, wide, progress=say)
+    storage.write_frame(scored, folder / "scores.parquet")
+    pinned = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_run_id": model.run_id,
+        "selected_by": model.name,
+        "fallback_reason": note,
+        "salt": f"{spec.salt}:{run_id}",
+    }
+    storage.write_json_atomic(folder / "model.json", pinned)
+    say(f"scored {len(scored):,} customers with {model.name} v{model.version}")
+    return {**pinned, "scored": len(scored), "scores": str(folder / "scores.parquet")}
+
+
+def _scoring_model(settings: Settings, spec: Any, run_id: str):
+    """The model a campaign scores with, and a note when it is not the spec's own: a campaign with
+    ``model: uplift`` uses the uplift champion only when its verdict is "heterogeneity found"; otherwise (or
+    without an uplift champion) it falls back to the spec's ``fallback`` (the response champion, or random)."""
+    from pipelines.campaigns.score import RandomScorer, ScoringModel, load_scoring_model
+
+    uri = settings.mlflow_tracking_uri
+    if spec.model != "uplift":
+        return load_scoring_model(spec.model, uri), None
+    from pipelines.models.uplift_metrics import HETEROGENEITY
+    from pipelines.models.uplift_training import champion_verdict
+
+    champion = champion_verdict(uri)
+    if champion is not None and champion["verdict"] == HETEROGENEITY:
+        return load_scoring_model("uplift", uri), None
+    if champion is None:
+        why = "no uplift champion is registered"
+    else:
+        why = f"uplift v{champion['version']} says {champion['verdict']!r}"
+        if None not in (champion["qini"], champion["qini_ci_low"], champion["qini_ci_high"]):
+            why += (
+                f" (Qini {champion['qini']:.4f}, 95% CI [{champion['qini_ci_low']:.4f}, "
+                f"{champion['qini_ci_high']:.4f}])"
+            )
+    note = f"falling back to {spec.fallback} scores: {why}"
+    if spec.fallback == "random":
+        return ScoringModel("random", "0", "fallback", "", RandomScorer(f"{spec.salt}:{run_id}")), note
+    return load_scoring_model("response", uri), note
+
+
+def _pinned_model(settings: Settings, folder: Path):
+    """The model the score step used (``model.json``), so every step of a run uses the same one."""
+    from pipelines.campaigns.score import RandomScorer, ScoringModel, load_scoring_model
+
+    pinned = storage.read_json(folder / "model.json")
+    if pinned["model_name"] == "random":
+        return ScoringModel("random", "0", "fallback", "", RandomScorer(pinned["salt"]))
+    return load_scoring_model(
+        pinned["model_name"], settings.mlflow_tracking_uri, version=pinned["model_version"]
+    )
+
+
+def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Contact policy, audience rules, selection, holdout and reason codes -> ``targets.parquet`` and
+    ``exclusions.parquet``. Fails the run on a sample-ratio mismatch."""
+    from pipelines.campaigns import store, store_schema
+    from pipelines.campaigns.policy import (
+        apply_policy,
+        invalid_customers,
+        lake_contact_history,
+        select_audience,
+    )
+    from pipelines.campaigns.score import (
+        GROUP,
+        HOLDOUT,
+        TREATMENT,
+        assign_holdout,
+        check_sample_ratio,
+        decile_mix,
+        reason_codes,
+        require_sample_ratio,
+    )
+    from pipelines.campaigns.spec import SpecError
+    from pipelines.campaigns.store_schema import SEGMENT_COLUMNS
+
+    say = say_to(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    run_id = campaign_run_id(name, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    wide = storage.read_frame(folder / "features.parquet")
+    scores = storage.read_frame(folder / "scores.parquet")
+    scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
+    segments = storage.read_frame(folder / "segments.parquet")
+    scored = scored.merge(segments, on="customer_id", how="left", validate="one_to_one")
+
+    customers = storage.read_table(
+        settings.lake_dir, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
+    )
+    policy = spec.contact_policy
+    lookback = max(
+        policy.recent_contact_days, policy.frequency_cap.window_days if policy.frequency_cap else 0
+    )
+    engine = store_schema.make_engine(settings.database_url)
+    store_schema.ensure_schema(engine)
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=lookback)
+    lake_history = lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback)
+    # Contacts of the platform's own runs reach the lake with the response feed; the database already counts them.
+    lake_history = lake_history.loc[~lake_history["campaign"].isin(store.list_runs(engine)["run_id"])]
+    history = pd.concat(
+        [lake_history, store.contact_history(engine, before=as_of, since=since.date())], ignore_index=True
+    )
+    invalid = invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
+    eligible, exclusions = apply_policy(scored, customers, history, invalid, spec, as_of)
+    candidates = eligible
+    if storage.read_json(folder / "model.json").get("selected_by") == "uplift":
+        # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.
+        hurt = eligible["score"].to_numpy(np.float64) <= 0
+        if hurt.any():
+            say(f"{int(hurt.sum()):,} eligible customers have an estimated uplift <= 0: not selected")
+            candidates = eligible.loc[~hurt].reset_index(drop=True)
+    selected = select_audience(candidates, spec.selection)
+    say(
+        f"{len(scored):,} scored, {len(exclusions):,} excluded, {len(eligible):,} eligible, "
+        f"{len(selected):,} selected ({spec.selection.mode})"
+    )
+    if selected.empty:
+        raise SpecError(
+            f"campaign {name!r}: nobody selected at {as_of} ({len(eligible):,} eligible after the policy); "
+            "loosen the audience rules or the selection"
+        )
+
+    fraction, holdout_note = spec.holdout_for(len(selected))
+    say(f"holdout plan: {holdout_note}")
+    selected[GROUP] = assign_holdout(selected, spec.salt, run_id, fraction)
+    counts = selected[GROUP].value_counts()
+    srm = require_sample_ratio(
+        check_sample_ratio(int(counts.get(TREATMENT, 0)), int(counts.get(HOLDOUT, 0)), fraction),
+        f"campaign {name!r} run {run_id}",
+    )
+    model = _pinned_model(settings, folder)
+    reasons = reason_codes(model, selected)
+    keep = ["customer_id", "score", "decile", "rank", GROUP, *SEGMENT_COLUMNS]
+    if "predicted_value" in selected.columns:
+        keep.append("predicted_value")
+    targets = selected[keep].merge(reasons, on="customer_id", how="left", validate="one_to_one")
+    targets["channel"] = spec.channel
+    storage.write_frame(targets, folder / "targets.parquet")
+    storage.write_frame(exclusions, folder / "exclusions.parquet")
+    mix = decile_mix(targets)
+    summary = {
+        "run_id": run_id,
+        "scored": len(scored),
+        "eligible": len(eligible),
+        "excluded": len(exclusions),
+        "excluded_by_reason": {
+            str(k): int(v) for k, v in exclusions["exclusion_reason"].value_counts().sort_index().items()
+        },
+        "selected": len(selected),
+        "treatment": srm.treatment,
+        "holdout": srm.holdout,
+        "srm_p_value": srm.p_value,
+        "holdout_fraction": fraction,
+        "holdout_plan": holdout_note,
+        "max_decile_share_difference": float(mix["difference"].abs().max()),
+    }
+    storage.write_json_atomic(folder / "selection.json", summary)
+    say(f"holdout: {srm.describe()}")
+    return summary
+
+
+def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """Write the run to the campaign database in one transaction (replacing an earlier write of the same run),
+    then check the stored split against the plan (sample-ratio mismatch fails the run)."""
+    from pipelines.campaigns import store, store_schema
+    from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
+    from pipelines.campaigns.store_frames import RunRecord
+
+    say = say_to(progress)
+    spec = load_campaign(settings, name)
+    as_of = resolve_as_of(settings, as_of)
+    run_id = campaign_run_id(name, as_of)
+    folder = _campaign_dir(settings, name, as_of)
+    targets = storage.read_frame(folder / "targets.parquet")
+    exclusions = storage.read_frame(folder / "exclusions.parquet")
+    selection = storage.read_json(folder / "selection.json")
+    pinned = storage.read_json(folder / "model.json")
+    record = RunRecord(
+        run_id=run_id,
+        campaign=name,
+        logical_date=as_of,
+        model_name=pinned["model_name"],
+        model_version=pinned["model_version"],
+        n_scored=selection["scored"],
+        n_eligible=selection["eligible"],
+        srm_p_value=selection["srm_p_value"],
+        holdout_fraction=selection["holdout_fraction"],
+        details={
+            "excluded_by_reason": selection["excluded_by_reason"],
+            "channel": spec.channel,
+            "selected_by": pinned.get("selected_by", pinned["model_name"]),
+            "fallback_reason": pinned.get("fallback_reason"),
+            "holdout_plan": selection["holdout_plan"],
+        },
+    )
+    mix = segment_mix(targets)
+    engine = store_schema.make_engine(settings.database_url)
+    store_schema.ensure_schema(engine)
+    store.write_run(engine, record, targets, exclusions, segments=mix)
+    stored = store.group_counts(engine, run_id)
+    planned = targets[GROUP].value_counts()
+    if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
+        raise RuntimeError(f"run {run_id}: stored groups {stored} differ from the targets written")
+    srm = require_sample_ratio(
+        check_sample_ratio(stored[TREATMENT], stored[HOLDOUT], selection["holdout_fraction"]),
+        f"run {run_id} as stored",
+    )
+    say(f"wrote {sum(stored.values()):,} targets and {len(exclusions):,} exclusions to {_safe_url(engine)}")
+    mlflow_run = _log_campaign_run(settings, record, selection, mix, folder)
+    return {
+        **selection,
+        "database": _safe_url(engine),
+        "srm_p_value": srm.p_value,
+        "campaign": name,
+        "mlflow_run_id": mlflow_run,
+        "segment_mix": {
+            dim: {str(r["segment"]): int(r["customers"]) for _, r in part.iterrows()}
+            for dim, part in mix.groupby("dimension", sort=False)
+        },
+    }
+
+
+def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
+    """The audience by segment: for each segment column present (``rfm_segment``, ``lifecycle_stage``,
+    ``persona``, ``value_tier``) and value, customers, treatment, holdout, share of the audience, average score
+    and average predicted value. Missing segment values count as ``unknown``."""
+    from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT
+    from pipelines.campaigns.store_schema import SEGMENT_COLUMNS
+
+    rows = []
+    total = max(len(targets), 1)
+    value = targets["predicted_value"] if "predicted_value" in targets.columns else None
+    for dim in SEGMENT_COLUMNS:
+        if dim not in targets.columns or targets[dim].isna().all():
+            continue
+        keys = targets[dim].astype("object").where(targets[dim].notna(), "unknown").astype(str)
+        for seg, part in targets.groupby(keys, sort=True):
+            rows.append(
+                {
+                    "dimension": dim,
+                    "segment": seg,
+                    "customers": len(part),
+                    "treatment": int((part[GROUP] == TREATMENT).sum()),
+                    "holdout": int((part[GROUP] == HOLDOUT).sum()),
+                    "share": len(part) / total,
+                    "avg_score": float(part["score"].mean()),
+                    "avg_value": float(value.loc[part.index].mean()) if value is not None else float("nan"),
+                }
+            )
+    mix = pd.DataFrame(rows)
+    if mix.empty:
+        return mix
+    return mix.sort_values(["dimension", "customers"], ascending=[True, False], ignore_index=True)
+
+
+def _base_summary(folder: Path) -> pd.DataFrame:
+    """Size, share, average score and average predicted value of every segment over the whole scored base."""
+    from pipelines.models import segmentation
+
+    segments = storage.read_frame(folder / "segments.parquet")
+    scores = storage.read_frame(folder / "scores.parquet", columns=["customer_id", "score"])
+    value = None
+    if "predicted_value" in segments.columns:
+        value = pd.Series(segments["predicted_value"].to_numpy(), index=segments["customer_id"].to_numpy())
+    return segmentation.segment_summary(segments, scores, value)
+
+
+def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataFrame, folder: Path) -> str:
+    """One MLflow run per campaign run (experiment ``campaign_scoring``, replaced on a rerun): counts, the SRM
+    p-value, the exclusion reasons and the audience's segment mix as a table and a chart."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.models.evaluate import segment_chart
+    from pipelines.models.registry import _experiment_id, mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(uri)
+    with mlflow_store(uri):
+        experiment_id = _experiment_id(client, CAMPAIGN_DAG, uri, None)  # artifacts beside the store
+        for old in client.search_runs([experiment_id], f"tags.pmp_run_id = '{record.run_id}'"):
+            client.delete_run(old.info.run_id)
+        charts = folder / "charts"
+        charts.mkdir(parents=True, exist_ok=True)
+        mix.to_csv(charts / "segment_mix.csv", index=False)
+        _base_summary(folder).to_csv(charts / "segment_summary_base.csv", index=False)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_id) as run:
+            mlflow.set_tags(
+                {
+                    "pmp_run_id": record.run_id,
+                    "campaign": record.campaign,
+                    "selected_by": record.details.get("selected_by", record.model_name),
+                    "fallback_reason": record.details.get("fallback_reason") or "",
+                }
+            )
+            mlflow.log_params(
+                {
+                    "campaign": record.campaign,
+                    "as_of": record.logical_date.isoformat(),
+                    "model": f"{record.model_name} v{record.model_version}",
+                    "holdout_fraction": record.holdout_fraction,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    k: float(selection[k])
+                    for k in (
+                        "scored",
+                        "eligible",
+                        "excluded",
+                        "selected",
+                        "treatment",
+                        "holdout",
+                        "srm_p_value",
+                    )
+                }
+            )
+            mlflow.log_dict(selection["excluded_by_reason"], "excluded_by_reason.json")
+            mlflow.log_artifact(str(charts / "segment_mix.csv"))
+            mlflow.log_artifact(str(charts / "segment_summary_base.csv"))
+            if not mix.empty:
+                segment_chart(
+                    mix, charts / "segment_mix.png", title=f"{record.campaign}: audience by segment"
+                )
+                mlflow.log_artifact(str(charts / "segment_mix.png"))
+        return run.info.run_id
+
+
+def _safe_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def run_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = print) -> dict:
+    """The whole campaign job in one process (what the ``campaign_scoring`` DAG runs task by task), without the
+    source-data gate (run :func:`validate_data` first, as the DAG does)."""
+    as_of = resolve_as_of(settings, as_of)
+    campaign_features(settings, name, as_of, progress)
+    campaign_segments(settings, name, as_of, progress)
+    campaign_score(settings, name, as_of, progress)
+    campaign_select(settings, name, as_of, progress)
+    return campaign_write(settings, name, as_of, progress)

@@ -1,0 +1,120 @@
+"""What every flow's steps share: the run date, the source-data gate, the gated wide table, campaign specs, the
+failures no retry can fix, and the summary of a registration.
+
+A step (here and in the flow modules beside this one: ``campaigns``, ``training``, ``campaign_models``,
+``readouts``) takes the settings and ids, reads its inputs from files under the run's folder (``runs/<run_id>/``),
+writes its outputs there and returns paths, ids or a small summary dict: what an Airflow task hands to the next
+through XCom. The DAGs in ``dags/`` are wiring over these functions, and the CLI chains them for one-shot runs, so a
+run behaves the same whichever starts it. Every step is idempotent for its run id: re-running it replaces its
+outputs (files are written atomically, the campaign database write is one transaction).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.config import Settings
+from pipelines.data import storage
+from pipelines.progress import Progress, say_to
+from pipelines.runs import make_run_id, run_dir
+
+
+def resolve_as_of(settings: Settings, as_of: Any = None) -> date:
+    """``as_of`` as a date; None or "" means the end of the lake (the day after its last transaction month)."""
+    if as_of in (None, ""):
+        return storage.lake_end(settings.lake_dir)
+    return pd.Timestamp(as_of).date()
+
+
+def validate_data(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict[str, Any]:
+    """Run the source-data gates for ``as_of``; raise ``gates.ValidationError`` on a critical failure.
+
+    Returns the report paths and counts. The report lives in ``runs/validate__<as_of>/validation/``, shared by
+    every job of that date.
+    """
+    from pipelines.data.gate_reports import write_report
+    from pipelines.data.gates import require_valid, validate_lake
+
+    say = say_to(progress)
+    as_of = resolve_as_of(settings, as_of)
+    report_dir = run_dir(settings.runs_dir, make_run_id("validate", as_of)) / "validation"
+    result = validate_lake(settings.lake_dir, as_of, settings.expectations_dir, progress=say)
+    json_path, md_path = write_report(result, report_dir)
+    say(result.summary())
+    require_valid(result)
+    return {
+        "as_of": as_of.isoformat(),
+        "report": str(md_path),
+        "report_json": str(json_path),
+        "critical_failures": len(result.critical_failures),
+        "warnings": len(result.warnings),
+    }
+
+
+def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progress = None) -> Path:
+    """Build the customer wide table at ``as_of`` (the one feature definition), gate it with the
+    ``customer_features`` suite and write it to ``out``."""
+    from pipelines.data.gates import require_valid
+    from pipelines.features.gate import validate_features
+    from pipelines.features.wide_table import build_features, load_tables
+
+    say = say_to(progress)
+    as_of = resolve_as_of(settings, as_of)
+    tables = load_tables(settings.lake_dir, as_of)
+    wide = build_features(tables, as_of)
+    gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
+    say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")
+    require_valid(gate)
+    return storage.write_frame(wide, out)
+
+
+def load_campaign(settings: Settings, name: str):
+    """The spec ``name`` from the campaigns folder (``spec.SpecError`` with the known names otherwise)."""
+    from pipelines.campaigns.spec import SpecError, load_specs
+
+    specs = {s.name: s for s in load_specs(settings.campaigns_dir)}
+    if name not in specs:
+        raise SpecError(
+            f"no campaign named {name!r} in {settings.campaigns_dir}; known: {', '.join(sorted(specs)) or 'none'}"
+        )
+    return specs[name]
+
+
+def permanent_errors() -> tuple[type[BaseException], ...]:
+    """Failures that a retry cannot fix (bad data, a bad spec, no model, an unfair split): the DAGs fail these
+    at once instead of retrying."""
+    from pipelines.campaigns.score import SampleRatioMismatch, ScoringError
+    from pipelines.campaigns.spec import SpecError
+    from pipelines.campaigns.store_frames import FrameValidationError
+    from pipelines.data.gates import ValidationError
+    from pipelines.data.suites import SuiteError
+    from pipelines.features.history import HistoryError
+    from pipelines.features.labels import LabelError
+
+    return (
+        ValidationError,
+        SuiteError,
+        SpecError,
+        LabelError,
+        HistoryError,
+        ScoringError,
+        SampleRatioMismatch,
+        FrameValidationError,
+    )
+
+
+def registered_summary(result: Any) -> dict:
+    """What a training step returns (and writes) of a registration: version, decision, reasons, test metrics."""
+    return {
+        "model_name": result.model_name,
+        "version": result.version,
+        "promoted": result.promoted,
+        "champion_version": result.champion_version,
+        "mlflow_run_id": result.run_id,
+        "reasons": list(result.reasons),
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+    }

@@ -1,0 +1,359 @@
+"""The readout's chart and its one-page report (Markdown and standalone HTML).
+
+- :func:`lift_by_decile_chart` draws the lift by score decile (or any segment column) with its intervals.
+- :func:`render_report` formats a :class:`~pipelines.readout.stats.Readout` (with the funnel, the channel quality,
+  the alert …) into the templates ``templates/readout.md.j2`` and ``templates/readout.html.j2``: this module
+  decides what each number reads like, the templates decide the wording and the layout.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from pipelines.readout.funnel import UTM_COLUMNS
+from pipelines.readout.stats import SEGMENT_COLUMNS, Readout, require_columns, return_on_spend
+from pipelines.templating import data_uri, render
+
+# --------------------------------------------------------------------------------------------------------------
+# Chart
+
+
+def lift_by_decile_chart(
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    by: str = "decile",
+    title: str | None = None,
+    level: float = 0.95,
+) -> Path:
+    """Write a PNG of the absolute lift (percentage points) per segment with its interval as error bars and a
+    zero line, from the rows of a :attr:`Readout.segments` table whose ``by`` is ``by`` (score decile by default;
+    any segment column works). Bars are coloured by whether the interval lies above zero, spans it, or lies below.
+    ``level`` only labels the interval (the table's own level). Returns the path; ValueError when no row has
+    that ``by``.
+    """
+    from matplotlib.patches import Patch
+
+    from pipelines.models.evaluate import _pyplot
+
+    require_columns(table, SEGMENT_COLUMNS)
+    rows = table[table["by"] == by]
+    if rows.empty:
+        known = ", ".join(map(str, dict.fromkeys(table["by"]))) or "none"
+        raise ValueError(f"no rows with by == {by!r} in the segment table (by values: {known})")
+    if by == "decile":
+        rows = rows.sort_values("segment", kind="stable")
+    plt = _pyplot()
+    path = Path(path)
+    lift_pts = rows["lift_abs"].to_numpy(dtype=float) * 100
+    low = rows["lift_ci_low"].to_numpy(dtype=float) * 100
+    high = rows["lift_ci_high"].to_numpy(dtype=float) * 100
+    labels = [str(s) for s in rows["segment"]]
+    kinds = np.where(low > 0, "above", np.where(high < 0, "below", "spans"))
+    palette = {"above": "#2e7d32", "spans": "#90a4ae", "below": "#c62828"}
+    names = {"above": "interval above 0", "spans": "interval spans 0", "below": "interval below 0"}
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4), dpi=100)
+    try:
+        ax.bar(x, lift_pts, color=[palette[k] for k in kinds], width=0.7)
+        ax.errorbar(
+            x, lift_pts, yerr=[lift_pts - low, high - lift_pts], fmt="none", ecolor="black", capsize=3
+        )
+        ax.axhline(0, color="black", linewidth=0.8)
+        rotate = len(rows) > 12 or max(map(len, labels)) > 6
+        ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xlabel("score decile (1 = highest scores)" if by == "decile" else by)
+        ax.set_ylabel("lift, percentage points")
+        ax.set_title(
+            title or f"Absolute lift by {'score decile' if by == 'decile' else by} ({level:.0%} interval)"
+        )
+        ax.legend(
+            handles=[Patch(color=palette[k], label=names[k]) for k in palette if k in set(kinds)], fontsize=8
+        )
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report: every number as text, then the two templates
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table of the report: the header cells, the rows of cell text, and which columns hold numbers."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def _rate_text(v: Any) -> str:
+    return "–" if _missing(v) else f"{v:.2%}"
+
+
+def _pts(v: Any) -> str:
+    return "–" if _missing(v) else f"{100 * v:+.2f}"
+
+
+def _int_text(v: Any) -> str:
+    return "–" if _missing(v) else f"{int(v):,}"
+
+
+def _p_text(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _fact_text(v: Any) -> str:
+    if _missing(v):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.6g}"
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}: {_fact_text(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return ", ".join(map(_fact_text, v))
+    return str(v)
+
+
+def _group_name(label: str, word: str) -> str:
+    return word if label in ("treated", "treatment", "control", "holdout") else f"{word} ({label})"
+
+
+def _headline(result: Readout, facts: Mapping[str, Any], level: str) -> dict[str, Any]:
+    o = result.overall
+    treated = _group_name(result.treated_label, "treated")
+    control = _group_name(result.control_label, "holdout")
+    counts = _Table(
+        headers=("", treated, control),
+        rows=(
+            ("customers", f"{o.treated_n:,}", f"{o.control_n:,}"),
+            ("responses", f"{o.treated_conv:,}", f"{o.control_conv:,}"),
+            ("response rate", _rate_text(o.treated_rate), _rate_text(o.control_rate)),
+        ),
+        numeric=(False, True, True),
+    )
+    spend = None
+    cost, value = facts.get("cost_per_contact"), facts.get("value_per_response")
+    if all(isinstance(v, Real) and not isinstance(v, bool) for v in (cost, value)):
+        ros = return_on_spend(o, float(cost), float(value))
+        spend = {
+            "value": f"{ros.incremental_value:,.2f}",
+            "value_low": f"{ros.incremental_value_ci_low:,.2f}",
+            "value_high": f"{ros.incremental_value_ci_high:,.2f}",
+            "cost": f"{ros.cost:,.2f}",
+            "net": f"{ros.net:,.2f}",
+            "roi": "n/a (no cost)" if ros.roi is None else f"{ros.roi:+.1%}",
+        }
+    return {
+        "counts": counts,
+        "lift": _pts(o.lift_abs),
+        "lift_low": _pts(o.lift_ci_low),
+        "lift_high": _pts(o.lift_ci_high),
+        "p_value": _p_text(o.p_value),
+        "test": "Fisher's exact test" if o.test == "fisher" else "pooled z-test",
+        "verdict": f"significant at {o.alpha:g}" if o.significant else f"not significant at {o.alpha:g}",
+        "relative": (
+            "n/a (holdout rate 0)"
+            if o.lift_rel is None
+            else f"{o.lift_rel:+.1%} ({level} CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})"
+        ),
+        "incremental": f"{o.incremental_responses:,.1f}",
+        "incremental_low": f"{o.incremental_ci_low:,.1f}",
+        "incremental_high": f"{o.incremental_ci_high:,.1f}",
+        "spend": spend,
+    }
+
+
+def _segment_table(rows: pd.DataFrame, level: str) -> _Table:
+    return _Table(
+        headers=(
+            "segment",
+            "treated n",
+            "treated rate",
+            "holdout n",
+            "holdout rate",
+            "lift (points)",
+            f"{level} CI",
+            "p-value",
+            "incremental",
+        ),
+        rows=tuple(
+            (
+                str(r.segment),
+                _int_text(r.treated_n),
+                _rate_text(r.treated_rate),
+                _int_text(r.control_n),
+                _rate_text(r.control_rate),
+                _pts(r.lift_abs),
+                f"{_pts(r.lift_ci_low)} to {_pts(r.lift_ci_high)}",
+                _p_text(r.p_value),
+                f"{r.incremental_responses:,.1f}",
+            )
+            for r in rows.itertuples(index=False)
+        ),
+        numeric=(False, *[True] * 8),
+    )
+
+
+def _funnel_table(stages: pd.DataFrame) -> _Table:
+    groups = list(dict.fromkeys(stages["group"].astype(str)))
+    by = {(str(r.group), r.stage): r for r in stages.itertuples(index=False)}
+    headers: list[str] = ["stage"]
+    for g in groups:
+        headers += [g, "stage rate", "of selected"]
+    rows = []
+    for stage in dict.fromkeys(stages["stage"]):
+        row = [str(stage)]
+        for g in groups:
+            r = by.get((g, stage))
+            row += (
+                ["–"] * 3
+                if r is None
+                else [_int_text(r.customers), _rate_text(r.stage_rate), _rate_text(r.rate_from_selected)]
+            )
+        rows.append(tuple(row))
+    return _Table(headers=tuple(headers), rows=tuple(rows), numeric=(False, *[True] * (len(headers) - 1)))
+
+
+def _channel_table(channels: pd.DataFrame, limit: int) -> _Table:
+    utm = [c for c in UTM_COLUMNS if c in channels.columns]
+    measures = ("visits", "registrations", "conversions")
+    rates = ("registration_rate", "conversion_rate")
+    rows = tuple(
+        (
+            *(str(getattr(r, c)) for c in utm),
+            *(_int_text(getattr(r, m)) for m in measures),
+            *(_rate_text(getattr(r, m)) for m in rates),
+        )
+        for r in channels.head(limit).itertuples(index=False)
+    )
+    headers = (*(c.removeprefix("utm_") for c in utm), *measures, "registration rate", "conversion rate")
+    return _Table(headers=headers, rows=rows, numeric=(*[False] * len(utm), *[True] * 5))
+
+
+def _chart_image(chart: str | Path) -> tuple[str, str]:
+    """(link relative to the report, ``data:`` URI of the file): the Markdown links the PNG next to it, the HTML
+    carries it inline so that it shows wherever the page is opened (MLflow's artifact viewer too)."""
+    path = Path(chart)
+    if not path.is_file():
+        raise FileNotFoundError(f"chart {str(chart)!r} is not a file: pass the path of the PNG to embed it")
+    link = path.name if path.is_absolute() else str(chart)
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return quote(link), data_uri(path.read_bytes(), mime)
+
+
+def render_report(
+    result: Readout,
+    *,
+    title: str,
+    facts: Mapping[str, Any] | None = None,
+    funnel: pd.DataFrame | None = None,
+    channels: pd.DataFrame | None = None,
+    alert: str | None = None,
+    power_note: str | None = None,
+    true_lift: float | None = None,
+    chart: str | Path | None = None,
+    channel_rows: int = 15,
+) -> tuple[str, str]:
+    """A one-page readout report: ``(markdown, html)``, the same content twice; the HTML is standalone (inline
+    style and chart, no scripts, no external reference).
+
+    Sections: the ``facts`` (campaign id, window, model …, shown as given), a banner when the SRM check failed,
+    the headline (both rates, absolute and relative lift with their intervals, p-value, incremental responses,
+    and the return on spend when ``facts`` holds numeric ``cost_per_contact`` and ``value_per_response``), trust
+    (SRM verdict, ``power_note``, ``true_lift`` and whether the interval covers it), the ``alert`` with its
+    diagnosis, the lift by score decile (``chart``: the path of the PNG, which must exist; the HTML embeds it, the
+    Markdown links it by its name when the path is absolute, as given when relative; then the table) and by every
+    other segment column, the ``funnel`` (as returned by :func:`pipelines.readout.funnel.funnel`) and the UTM
+    ``channels`` (:func:`pipelines.readout.funnel.channel_quality`, the first ``channel_rows`` rows). Omitted
+    inputs leave their section out. All text is escaped for Markdown and for HTML (templates ``readout.md.j2``,
+    ``readout.html.j2``). Raises FileNotFoundError when ``chart`` is not a file.
+    """
+    facts = dict(facts or {})
+    o = result.overall
+    level = f"{1 - o.alpha:.0%}"
+
+    truth = None
+    if true_lift is not None:
+        truth = {
+            "lift": _pts(true_lift),
+            "interval": f"[{_pts(o.lift_ci_low)}, {_pts(o.lift_ci_high)}]",
+            "covered": bool(o.lift_ci_low <= true_lift <= o.lift_ci_high),
+            "off": f"{100 * (o.lift_abs - true_lift):+.2f}",
+        }
+    lines = [line for line in (alert or "").splitlines() if line.strip()]
+
+    segments = result.segments
+    by_values = list(dict.fromkeys(segments["by"]))
+    # The chart goes with the decile table, else with the first segment table, else on its own.
+    chart_by = "decile" if "decile" in by_values else (by_values[0] if by_values else None)
+    image = None
+    if chart is not None:
+        link, inline = _chart_image(chart)
+        image = {
+            "link": link,
+            "inline": inline,
+            "alt": f"absolute lift by {chart_by or 'segment'} with {level} intervals",
+            "alone": chart_by is None,
+        }
+    sections = []
+    for by in by_values:
+        rows = segments[segments["by"] == by]
+        if by == "decile":
+            rows = rows.sort_values("segment", kind="stable")
+        sections.append(
+            {
+                "name": "score decile (1 = highest scores)" if by == "decile" else str(by),
+                "chart": image is not None and by == chart_by,
+                "table": _segment_table(rows, level),
+            }
+        )
+    context = {
+        "title": title,
+        "facts": _Table(
+            headers=("fact", "value"),
+            rows=tuple((str(k), _fact_text(v)) for k, v in facts.items()),
+            numeric=(False, False),
+        )
+        if facts
+        else None,
+        "trustworthy": result.trustworthy,
+        "level": level,
+        "headline": _headline(result, facts, level),
+        "srm": result.srm_verdict(),
+        "power_note": power_note or None,
+        "truth": truth,
+        "alert": {"headline": lines[0], "details": lines[1:]} if lines else None,
+        "chart": image,
+        "sections": sections,
+        "funnel": None if funnel is None else {"table": _funnel_table(funnel) if len(funnel) else None},
+        "channels": None
+        if channels is None
+        else {
+            "table": _channel_table(channels, channel_rows) if len(channels) else None,
+            "hidden": f"{len(channels) - channel_rows:,}" if len(channels) > channel_rows else None,
+        },
+    }
+    return render("readout.md.j2", **context), render("readout.html.j2", **context)

@@ -1,0 +1,238 @@
+"""The lift chart and the one-page report (Markdown and standalone HTML with the chart inline)."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pipelines.readout.funnel import channel_quality, funnel
+from pipelines.readout.report import lift_by_decile_chart, render_report
+from pipelines.readout.stats import readout, response_floor_alert, return_on_spend
+from tests.unit.readout._frames import experiment as _experiment
+from tests.unit.readout._frames import lake_frames as _lake_frames
+
+# A stand-in for the chart: render_report only reads and embeds the file, whatever draws it.
+PNG = b"\x89PNG\r\n\x1a\n stand-in chart"
+
+
+def _decile_readout(treated_share=0.9, n=40_000, seed=0):
+    frame = _experiment(n=n, treated_share=treated_share, seed=seed)
+    frame["segment"] = frame["region"].map({"north": "at_risk <b>", "south": "loyal|core_*x*"})
+    return readout(
+        frame,
+        treatment_col="arm",
+        treated="B",
+        control="A",
+        outcome_col="bought",
+        expected_share=0.9,
+        segment_cols=("decile", "segment"),
+    )
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_lift_by_decile_chart_writes_a_png_for_deciles_and_for_any_segment_column(tmp_path):
+    result = _decile_readout()
+    path = lift_by_decile_chart(result.segments, tmp_path / "lift.png")
+    assert path == tmp_path / "lift.png"
+    width, height = _png_size(path)
+    assert width >= 600 and height == 400
+    by_segment = lift_by_decile_chart(result.segments, tmp_path / "segment.png", by="segment", title="t")
+    assert _png_size(by_segment)[1] == 400 and by_segment.read_bytes() != path.read_bytes()
+    # rows in any order give the same decile chart
+    shuffled = result.segments.sample(frac=1, random_state=1)
+    again = lift_by_decile_chart(shuffled, tmp_path / "again.png")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_lift_by_decile_chart_errors_name_the_missing_rows(tmp_path):
+    result = _decile_readout()
+    with pytest.raises(ValueError, match=r"no rows with by == 'region'.*by values: decile, segment"):
+        lift_by_decile_chart(result.segments, tmp_path / "x.png", by="region")
+    with pytest.raises(ValueError, match="lift_ci_low"):
+        lift_by_decile_chart(result.segments.drop(columns="lift_ci_low"), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+class _Html(HTMLParser):
+    """Checks that every opened element is closed in order, and collects the external references and text."""
+
+    VOID = {"meta", "img", "br", "hr", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.refs, self.text, self.tags = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href")]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack.pop() == tag, f"</{tag}> closes {self.stack}"
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Html:
+    parser = _Html()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == []
+    return parser
+
+
+def _png_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(PNG)
+    return path
+
+
+def _inline_images(parsed: _Html) -> list[bytes]:
+    """The bytes of every ``data:image/png`` reference; fails on any other (external) reference."""
+    prefix = "data:image/png;base64,"
+    assert all(ref.startswith(prefix) for ref in parsed.refs), [ref[:40] for ref in parsed.refs]
+    return [base64.b64decode(ref.removeprefix(prefix)) for ref in parsed.refs]
+
+
+def _report(result, tmp_path, **kwargs):
+    contacts, responses = _lake_frames()
+    args = {
+        "title": "Readout <script>alert(1)</script> & co",
+        "facts": {
+            "campaign_id": "cmp-1",
+            "cost_per_contact": 0.5,
+            "value_per_response": 40.0,
+            "dry_run": False,
+        },
+        "funnel": funnel(contacts, responses, "c1"),
+        "channels": channel_quality(responses, contacts, "c1"),
+        "alert": response_floor_alert(result, floor=0.05),
+        "power_note": "powered: 80% power to detect ≥ +0.90 points",
+        "true_lift": 0.01,
+        "chart": _png_file(tmp_path / "lift_by_decile.png"),
+        **kwargs,
+    }
+    return render_report(result, **args)
+
+
+def test_report_headline_trust_and_every_section(tmp_path):
+    result = _decile_readout()
+    o = result.overall
+    markdown, page = _report(result, tmp_path)
+    for text in (markdown, page):
+        assert f"{o.treated_rate:.2%}" in text and f"{o.control_rate:.2%}" in text
+        assert f"{o.treated_n:,}" in text and f"{o.control_n:,}" in text
+        assert f"{100 * o.lift_abs:+.2f} percentage points" in text
+        assert f"95% CI {100 * o.lift_ci_low:+.2f} to {100 * o.lift_ci_high:+.2f}" in text
+        assert f"{o.lift_rel:+.1%} (95% CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})" in text
+        assert f"p = {o.p_value:.4f} (pooled z-test)" in text
+        assert f"Incremental responses: {o.incremental_responses:,.1f}" in text
+        ros = return_on_spend(o, 0.5, 40.0)
+        assert f"incremental value {ros.incremental_value:,.2f}" in text and f"cost {ros.cost:,.2f}" in text
+        assert "SRM: ok" in text and "UNTRUSTWORTHY" not in text
+        assert "powered: 80% power to detect ≥ +0.90 points" in text
+        covers = o.lift_ci_low <= 0.01 <= o.lift_ci_high
+        assert ("covers it" if covers else "does not cover it") in text
+        for heading in ("Headline", "Trust and power", "Alert", "Lift by score decile", "Lift by segment"):
+            assert heading in text
+        assert "Funnel" in text and "Channel quality (UTM)" in text and "ALERT: treated response rate" in text
+        assert "Below the floor by decile" in text
+        assert "dry_run" in text
+    # the decile table has ten rows, in decile order, and the chart sits with it
+    decile_part = markdown.split("## Lift by score decile")[1].split("## ")[0]
+    assert "![absolute lift by decile with 95% intervals](lift_by_decile.png)" in decile_part
+    rows = [line for line in decile_part.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(1, 11))
+    funnel_part = markdown.split("## Funnel")[1].split("## ")[0]
+    assert "| converted | 1 | 100.00% | 25.00% | 1 | – | 50.00% |" in funnel_part
+
+
+def test_report_escapes_text_and_is_standalone_html(tmp_path):
+    result = _decile_readout()
+    markdown, page = _report(result, tmp_path)
+    parsed = _parse(page)
+    # no external asset: the chart is inline, so the page shows it wherever it is opened (MLflow's viewer too)
+    assert _inline_images(parsed) == [PNG]
+    assert "lift_by_decile.png" not in page
+    assert "script" not in parsed.tags and "<script>" not in page
+    assert "Readout &lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "Readout <script>alert(1)</script> & co" in "".join(parsed.text)
+    assert "at_risk &lt;b&gt;" in page and "<b>" not in page
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    # Markdown: a pipe cannot open a table column, a tag is not HTML, emphasis markers are literal
+    assert markdown.startswith("# Readout \\<script>alert(1)\\</script> & co\n")
+    assert "| loyal\\|core\\_\\*x\\* |" in markdown and "| at_risk \\<b> |" in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| loyal")]
+    assert table_rows and all(row.count(" | ") == 8 for row in table_rows)
+
+
+def test_report_flags_an_untrustworthy_readout_and_leaves_out_what_is_not_given():
+    frame = _experiment(treated_share=0.93)
+    result = readout(
+        frame, treatment_col="arm", treated="B", control="A", outcome_col="bought", expected_share=0.9
+    )
+    markdown, page = render_report(result, title="biased split")
+    assert "> **UNTRUSTWORTHY:** the treated/holdout split failed the sample-ratio check" in markdown
+    assert '<p class="warn"><strong>UNTRUSTWORTHY:</strong>' in page
+    assert "MISMATCH" in markdown and "**UNTRUSTWORTHY**: SRM: MISMATCH" in markdown
+    # the banner comes before the headline
+    assert markdown.index("UNTRUSTWORTHY:") < markdown.index("## Headline")
+    for absent in (
+        "Return on spend",
+        "Power:",
+        "True lift",
+        "## Alert",
+        "## Lift by",
+        "## Funnel",
+        "## Channel",
+    ):
+        assert absent not in markdown
+    _parse(page)
+    assert "<img" not in page and _parse(page).refs == []
+
+
+def test_report_true_lift_outside_the_interval_and_an_absolute_chart_path(tmp_path):
+    result = _decile_readout()
+    chart = _png_file(tmp_path / "charts" / "lift by decile.png")
+    markdown, page = _report(result, tmp_path, true_lift=0.5, chart=chart)
+    assert "**does not cover it**" in markdown
+    # the Markdown links the PNG next to it by name, the HTML carries it inline
+    assert "](lift%20by%20decile.png)" in markdown and "lift%20by%20decile" not in page
+    assert _inline_images(_parse(page)) == [PNG]
+
+
+def test_report_embeds_the_drawn_chart_and_links_a_relative_path_as_given(tmp_path, monkeypatch):
+    result = _decile_readout()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "charts").mkdir()
+    drawn = lift_by_decile_chart(result.segments, Path("charts") / "lift.png")
+    markdown, page = render_report(result, title="t", chart=drawn)
+    assert "![absolute lift by decile with 95% intervals](charts/lift.png)" in markdown
+    assert _inline_images(_parse(page)) == [(tmp_path / "charts" / "lift.png").read_bytes()]
+    # without segments the chart gets a section of its own
+    alone = readout(_experiment(n=2000), treatment_col="arm", treated="B", control="A", outcome_col="bought")
+    markdown, page = render_report(alone, title="t", chart=drawn)
+    assert "## Lift chart\n\n![absolute lift by segment with 95% intervals](charts/lift.png)" in markdown
+    assert page.count("<img ") == 1
+
+
+def test_report_refuses_a_chart_that_is_not_a_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        render_report(_decile_readout(), title="t", chart=tmp_path / "nope.png")
+
+
+def test_report_of_the_cli_style_readout_keeps_describe_unchanged(tmp_path):
+    result = _decile_readout()
+    before = result.describe()
+    _report(result, tmp_path)
+    assert result.describe() == before and before.startswith("readout: B vs A\ntreated ")
