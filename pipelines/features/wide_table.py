@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipelines.data import storage
 from pipelines.data.schema import APP_EVENT_TYPES, CITY_TIERS, MERCHANT_CATEGORIES, TABLES, Column, Table
+from pipelines.progress import Progress, track
 
 ID = "customer_id"
 TXN_WINDOWS = (7, 30, 90, 180)
@@ -215,24 +216,33 @@ def load_tables(
     as_of: date | pd.Timestamp,
     window: WindowContract | None = None,
     extra_until: pd.Timestamp | None = None,
+    progress: Progress = None,
 ) -> dict[str, pd.DataFrame]:
     """The source frames a snapshot at ``as_of`` needs, reading only the lookback's month partitions.
 
     ``extra_until`` also reads the months up to that date (a label window); features still ignore them.
+    ``progress`` hears of the tables read.
     """
     months = lookback_months(as_of, window)
     if extra_until is not None:
         later = pd.period_range(pd.Timestamp(as_of), pd.Timestamp(extra_until), freq="M")
         months = sorted(set(months) | {p.strftime("%Y-%m") for p in later})
-    tables = {"customers": storage.read_table(lake, "customers", columns=SOURCE_COLUMNS["customers"])}
-    for name in ("transactions", "app_events", "balances", "campaign_contacts", "responses"):
-        present = [m for m in months if m in set(storage.list_months(lake, name))]
-        columns = SOURCE_COLUMNS[name]
-        tables[name] = (
-            storage.read_table(lake, name, months=present, columns=columns)
-            if present
-            else TABLES[name].arrow_schema.empty_table().select(columns).to_pandas(date_as_object=False)
-        )
+    names = ("customers", "transactions", "app_events", "balances", "campaign_contacts", "responses")
+    tables = {}
+    with track(len(names), "reading the lake", unit="tables", progress=progress) as tracker:
+        for name in names:
+            columns = SOURCE_COLUMNS[name]
+            present = (
+                None
+                if name == "customers"
+                else [m for m in months if m in set(storage.list_months(lake, name))]
+            )
+            tables[name] = (
+                storage.read_table(lake, name, months=present, columns=columns)
+                if present is None or present
+                else TABLES[name].arrow_schema.empty_table().select(columns).to_pandas(date_as_object=False)
+            )
+            tracker.advance()
     return tables
 
 

@@ -295,7 +295,7 @@ def training_fit(
     split = _split(folder)
     say(f"fitting on {len(split.train):,} rows, early stopping on {len(split.valid):,}")
     config = TrainConfig(model_name="churn", seed=settings.seed)
-    model = fit_model(split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
+    model = fit_model(split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config, progress)
     path = folder / "model.pkl"
     storage.write_bytes_atomic(path, pickle.dumps(model))
     say(f"best iteration {model.best_iteration}")

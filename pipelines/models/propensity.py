@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.models.evaluate import calibration_plot, decile_table, gains_chart, score_metrics
+from pipelines.progress import Progress, track
 
 TEST_METRICS = ("auc", "pr_auc", "log_loss", "brier", "ks", "top_decile_lift")
 EVALUATION_FILES = (
@@ -274,19 +275,25 @@ class CalibratedModel:
         self.__dict__.update(state)
 
 
-def fit_early_stopped(params: Mapping[str, Any], dtrain, dvalid, config: TrainConfig):
+def fit_early_stopped(
+    params: Mapping[str, Any], dtrain, dvalid, config: TrainConfig, progress: Progress = None
+):
     """``lgb.train`` with early stopping on ``dvalid``, cut to its best iteration so every consumer of the booster
-    (scoring, contributions, the registry) sees the same trees."""
+    (scoring, contributions, the registry) sees the same trees. ``progress`` hears of the trees as they grow."""
     import lightgbm as lgb
 
-    booster = lgb.train(
-        dict(params),
-        dtrain,
-        num_boost_round=config.n_estimators,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
-    )
+    with track(config.n_estimators, "LightGBM fit", unit="trees", progress=progress) as tracker:
+        booster = lgb.train(
+            dict(params),
+            dtrain,
+            num_boost_round=config.n_estimators,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(config.early_stopping_rounds, verbose=False),
+                lambda _env: tracker.advance(),
+            ],
+        )
     best = booster.best_iteration or booster.current_iteration()
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
@@ -335,6 +342,7 @@ def fit_model(
     categorical: Sequence[str],
     label: str,
     config: TrainConfig,
+    progress: Progress = None,
 ) -> CalibratedModel:
     """LightGBM fitted on ``train`` with early stopping on ``valid``, then a calibrator fitted on the ``valid``
     scores. Category lists come from ``train`` (its declared categories when a column is Categorical)."""
@@ -367,7 +375,7 @@ def fit_model(
         free_raw_data=True,
     )
     dvalid = lgb.Dataset(model.encode(valid), label=y_valid, reference=dtrain)
-    booster = fit_early_stopped(config.lgb_params(), dtrain, dvalid, config)
+    booster = fit_early_stopped(config.lgb_params(), dtrain, dvalid, config, progress)
     best = booster.current_iteration()
     model.booster, model.best_iteration = booster, best
     raw_valid = model.raw_score(valid)

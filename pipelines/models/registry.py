@@ -372,7 +372,7 @@ def train_and_register(
     say(
         f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,} ({len(features)} features)"
     )
-    model = fit_model(train, valid, features, categorical, label, config)
+    model = fit_model(train, valid, features, categorical, label, config, progress)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = evaluate_model(model, test, label, Path(tmp))
         say(

@@ -4,6 +4,7 @@ on shuffled labels is rejected (and MLflow says why), and the wide-table gate ru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ def _client(tracking: str):
 
 def _gate_report(client, run_id: str) -> dict:
     path = client.download_artifacts(run_id, "validation/customer_features.json")
-    return json.loads(open(path, encoding="utf-8").read())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
