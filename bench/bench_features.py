@@ -34,17 +34,15 @@ from _measure import measure  # noqa: E402
 
 from pipelines.data import storage  # noqa: E402
 from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES  # noqa: E402
-from pipelines.features.wide_table import (  # noqa: E402
+from pipelines.features.catalogue import (
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
     ID,
     LOGIN_WINDOWS,
     TXN_WINDOWS,
     WindowContract,
-    build_features,
-    load_tables,
-    lookback_months,
 )
+from pipelines.features.wide_table import build_features, load_tables, lookback_months
 
 DAY_US = 86_400_000_000
 

@@ -63,7 +63,7 @@ def main() -> None:
             "passive"  # read when the OpenMP runtime loads: before any import of it
         )
     # pipelines.train imports scikit-learn, which can load the OpenMP runtime LightGBM then shares.
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES
     from pipelines.models.propensity import TrainConfig, fit_model
 
     started = time.perf_counter()
@@ -180,7 +180,7 @@ def _build_cache(lake: Path, cache: Path, args: argparse.Namespace) -> None:
 
 def _pad(table: pd.DataFrame, width: int) -> pd.DataFrame:
     """Add derived numeric columns until there are ``width`` model features (or drop the last ones if fewer)."""
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES, FEATURE_NAMES
 
     numeric = [f for f in FEATURE_NAMES if f not in CATEGORICAL_FEATURES]
     features = list(FEATURE_NAMES)

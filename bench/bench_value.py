@@ -46,7 +46,7 @@ def bank(seeds: list[int], customers: int) -> None:
     import pandas as pd
 
     from pipelines.data import storage
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES, FEATURE_NAMES
     from pipelines.models.value import ID, LABEL, ValueConfig, fit_value_model, unit_hash, value_metrics
     from pipelines.models.value_baseline import fit_btyd, predict_btyd
     from pipelines.models.value_training import build_value_set

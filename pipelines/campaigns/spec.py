@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from pipelines.data.schema import CONTACT_CHANNELS, TABLES
-from pipelines.features.wide_table import FEATURE_NAMES, STATIC_CATEGORIES
+from pipelines.features.catalogue import FEATURE_NAMES, STATIC_CATEGORIES
 from pipelines.models.segmentation import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
 KNOWN_MODELS = ("churn", "response", "uplift")

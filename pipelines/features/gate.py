@@ -9,7 +9,8 @@ import pandas as pd
 
 from pipelines.data.gate_reports import TableResult
 from pipelines.data.gates import validate_frame
-from pipelines.features.wide_table import ID, WindowContract, eligible_customers, feature_table_spec
+from pipelines.features.catalogue import ID, WindowContract
+from pipelines.features.wide_table import eligible_customers, feature_table_spec
 
 
 def validate_features(

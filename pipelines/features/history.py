@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data import storage
-from pipelines.features.wide_table import ID, WindowContract, build_features, load_tables
+from pipelines.features.catalogue import ID, WindowContract
+from pipelines.features.wide_table import build_features, load_tables
 
 CAMPAIGN = "campaign_id"
 SELECTED_AT = "selected_at"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.features.wide_table import ID, WindowContract, build_features, eligible_customers, load_tables
+from pipelines.features.catalogue import ID, WindowContract
+from pipelines.features.wide_table import build_features, eligible_customers, load_tables
 
 DEFINITIONS = ("closure", "inactivity", "balance_outflow")
 LABEL = "label"

@@ -68,7 +68,7 @@ def response_train(settings: Settings, as_of: Any = None, progress: Progress = N
     with churn's fit, evaluation and champion/challenger flow; train/validation/test by campaign in time.
     Also writes the test contacts' response scores (treated and holdout) for the uplift comparison."""
     from pipelines.features import history
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES
     from pipelines.models.propensity import TrainConfig
     from pipelines.models.registry import train_and_register
 
@@ -106,7 +106,7 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
     response score and, with the generator's truth, against the oracle; registered with champion/challenger on
     Qini. Runs :func:`campaign_history` first when this run has no history yet (``pmp train uplift``)."""
     from pipelines.features import history
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES
     from pipelines.models.uplift_training import train_uplift
     from pipelines.synthetic import oracle
 

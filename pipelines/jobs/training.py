@@ -18,6 +18,7 @@ import pandas as pd
 from pipelines.config import Settings, load_settings
 from pipelines.data import gate_reports, gates, storage
 from pipelines.data.gates import require_valid
+from pipelines.features.catalogue import CATEGORICAL_FEATURES, FEATURE_NAMES, ID, WindowContract
 from pipelines.features.gate import validate_features
 from pipelines.features.labels import (
     LABEL,
@@ -30,15 +31,7 @@ from pipelines.features.labels import (
     snapshot_dates,
     split_out_of_time,
 )
-from pipelines.features.wide_table import (
-    CATEGORICAL_FEATURES,
-    FEATURE_NAMES,
-    ID,
-    WindowContract,
-    build_features,
-    feature_table_spec,
-    load_tables,
-)
+from pipelines.features.wide_table import build_features, feature_table_spec, load_tables
 from pipelines.jobs.common import registered_summary, resolve_as_of
 from pipelines.models.propensity import TrainConfig, evaluate_model, fit_model
 from pipelines.models.registry import TrainResult, register_model, train_and_register

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipelines.features.wide_table import ID
+from pipelines.features.catalogue import ID
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.features.wide_table import ID, LOOKBACK_DAYS
+from pipelines.features.catalogue import ID, LOOKBACK_DAYS
 from pipelines.models.personas import PersonaModel, personas
 
 # --------------------------------------------------------------------------------------------------------------

@@ -347,8 +347,8 @@ def train_value(
     """
     from pipelines.config import load_settings
     from pipelines.data import gates, storage
+    from pipelines.features.catalogue import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
     from pipelines.features.gate import validate_features
-    from pipelines.features.wide_table import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
 
     say = say_to(progress)
     config = config or ValueConfig()

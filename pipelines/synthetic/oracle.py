@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data import storage
+from pipelines.features.catalogue import ID
 from pipelines.features.labels import LABEL, LabelDefinition
-from pipelines.features.wide_table import ID
 from pipelines.models.evaluate import score_metrics, top_decile_lift
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import PROJECT_ROOT
 from pipelines.data import schema, suites
-from pipelines.features import wide_table
+from pipelines.features import catalogue, wide_table
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 TABLES = list(schema.TABLES)
@@ -169,7 +169,7 @@ def _feature_suite() -> dict:
 
 
 def test_feature_suite_columns_are_the_wide_table():
-    assert DERIVED["customer_features"].column_names == ["customer_id", *wide_table.FEATURE_NAMES]
+    assert DERIVED["customer_features"].column_names == ["customer_id", *catalogue.FEATURE_NAMES]
 
 
 def test_feature_suite_requires_values_exactly_where_the_spec_forbids_nulls():
@@ -200,17 +200,17 @@ def test_feature_suite_ranges():
     ranges = {
         e["kwargs"]["column"]: e for e in by_type(_feature_suite(), "expect_column_values_to_be_between")
     }
-    shares = [n for n in wide_table.FEATURE_NAMES if n.endswith("_share_180d")]
+    shares = [n for n in catalogue.FEATURE_NAMES if n.endswith("_share_180d")]
     assert len(shares) == 4 + len(schema.MERCHANT_CATEGORIES)
     for name in shares:
         assert (ranges[name]["kwargs"]["min_value"], ranges[name]["kwargs"]["max_value"]) == (0, 1), name
-    for name in [n for n in wide_table.FEATURE_NAMES if n.startswith("days_since_")]:
+    for name in [n for n in catalogue.FEATURE_NAMES if n.startswith("days_since_")]:
         assert ranges[name]["kwargs"] == {
             "column": name,
             "min_value": 0,
             "max_value": {"$PARAMETER": "max_days_since"},
         }
-    counts = [n for n in wide_table.FEATURE_NAMES if n.startswith(("txn_count_", "spend_", "logins_"))]
+    counts = [n for n in catalogue.FEATURE_NAMES if n.startswith(("txn_count_", "spend_", "logins_"))]
     for name in counts:
         assert ranges[name]["kwargs"]["min_value"] == 0, name
         assert ranges[name]["meta"]["severity"] == "critical", name

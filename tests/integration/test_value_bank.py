@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.features.wide_table import FEATURE_NAMES, build_features, load_tables
+from pipelines.features.catalogue import FEATURE_NAMES
+from pipelines.features.wide_table import build_features, load_tables
 from pipelines.models.registry import CHALLENGER, CHAMPION, load_champion
 from pipelines.models.value import ValueConfig, predict_value
 from pipelines.models.value_training import SNAPSHOT, train_value

@@ -18,7 +18,7 @@ from pipelines.campaigns.spec import (
     load_specs,
     parse_spec,
 )
-from pipelines.features.wide_table import FEATURE_NAMES
+from pipelines.features.catalogue import FEATURE_NAMES
 from tests.conftest import PROJECT_ROOT
 
 CAMPAIGNS = PROJECT_ROOT / "campaigns"

@@ -10,13 +10,8 @@ import pytest
 
 from pipelines.data import gate_reports, gates
 from pipelines.data.schema import TABLES
-from pipelines.features.wide_table import (
-    FEATURE_NAMES,
-    build_features,
-    eligible_customers,
-    feature_table_spec,
-    load_tables,
-)
+from pipelines.features.catalogue import FEATURE_NAMES
+from pipelines.features.wide_table import build_features, eligible_customers, feature_table_spec, load_tables
 from tests.conftest import PROJECT_ROOT
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipelines.data import storage
+from pipelines.features.catalogue import FEATURE_NAMES
 from pipelines.features.labels import (
     LABEL,
     SNAPSHOT,
@@ -19,7 +20,6 @@ from pipelines.features.labels import (
     snapshot_dates,
     split_out_of_time,
 )
-from pipelines.features.wide_table import FEATURE_NAMES
 from tests.unit.features.test_wide_table import _empty
 
 AS_OF = pd.Timestamp("2025-06-01")

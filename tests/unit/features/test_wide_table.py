@@ -10,8 +10,9 @@ import pytest
 
 from pipelines.data import storage
 from pipelines.data.schema import TABLES
-from pipelines.features import wide_table
-from pipelines.features.wide_table import FEATURE_NAMES, WindowContract, build_features, load_tables
+from pipelines.features import catalogue
+from pipelines.features.catalogue import FEATURE_NAMES, WindowContract
+from pipelines.features.wide_table import build_features, load_tables
 from tests.conftest import PROJECT_ROOT
 
 AS_OF = pd.Timestamp("2025-10-01")
@@ -80,8 +81,8 @@ def test_columns_are_exactly_the_catalogue_and_never_pii():
 def test_feature_doc_is_generated_from_the_catalogue():
     doc = (PROJECT_ROOT / "docs" / "features.md").read_text()
     match = re.search(r"<!-- BEGIN GENERATED[^>]*-->\n(.*)<!-- END GENERATED -->", doc, re.S)
-    assert match and match.group(1) == wide_table.render_catalogue(), (
-        "regenerate: python -m pipelines.features.wide_table"
+    assert match and match.group(1) == catalogue.render_catalogue(), (
+        "regenerate: python -m pipelines.features.catalogue"
     )
 
 

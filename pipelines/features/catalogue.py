@@ -1,0 +1,174 @@
+"""The feature catalogue: every column of the customer wide table with its definition, window and source table,
+and the window contract a snapshot obeys.
+
+``wide_table.build_features`` computes exactly these columns (a test checks the two lists are the same);
+``docs/features.md`` is rendered from here: ``python -m pipelines.features.catalogue``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES
+
+ID = "customer_id"
+TXN_WINDOWS = (7, 30, 90, 180)
+LOGIN_WINDOWS = (7, 30, 90)
+LOOKBACK_DAYS = 180
+STATIC_CATEGORIES = ("gender", "income_band", "occupation", "card_tier", "acquisition_channel")
+
+
+@dataclass(frozen=True)
+class WindowContract:
+    """What a snapshot may see and what its label looks at.
+
+    Features use events in ``(as_of - lookback_days, as_of)`` (age under ``lookback_days`` days, as every N-day
+    window holds age < N); a label (``labels.py``) looks at
+    ``[as_of + gap_days, as_of + gap_days + horizon_days)``.
+    """
+
+    lookback_days: int = LOOKBACK_DAYS
+    gap_days: int = 0
+    horizon_days: int = 90
+
+    def __post_init__(self) -> None:
+        if self.lookback_days < max(TXN_WINDOWS):
+            raise ValueError(
+                f"lookback_days must cover the longest window ({max(TXN_WINDOWS)}), got {self.lookback_days}"
+            )
+        if self.gap_days < 0 or self.horizon_days < 1:
+            raise ValueError(
+                f"gap_days must be >= 0 and horizon_days >= 1, got {self.gap_days}, {self.horizon_days}"
+            )
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    definition: str
+    window: str
+    source: str
+
+
+def _catalogue() -> tuple[Feature, ...]:
+    f: list[Feature] = []
+    add = f.append
+    add(Feature("age_years", "as_of year minus birth year", "static", "customers"))
+    add(Feature("tenure_days", "days from signup to as_of", "static", "customers"))
+    add(Feature("city_tier", "city tier of the home address (1-4)", "static", "customers"))
+    add(Feature("credit_limit", "credit limit", "static", "customers"))
+    for c in STATIC_CATEGORIES:
+        add(Feature(c, f"{c.replace('_', ' ')} (category)", "static", "customers"))
+    for w in TXN_WINDOWS:
+        add(Feature(f"txn_count_{w}d", "number of transactions", f"{w}d", "transactions"))
+        add(Feature(f"spend_{w}d", "sum of transaction amounts", f"{w}d", "transactions"))
+    add(
+        Feature(
+            "days_since_last_txn",
+            f"days since the last transaction ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "transactions",
+        )
+    )
+    add(Feature("avg_ticket_90d", "spend_90d / txn_count_90d (null if none)", "90d", "transactions"))
+    add(
+        Feature(
+            "spend_trend_30d_vs_prior_90d",
+            "spend_30d / (monthly mean spend over days 31-120 before as_of + 1)",
+            "120d",
+            "transactions",
+        )
+    )
+    add(
+        Feature(
+            "txn_trend_30d_vs_prior_90d",
+            "txn_count_30d / (monthly mean count over days 31-120 + 1)",
+            "120d",
+            "transactions",
+        )
+    )
+    add(Feature("active_days_30d", "distinct days with a transaction", "30d", "transactions"))
+    for flag, what in (("cross_border", "is_cross_border"), ("installment", "is_installment")):
+        add(Feature(f"{flag}_share_180d", f"share of transactions with {what}", "180d", "transactions"))
+    for channel in ("online", "mobile_wallet"):
+        add(
+            Feature(
+                f"{channel}_share_180d", f"share of transactions on channel {channel}", "180d", "transactions"
+            )
+        )
+    for cat in MERCHANT_CATEGORIES:
+        add(
+            Feature(
+                f"cat_{cat}_spend_share_180d", f"share of spend at {cat} merchants", "180d", "transactions"
+            )
+        )
+    for w in LOGIN_WINDOWS:
+        add(Feature(f"logins_{w}d", "app logins", f"{w}d", "app_events"))
+    add(
+        Feature(
+            "logins_trend_30d_vs_prior_90d",
+            "logins_30d / (monthly mean logins over days 31-120 + 1)",
+            "120d",
+            "app_events",
+        )
+    )
+    add(
+        Feature(
+            "days_since_last_login",
+            f"days since the last app login ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "app_events",
+        )
+    )
+    for e in APP_EVENT_TYPES:
+        if e != "login":
+            add(Feature(f"{e}_90d", f"app events of type {e}", "90d", "app_events"))
+    add(
+        Feature(
+            "aum_last", "assets under management at the last month end before as_of", "last month", "balances"
+        )
+    )
+    add(Feature("aum_change_1m", "aum_last / AUM one month earlier - 1", "2 months", "balances"))
+    add(Feature("aum_change_3m", "aum_last / AUM three months earlier - 1", "4 months", "balances"))
+    add(Feature("aum_mean_6m", "mean month-end AUM", "6 months", "balances"))
+    add(Feature("card_balance_last", "card balance at the last month end", "last month", "balances"))
+    add(
+        Feature("credit_utilisation", "card_balance_last / credit_limit", "last month", "balances, customers")
+    )
+    add(
+        Feature(
+            "campaign_contacts_180d",
+            "campaigns the customer was contacted in (treatment, sent)",
+            "180d",
+            "campaign_contacts",
+        )
+    )
+    add(Feature("campaign_conversions_180d", "campaign conversions", "180d", "responses"))
+    add(
+        Feature(
+            "days_since_last_contact",
+            f"days since the last campaign contact ({LOOKBACK_DAYS + 1} if none)",
+            "180d",
+            "campaign_contacts",
+        )
+    )
+    return tuple(f)
+
+
+CATALOGUE = _catalogue()
+FEATURE_NAMES = tuple(f.name for f in CATALOGUE)
+CATEGORICAL_FEATURES = STATIC_CATEGORIES
+assert not set(FEATURE_NAMES) & {c for t in TABLES.values() for c in t.pii_columns}, (
+    "PII must never be a feature"
+)
+
+
+def render_catalogue() -> str:
+    """The feature table of ``docs/features.md``."""
+    lines = ["| feature | definition | window | source |", "|---|---|---|---|"]
+    lines += [f"| `{f.name}` | {f.definition} | {f.window} | {f.source} |" for f in CATALOGUE]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_catalogue(), end="")
