@@ -20,25 +20,13 @@ from pipelines.campaigns.policy import (
     lake_contact_history,
     select_audience,
 )
-from pipelines.campaigns.spec import AudienceRule, InvalidCustomerRule, Selection, load_specs, parse_spec
+from pipelines.campaigns.spec import AudienceRule, InvalidCustomerRule, Selection, load_specs
 from pipelines.data import storage
 from pipelines.data.schema import TABLES
 from pipelines.features.wide_table import build_features, load_tables
-from tests.conftest import PROJECT_ROOT
+from tests.unit.campaigns.test_spec import CAMPAIGNS, _spec
 
-CAMPAIGNS = PROJECT_ROOT / "campaigns"
 AS_OF = pd.Timestamp("2026-01-01")
-BASE = {
-    "name": "test-campaign",
-    "description": "a test",
-    "model": "churn",
-    "channel": "sms",
-    "selection": {"top_k": 10},
-}
-
-
-def _spec(**changes):
-    return parse_spec({**BASE, **changes})
 
 
 # --------------------------------------------------------------------------------------------------------------
