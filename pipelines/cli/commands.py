@@ -116,16 +116,13 @@ def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
     """``pmp train uplift``: on an experiment in a file with --table; without it, on the bank's campaign history
     (``jobs.campaign_models.uplift_train``)."""
     if args.table is None:
-        from pipelines.jobs import campaign_models
+        from pipelines.jobs.campaign_models import uplift_train
 
-        uplift_train = getattr(campaign_models, "uplift_train", None)
-        if uplift_train is None:
-            raise ValueError("pmp train uplift needs --table FILE until campaign-history training lands")
         settings = settings.with_data_dir(args.data)
         print(f"tracking: {settings.mlflow_tracking_uri}")
-        result = uplift_train(settings, args.as_of, progress=print)
-        if hasattr(result, "summary"):
-            print(result.summary())
+        uplift_train(
+            settings, args.as_of, progress=print
+        )  # prints the learners, the test figures and the verdict
         return 0
     if args.label is not None:
         raise ValueError("pmp train uplift takes --outcome COL (the response), not --label")

@@ -214,16 +214,9 @@ def test_cli_uplift_errors_exit_2(tmp_path, monkeypatch, capsys):
     assert main(["train", "--table", str(path), "--outcome", "responded"]) == 2
     assert "--outcome is for uplift models" in capsys.readouterr().err
 
-    # without --table: campaign-history training, once jobs.campaign_models.uplift_train exists
-    monkeypatch.delattr(campaign_models, "uplift_train", raising=False)
-    assert main(["train", "uplift"]) == 2
-    assert (
-        "pmp train uplift needs --table FILE until campaign-history training lands" in capsys.readouterr().err
-    )
+    # without --table: campaign-history training (jobs.campaign_models.uplift_train) on the --data folder
     calls = []
-    monkeypatch.setattr(
-        campaign_models, "uplift_train", lambda s, as_of, progress: calls.append((s, as_of)), raising=False
-    )
+    monkeypatch.setattr(campaign_models, "uplift_train", lambda s, as_of, progress: calls.append((s, as_of)))
     assert main(["train", "uplift", "--as-of", "2025-06-01", "--data", str(tmp_path)]) == 0
     assert calls and str(calls[0][1]) == "2025-06-01" and calls[0][0].data_dir == tmp_path.resolve()
 
