@@ -184,7 +184,7 @@ def validate_lake(
             tracker.advance(stored_rows[b.task_id])
             if remaining[b.table] == 0:
                 rows = sum(x.rows for x in batches[b.table])
-                say(f"  {b.table}: {len(batches[b.table])} batch(es), {rows:,} rows checked")
+                tracker.say(f"  {b.table}: {len(batches[b.table])} batch(es), {rows:,} rows checked")
 
     tables: dict[str, TableResult] = {}
     for table in schema.TABLES:

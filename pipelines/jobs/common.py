@@ -64,7 +64,7 @@ def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progre
 
     say = say_to(progress)
     as_of = resolve_as_of(settings, as_of)
-    tables = load_tables(settings.lake_dir, as_of)
+    tables = load_tables(settings.lake_dir, as_of, progress=say)
     wide = build_features(tables, as_of)
     gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
     say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")

@@ -231,7 +231,7 @@ def training_features(
     say(f"churn training {as_of}: {label.tag}, snapshots {dates[0]:%Y-%m-%d} .. {dates[-1]:%Y-%m-%d} (test)")
     gates = {}
     for d in dates:
-        tables = load_tables(settings.lake_dir, d, window)
+        tables = load_tables(settings.lake_dir, d, window, progress=say)
         wide = build_features(tables, d, window)
         gate = validate_features(wide, tables["customers"], d, settings.expectations_dir, window=window)
         say(f"  snapshot {d:%Y-%m-%d}: {len(wide):,} customers; {gate.summary()}")
