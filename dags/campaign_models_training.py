@@ -10,6 +10,7 @@ Each model updates its champion asset only when its new version was promoted.
 from __future__ import annotations
 
 from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import publish_champion as publish
 from airflow.sdk import Param, dag, task
 
 
@@ -58,24 +59,16 @@ def campaign_models_training():
 
     @task(outlets=[model_asset("response")])
     def publish_response(registered: dict) -> str:
-        return _publish("response", registered)
+        return publish("response", registered)
 
     @task(outlets=[model_asset("uplift")])
     def publish_uplift(registered: dict) -> str:
-        return _publish("uplift", registered)
+        return publish("uplift", registered)
 
     day = validate()
     fitted_response = response(day, history(day))
     publish_response(fitted_response)
     publish_uplift(uplift(day, fitted_response))
-
-
-def _publish(model: str, registered: dict) -> str:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    if not registered["promoted"]:
-        raise AirflowSkipException(f"{model} v{registered['version']} was not promoted; no asset update")
-    return f"{model} v{registered['version']} is champion"
 
 
 campaign_models_training()

@@ -2,18 +2,18 @@
 
 validate -> features -> segment -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
 ``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
-summaries; the work is in ``pipelines.jobs.campaigns``. Only the spec headers (name, model, schedule) are read at
-parse time; the full spec is validated by the first task.
+summaries; the work is in ``pipelines.jobs.campaigns``. Only the spec headers (name, model, schedule, description)
+are read at parse time (``pipelines.campaigns.spec_header``, which is light): a spec whose header cannot define a
+DAG shows as this file's import error naming the spec file and field, and the other campaigns keep their DAGs. The
+full spec is validated by the first task, which fails at once (no retries) naming the field.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import START_DATE, CampaignSpecProblems, as_of, default_args, model_asset, run_step
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from pipelines.campaigns.spec_header import read_headers
 from pipelines.config import load_settings
 
 
@@ -75,19 +75,8 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
     return scoring()
 
 
-def _headers(folder: Path) -> list[dict]:
-    headers = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        with open(path, encoding="utf-8") as f:
-            spec = yaml.safe_load(f) or {}
-        headers.append(spec)
-    return headers
-
-
-for _spec in _headers(load_settings().campaigns_dir):
-    campaign_dag(
-        str(_spec["name"]),
-        str(_spec.get("model", "churn")),
-        str(_spec.get("schedule", "@monthly")),
-        str(_spec.get("description", "")),
-    )
+_headers, _problems = read_headers(load_settings().campaigns_dir)
+for _header in _headers:
+    campaign_dag(_header.name, _header.model, _header.schedule, _header.description)
+if _problems:
+    invalid_specs = CampaignSpecProblems(_problems)

@@ -9,6 +9,7 @@ and registers the model in MLflow and applies the champion/challenger rule. ``pu
 from __future__ import annotations
 
 from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import publish_champion as publish
 from airflow.sdk import Param, dag, task
 
 MODEL = "churn"
@@ -70,11 +71,7 @@ def churn_training():
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        if not registered["promoted"]:
-            raise AirflowSkipException(f"{MODEL} v{registered['version']} was not promoted; no asset update")
-        return f"{MODEL} v{registered['version']} is champion"
+        return publish(MODEL, registered)
 
     day = validate()
     publish_champion(register(day, evaluate(day, train(day, labels(day, features(day))))))

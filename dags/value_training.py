@@ -7,6 +7,7 @@ campaign DAGs read the value champion for their value tiers on their next run.
 from __future__ import annotations
 
 from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import publish_champion as publish
 from airflow.sdk import Param, dag, task
 
 MODEL = "value"
@@ -39,11 +40,7 @@ def value_training():
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        if not registered["promoted"]:
-            raise AirflowSkipException(f"{MODEL} v{registered['version']} was not promoted; no asset update")
-        return f"{MODEL} v{registered['version']} is champion"
+        return publish(MODEL, registered)
 
     publish_champion(train(validate()))
 

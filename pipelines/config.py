@@ -4,6 +4,11 @@ Defaults are embedded (a data folder and an MLflow store inside the project, a S
 fresh clone runs with no configuration. Each setting can be overridden with a ``PM_`` variable, or the standard
 ``MLFLOW_TRACKING_URI`` and ``AIRFLOW_HOME`` (pydantic-settings reads and types them). Reading the settings has no
 side effects: nothing is created and nothing is connected.
+
+Where the defaults point depends on how the platform is installed. In a checkout, everything is inside it (the
+top-level ``dags/``, ``campaigns/``, ``expectations/``, ``templates/``, and ``data/``, ``mlruns/``, ``.airflow/``).
+Installed from the wheel, the read-only resources are the copies the wheel carries (``pipelines/_bundle/``), and the
+writable folders are under ``PM_HOME`` (default: the current directory), never inside site-packages.
 """
 
 from __future__ import annotations
@@ -17,10 +22,42 @@ from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+# The resource folders the wheel carries inside the package (pyproject.toml, [tool.hatch...force-include]).
+BUNDLE_DIR = PACKAGE_DIR / "_bundle"
+RESOURCES = ("dags", "campaigns", "expectations", "templates")
 
 ENV_PREFIX = "PM_"
-_PATHS = ("data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir", "airflow_home", "dags_dir")
+_PATHS = ("home", "data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir", "airflow_home", "dags_dir")
+
+
+def is_checkout(root: Path = PROJECT_ROOT) -> bool:
+    """True when the package runs from a source checkout (``pyproject.toml`` and ``dags/`` beside it), False when
+    installed from the wheel (then ``root`` is site-packages)."""
+    return (root / "pyproject.toml").is_file() and (root / "dags").is_dir()
+
+
+def resource_dir(name: str) -> Path:
+    """A read-only resource folder (``dags``, ``campaigns``, ``expectations``, ``templates``): the checkout's
+    top-level folder, or the copy inside the installed package."""
+    if name not in RESOURCES:
+        raise ValueError(f"unknown resource folder {name!r}; known: {', '.join(RESOURCES)}")
+    return PROJECT_ROOT / name if is_checkout() else BUNDLE_DIR / name
+
+
+def default_home() -> Path:
+    """Where the writable defaults live: the checkout, or (installed) the current directory."""
+    return PROJECT_ROOT if is_checkout() else Path.cwd()
+
+
+def normalise_database_url(url: str) -> str:
+    """A database URL as SQLAlchemy 2 reads it: ``postgres://`` (what Airflow connections and Heroku-style URLs
+    give) becomes ``postgresql://``."""
+    for old in ("postgres://", "postgres+psycopg://"):
+        if url.startswith(old):
+            return "postgresql" + url[len("postgres") :]
+    return url
 
 
 class Settings(BaseSettings):
@@ -32,21 +69,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
-    data_dir: Path = PROJECT_ROOT / "data"
-    expectations_dir: Path = PROJECT_ROOT / "expectations"
-    campaigns_dir: Path = PROJECT_ROOT / "campaigns"
-    mlruns_dir: Path = PROJECT_ROOT / "mlruns"
+    # Base of the writable defaults (data, mlruns, .airflow) when they are not set one by one.
+    home: Path = Field(default_factory=default_home)
+    data_dir: Path | None = None  # default: <home>/data
+    expectations_dir: Path = Field(default_factory=lambda: resource_dir("expectations"))
+    campaigns_dir: Path = Field(default_factory=lambda: resource_dir("campaigns"))
+    mlruns_dir: Path | None = None  # default: <home>/mlruns
     database_url: str = ""
+    # An Airflow connection id to take the campaign database URL from, in place of PM_DATABASE_URL (resolved by the
+    # DAGs' tasks, which run inside Airflow: dags/_wiring.py).
+    database_conn_id: str = ""
+    # Where a failed task is reported besides runs/failures.jsonl: a URL that receives a JSON POST (a chat webhook).
+    alert_webhook_url: str = ""
     # The standard MLflow and Airflow variables, without the prefix.
     mlflow_tracking_uri: str = Field(
         "", validation_alias=AliasChoices("mlflow_tracking_uri", "MLFLOW_TRACKING_URI")
     )
     seed: int = 42
     # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
-    airflow_home: Path = Field(
-        PROJECT_ROOT / ".airflow", validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME")
-    )
-    dags_dir: Path = PROJECT_ROOT / "dags"
+    airflow_home: Path | None = Field(None, validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME"))
+    dags_dir: Path = Field(default_factory=lambda: resource_dir("dags"))
     task_retries: int = 2
     retry_delay_seconds: int = 300
 
@@ -58,8 +100,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _absolute_paths_and_default_stores(self) -> Settings:
+        home = Path(self.home).expanduser().resolve()
+        for name, under_home in (("data_dir", "data"), ("mlruns_dir", "mlruns"), ("airflow_home", ".airflow")):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, home / under_home)
         for name in _PATHS:
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
+        object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'campaigns.db'}")
         if not self.mlflow_tracking_uri:

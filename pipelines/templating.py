@@ -1,4 +1,5 @@
-"""Jinja2 rendering of the report templates in the project's ``templates/`` folder (and, later, web pages).
+"""Jinja2 rendering of the report templates in the project's ``templates/`` folder (and, later, web pages); an
+installed package renders the copy it carries (``config.resource_dir``).
 
 One environment per folder, built on first use: HTML templates (``*.html.j2``) are autoescaped, Markdown ones
 (``*.md.j2``) are not (they escape with the ``md`` filter instead). Undefined names fail loudly, so a template
@@ -13,9 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PROJECT_ROOT
+from pipelines.config import resource_dir
 
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
+TEMPLATES_DIR = resource_dir("templates")
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|<(?=[A-Za-z/!?])")
 

@@ -10,14 +10,11 @@ reported at once. The policy that applies these settings to a scored base is ``p
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,23 +29,26 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.campaigns.spec_header import (  # noqa: F401 (KNOWN_MODELS, SCHEDULE_PRESETS: re-exported)
+    KNOWN_MODELS,
+    SCHEDULE_PRESETS,
+    SpecError,
+    model_problem,
+    name_problem,
+    read_yaml,
+    schedule_problem,
+)
 from pipelines.data.schema import CONTACT_CHANNELS, TABLES
 from pipelines.features.catalogue import FEATURE_NAMES, STATIC_CATEGORIES
 from pipelines.models.segmentation import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
-KNOWN_MODELS = ("churn", "response", "uplift")
 # What a model: uplift campaign selects by when the uplift champion found no heterogeneity (spec field fallback).
 FALLBACKS = ("response", "random")
 SEGMENT_COLUMNS = ("rfm_segment", "value_tier", "lifecycle_stage", "persona")
 SCORE_COLUMNS = ("score", "decile")
 AUDIENCE_COLUMNS = (*FEATURE_NAMES, *SCORE_COLUMNS, *SEGMENT_COLUMNS)
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "between")
-SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
 
-_SLUG = re.compile(r"^[a-z0-9-]+$")
-_CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_CRON_RANGES = ("0-59", "0-23", "1-31 or L", "1-12 or JAN-DEC", "0-7 or SUN-SAT")
-_CRON_START = datetime(2000, 1, 1)
 _CATEGORY_VALUES = {
     **{c: TABLES["customers"].column(c).allowed for c in STATIC_CATEGORIES},
     # Segment columns with fixed value lists (personas are named from the data, so any name is accepted).
@@ -58,10 +58,6 @@ _CATEGORY_VALUES = {
 }
 _NUMERIC_COLUMNS = frozenset(c for c in (*FEATURE_NAMES, *SCORE_COLUMNS) if c not in _CATEGORY_VALUES)
 _ORDERING_OPS = ("<", "<=", ">", ">=", "between")
-
-
-class SpecError(ValueError):
-    """A campaign spec that cannot be used. The message names the file, the field path and the problem."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -315,16 +311,12 @@ class CampaignSpec(_Model):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not _SLUG.match(v):
-            raise ValueError(f"must be lowercase letters, digits and hyphens (e.g. churn-winback), got {v!r}")
-        return v
+        return _checked(v, name_problem)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in KNOWN_MODELS:
-            raise ValueError(f"unknown model {v!r}; known models: {', '.join(KNOWN_MODELS)}")
-        return v
+        return _checked(v, model_problem)
 
     @field_validator("channel")
     @classmethod
@@ -336,42 +328,15 @@ class CampaignSpec(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
-        if v.startswith("@"):
-            if v not in SCHEDULE_PRESETS:
-                raise ValueError(
-                    f"unknown preset {v!r}; use one of {', '.join(SCHEDULE_PRESETS)} or a cron line"
-                )
-            return v
-        if len(v.split()) != 5:
-            raise ValueError(
-                f"must be an Airflow preset ({', '.join(SCHEDULE_PRESETS)}) or a 5-field cron line "
-                f"such as '0 6 1 * *', got {v!r}"
-            )
-        problem = _cron_problem(v)
-        if problem:
-            raise ValueError(f"impossible cron line {v!r}: {problem}")
-        return v
+        return _checked(v, schedule_problem)
 
 
-def _cron_problem(line: str) -> str | None:
-    """What is wrong with a 5-field cron line, as croniter (the parser Airflow's cron timetables use) sees it:
-    a field it refuses (``0 25 * * *``: hour 25), or a line that never fires (``0 0 31 2 *``); None if it is fine.
-    """
-    from croniter import CroniterBadDateError, croniter
-
-    if not croniter.is_valid(line):
-        fields = line.split()
-        for i, name in enumerate(_CRON_FIELDS):
-            # Each field alone, the others left at '*', names the one croniter refuses.
-            if not croniter.is_valid(" ".join(fields[i] if j == i else "*" for j in range(5))):
-                return f"the {name} field {fields[i]!r} is not valid (allowed: {_CRON_RANGES[i]})"
-        return "croniter cannot parse it"
-    try:
-        # A fixed start keeps the check deterministic; every possible date recurs within a leap cycle.
-        croniter(line, _CRON_START).get_next()
-    except CroniterBadDateError:
-        return "it never fires (no date matches its day and month fields)"
-    return None
+def _checked(value: str, problem_of) -> str:
+    """``value`` if the header check ``problem_of`` (``spec_header``) finds no problem; else its ValueError."""
+    problem = problem_of(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
@@ -436,15 +401,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> CampaignSpec:
 def load_spec(path: str | Path) -> CampaignSpec:
     """The spec in a YAML file; :class:`SpecError` naming the file, the field and the problem otherwise."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read campaign spec: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
-    return parse_spec(data, str(path))
+    return parse_spec(read_yaml(path), str(path))
 
 
 def load_specs(directory: str | Path) -> list[CampaignSpec]:

@@ -71,6 +71,40 @@ def test_the_dagbag_reports_a_cycle_as_an_import_error(airflow_settings, tmp_pat
     assert "cycle" in error.lower(), error
 
 
+def test_a_bad_campaign_spec_disables_only_its_own_dag_and_shows_as_an_import_error(
+    airflow_settings, tmp_path, monkeypatch
+):
+    """A spec whose header cannot define a DAG (a name with a space and capitals, an impossible cron line) is an
+    import error of the campaign DAG file naming the spec file and the field; the good campaigns keep their
+    DAGs and the other DAG files are not affected."""
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    specs = tmp_path / "campaigns"
+    specs.mkdir()
+    good = sorted(CAMPAIGNS_DIR.glob("*.yaml"))
+    for path in good:
+        shutil.copy(path, specs / path.name)
+    spring = yaml.safe_load(good[0].read_text(encoding="utf-8"))
+    (specs / "spring.yaml").write_text(yaml.safe_dump({**spring, "name": "Spring Promo"}), encoding="utf-8")
+    (specs / "nightly.yaml").write_text(
+        yaml.safe_dump({**spring, "name": "nightly", "schedule": "0 25 * * *"}), encoding="utf-8"
+    )
+    monkeypatch.setenv("PM_CAMPAIGNS_DIR", str(specs))
+
+    bag = DagBag(dag_folder=str(DAGS_DIR))
+
+    assert set(bag.dags) >= set(campaign_specs()) | {"churn_training", "campaign_readout"}
+    assert not any(d.startswith("campaign_scoring__") and d not in campaign_specs() for d in bag.dags)
+    (path, error), *others = bag.import_errors.items()
+    assert not others and path.endswith("campaign_scoring.py"), bag.import_errors
+    assert f"{specs / 'spring.yaml'}: invalid campaign spec" in error, error
+    assert "name: must be lowercase letters, digits and hyphens" in error and "'Spring Promo'" in error, error
+    assert f"{specs / 'nightly.yaml'}" in error and "schedule: impossible cron line '0 25 * * *'" in error
+    assert "the hour field '25' is not valid" in error, error
+
+
 def test_the_expected_dags_exist(dagbag):
     specs = campaign_specs()
     assert len(specs) >= 2, f"campaign specs in {CAMPAIGNS_DIR}: {sorted(specs)}"

@@ -54,6 +54,8 @@ class Platform:
     """One data folder, MLflow store and campaign database, run through the session's Airflow home."""
 
     settings: Settings
+    # Variables the tasks see besides the settings' own (an Airflow connection, say), overriding them.
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @contextmanager
     def environment(self) -> Iterator[None]:
@@ -61,7 +63,7 @@ class Platform:
             k: v for k, v in airflow_environment(self.settings).items() if not k.startswith("AIRFLOW")
         }
         with pytest.MonkeyPatch.context() as mp:
-            for key, value in platform_vars.items():
+            for key, value in {**platform_vars, **dict(self.extra_env)}.items():
                 mp.setenv(key, value)
             yield
 
@@ -125,7 +127,7 @@ def queued_for(uri: str) -> set[str]:
 
 
 def task_instances(dag_id: str, as_of: date) -> tuple[dict[str, Any], str]:
-    """The task instances (by task id) and the run id of the DAG's run for that logical date."""
+    """The task instances (by task id) and the run id of the DAG's latest run for that as-of date."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
@@ -133,12 +135,30 @@ def task_instances(dag_id: str, as_of: date) -> tuple[dict[str, Any], str]:
         runs = [
             r
             for r in session.scalars(select(DagRun).where(DagRun.dag_id == dag_id))
-            if r.logical_date.date() == as_of
+            if (r.conf or {}).get("as_of") == as_of.isoformat()
         ]
-        assert len(runs) == 1, runs
-        tis = {ti.task_id: ti for ti in runs[0].get_task_instances(session=session)}
+        assert runs, f"no {dag_id} run as of {as_of}"
+        latest = max(runs, key=lambda r: r.run_after)
+        # The as-of date is the run's conf, not a back-dated logical date: the run starts when it is started.
+        assert latest.logical_date is None and latest.start_date.date() >= date.today(), latest
+        tis = {ti.task_id: ti for ti in latest.get_task_instances(session=session)}
         session.expunge_all()
-        return tis, runs[0].run_id
+        return tis, latest.run_id
+
+
+def asset_event_extras(uri: str) -> list[dict]:
+    """The ``extra`` of every event of the asset, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    query = (
+        select(AssetEvent.extra)
+        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .where(AssetModel.uri == uri)
+        .order_by(AssetEvent.id)
+    )
+    with create_session() as session:
+        return list(session.scalars(query).all())
 
 
 def tries_archived(dag_id: str, run_id: str) -> list[tuple[str, int]]:
@@ -230,6 +250,13 @@ def test_churn_training_registers_promotes_and_publishes_the_champion(trained):
     _, run_id = task_instances("churn_training", trained.as_of)
     new_events = trained.events_after_first[len(trained.events_before) :]
     assert new_events == [("churn_training", "publish_champion", run_id)]
+    # The event says which model version became champion, so a listener can pin it.
+    assert asset_event_extras(CHAMPION_URI)[len(trained.events_before)] == {
+        "model": "churn",
+        "version": registered["version"],
+        "alias": "champion",
+        "mlflow_run_id": registered["mlflow_run_id"],
+    }
     # Both campaign DAGs listen to the asset: the scheduler would now trigger them.
     assert trained.queued_after_first == {
         "campaign_scoring__churn-winback",
@@ -256,8 +283,12 @@ def test_an_unchanged_retrain_is_registered_but_not_promoted_or_published(traine
 # --------------------------------------------------------------------------------------------------------------
 
 
-def campaign_platform(trained: Trained, tmp_path: Path, database_url: str) -> Platform:
-    """A fresh data folder over the trained lake (symlinked), the trained MLflow store, the given database."""
+def campaign_platform(trained: Trained, tmp_path: Path, database_url: str, conn_id: str = "") -> Platform:
+    """A fresh data folder over the trained lake (symlinked), the trained MLflow store, the given database.
+
+    With ``conn_id`` the tasks get the database as an Airflow connection of that id (``PM_DATABASE_CONN_ID``, the
+    connection in an ``AIRFLOW_CONN_*`` variable) while their ``PM_DATABASE_URL`` points at the default SQLite file:
+    rows can only reach ``database_url`` through the connection."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "lake").symlink_to(trained.platform.settings.lake_dir, target_is_directory=True)
@@ -266,7 +297,28 @@ def campaign_platform(trained: Trained, tmp_path: Path, database_url: str) -> Pl
         "data_dir": data.resolve(),
         "database_url": database_url,
     }
-    return Platform(Settings(**values))
+    if not conn_id:
+        return Platform(Settings(**values))
+    import json
+
+    from sqlalchemy import make_url
+
+    url = make_url(database_url)
+    connection = {
+        "conn_type": "postgres",
+        "host": url.host,
+        "port": url.port,
+        "login": url.username,
+        "password": url.password or "",
+        "schema": url.database,
+        "extra": dict(url.query),
+    }
+    task_env = (
+        ("PM_DATABASE_URL", Settings(data_dir=data.resolve()).database_url),
+        ("PM_DATABASE_CONN_ID", conn_id),
+        (f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection)),
+    )
+    return Platform(Settings(**values), task_env)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -276,7 +328,8 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
     from pipelines.campaigns.score import check_sample_ratio
 
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
-    platform = campaign_platform(trained, tmp_path, url)
+    # On PostgreSQL the tasks find the database through an Airflow connection, as a deployment keeps its secrets.
+    platform = campaign_platform(trained, tmp_path, url, conn_id="pmp_campaigns" if url else "")
     assert platform.settings.database_url.startswith(backend)
     spec = load_campaign(platform.settings, CAMPAIGN)
     as_of = trained.as_of
@@ -341,6 +394,8 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
         reasons = set(written["excluded_by_reason"])
         assert {"do_not_contact", "opt_out"} <= reasons, reasons
 
+        if platform.extra_env:  # nothing went to the SQLite file the tasks' PM_DATABASE_URL names
+            assert not (platform.settings.data_dir / "campaigns.db").exists()
         rows = table_rows(engine)
         assert rows == {
             "campaign_runs": 1,
@@ -399,6 +454,12 @@ def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_o
     assert table_rows(engine) == before
     assert not (platform.settings.runs_dir / campaign_run_id(CAMPAIGN, as_of)).exists()
     engine.dispose()
+    # The failure callback recorded the failed task where alerts are hung (runs/failures.jsonl).
+    from pipelines.jobs.alerts import read_failures
+
+    (failure,) = read_failures(platform.settings)
+    assert (failure["dag_id"], failure["task_id"], failure["run_id"]) == (CAMPAIGN_DAG, "validate", run_id)
+    assert failure["error_type"] == "AirflowFailException" and "ValidationError" in failure["error"], failure
 
 
 # --------------------------------------------------------------------------------------------------------------

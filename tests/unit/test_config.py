@@ -48,3 +48,35 @@ def test_standard_variables_and_unknown_fields():
     assert str(settings.airflow_home) == "/srv/airflow" and settings.task_retries == 0
     with pytest.raises(ValueError):
         Settings(data_dirr="typo")
+
+
+def test_home_moves_every_writable_default_and_explicit_folders_stay(tmp_path):
+    settings = load_settings({"PM_HOME": str(tmp_path), "PM_MLRUNS_DIR": str(tmp_path / "elsewhere")})
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.airflow_home == tmp_path / ".airflow"
+    assert settings.mlruns_dir == tmp_path / "elsewhere"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'campaigns.db'}"
+    # Read-only resources stay the checkout's.
+    assert settings.campaigns_dir == PROJECT_ROOT / "campaigns"
+
+
+def test_an_installed_package_reads_its_bundled_resources_and_writes_under_the_current_directory(
+    monkeypatch, tmp_path
+):
+    from pipelines import config
+
+    monkeypatch.setattr(config, "is_checkout", lambda root=config.PROJECT_ROOT: False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.data_dir == tmp_path / "data" and settings.mlruns_dir == tmp_path / "mlruns"
+    for name in config.RESOURCES:
+        assert config.resource_dir(name) == config.BUNDLE_DIR / name
+    assert settings.dags_dir == config.BUNDLE_DIR / "dags"
+    with pytest.raises(ValueError, match="unknown resource folder 'data'"):
+        config.resource_dir("data")
+
+
+def test_database_urls_from_airflow_connections_read_as_sqlalchemy_urls():
+    settings = load_settings({"PM_DATABASE_URL": "postgres://campaigns:secret@db:5432/campaigns"})
+    assert settings.database_url == "postgresql://campaigns:secret@db:5432/campaigns"
+    assert load_settings({"PM_DATABASE_URL": "sqlite:////x.db"}).database_url == "sqlite:////x.db"
