@@ -416,8 +416,8 @@ def pyfunc_model(model: Any, method: str) -> PlatformPyfunc:
 def pyfunc_parts(python_model: PlatformPyfunc, directory: str | Path) -> dict[str, str]:
     """The arguments of ``mlflow.pyfunc.log_model`` that log ``python_model`` as a custom pyfunc flavour:
     ``data_path`` (the wrapper and its fitted model, pickled into ``directory``) and ``loader_module`` (this
-    module, whose :func:`_load_pyfunc` reads it back). The pickle refers to platform classes by name, so loading
-    needs ``pipelines`` importable."""
+    module, whose :func:`_load_pyfunc` reads it back). The pickle refers to platform classes by name: the registry
+    logs a copy of ``pipelines`` with it (:mod:`pipelines.models.packaging`), so it loads without the project."""
     path = Path(directory) / "model.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.models import packaging
 from pipelines.models.propensity import (
     EVALUATION_FILES,
     TEST_METRICS,
@@ -43,14 +43,6 @@ from pipelines.progress import Progress, say_to
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# Exact pins of what the pyfunc needs at load time; listing them stops MLflow from inferring them (≈ 20 s).
-PIP_REQUIREMENTS = (
-    "mlflow==3.17.2",
-    "lightgbm==4.7.0",
-    "pandas==3.1.1",
-    "numpy==2.4.6",
-    "scikit-learn==1.9.1",
-)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,21 +143,12 @@ def log_run_inputs(
     mlflow.log_text(json.dumps(features, indent=2, default=str), "evaluation/features.json")
 
 
-def _conda_env() -> dict[str, Any]:
-    """The model's conda environment, the one MLflow writes by default, given explicitly: MLflow's default pins
-    pip to the installed version, and the uv environment has no pip (it warned on every log)."""
-    return {
-        "name": "mlflow-env",
-        "channels": ["conda-forge"],
-        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": list(PIP_REQUIREMENTS)}],
-    }
-
-
 def log_registered_pyfunc(client, model_name: str, python_model: Any, example: pd.DataFrame, output) -> str:
     """Log ``python_model`` (a :func:`propensity.pyfunc_model`) as the run's ``model``, a custom pyfunc flavour
-    (:func:`propensity.pyfunc_parts`), with the signature ``example`` -> ``output``, ``example`` as input example
-    and an explicit environment (:data:`PIP_REQUIREMENTS`); register it as a new version of ``model_name`` with
-    alias ``challenger``. Returns the version."""
+    (:func:`propensity.pyfunc_parts`), with the signature ``example`` -> ``output``, ``example`` as input example,
+    a copy of the platform's code and a complete pinned environment (:mod:`pipelines.models.packaging`): the model
+    loads and serves without this checkout. Registers it as a new version of ``model_name`` with alias
+    ``challenger``. Returns the version."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -175,10 +158,15 @@ def log_registered_pyfunc(client, model_name: str, python_model: Any, example: p
     with tempfile.TemporaryDirectory() as tmp:
         info = mlflow.pyfunc.log_model(
             name="model",
-            **pyfunc_parts(python_model, tmp),
+            **pyfunc_parts(python_model, Path(tmp) / "data"),
+            code_paths=[str(packaging.copy_code(Path(tmp) / "code"))],
             signature=infer_signature(example, output),
             input_example=example,
-            conda_env=_conda_env(),
+            conda_env=packaging.conda_env(),
+            # Without it MLflow copies uv.lock and pyproject.toml of the working directory into the model when
+            # that is a uv project (this checkout), and `--env-manager uv` would then sync the whole project
+            # instead of the model's requirements.
+            uv_project_path=tmp,
             registered_model_name=model_name,
         )
     version = str(info.registered_model_version)
@@ -496,7 +484,6 @@ def register_model(
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
-    "PIP_REQUIREMENTS",
     "Decision",
     "TrainResult",
     "decide_promotion",

@@ -21,6 +21,7 @@ from pipelines.models.uplift_metrics import HETEROGENEITY
 from pipelines.models.uplift_training import champion_verdict
 from pipelines.synthetic import oracle
 from pipelines.synthetic.bank import SynthConfig, generate_bank
+from tests.integration import standalone
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,11 @@ def test_the_models_record_which_campaigns_fed_them(trained):
         assert run.data.tags["lineage.campaigns_train"] == ",".join(campaigns["train"])
     response = result["response"]["metrics"]
     assert response["auc"] > 0.65, response  # the response model ranks treated converters well above chance
+
+
+def test_the_response_and_uplift_champions_load_without_the_project(trained, tmp_path):
+    """Both champions load and predict their logged input example in a process where the project is not
+    importable, exactly as they do here (tests/integration/standalone.py)."""
+    settings, _ = trained
+    for name in ("response", "uplift"):
+        standalone.check_standalone(settings.mlflow_tracking_uri, name, tmp_path / name)

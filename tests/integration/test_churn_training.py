@@ -17,6 +17,7 @@ from pipelines.models.propensity import TrainConfig
 from pipelines.models.registry import CHALLENGER, CHAMPION
 from pipelines.synthetic.bank import SynthConfig, generate_bank
 from tests.conftest import PROJECT_ROOT
+from tests.integration import standalone
 
 
 def _client(tracking: str):
@@ -48,6 +49,14 @@ def test_churn_model_reaches_the_oracle_and_an_unchanged_retrain_is_not_promoted
     assert not second.promoted
     assert second.metrics["auc"] == pytest.approx(m["auc"])  # deterministic: same data, same model
     assert second.champion_version == first.version
+
+    # The champion stands alone: it loads and predicts without the project, and `mlflow models serve` answers it
+    # from an environment built from its own requirements.
+    loaded = standalone.check_standalone(tracking, "churn", tmp_path / "standalone")
+    seconds = standalone.check_served(tracking, "churn", tmp_path / "serve", loaded)
+    print(
+        f"churn: standalone load+predict {loaded['seconds']:.1f} s, env build + first answer {seconds:.1f} s"
+    )
 
 
 def shuffle_labels_within_snapshot(frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.models.tables import train_table
+from tests.integration import standalone
 
 
 @pytest.mark.slow
@@ -40,3 +41,6 @@ def test_bank_marketing_reaches_auc_080_and_registers_a_champion(shared_data, tm
     assert run.data.params["run.exclude"] == '["duration"]'
     assert run.data.params["lineage.source_sha256"].startswith("25ef5a7f")
     assert run.data.metrics["test_auc"] == pytest.approx(result.metrics["auc"])
+
+    # A table model loads and predicts without the project (tests/integration/standalone.py).
+    standalone.check_standalone(uri, "bank_marketing", tmp_path / "standalone")

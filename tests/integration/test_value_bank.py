@@ -13,6 +13,7 @@ from pipelines.models.registry import CHALLENGER, CHAMPION, load_champion
 from pipelines.models.value import ValueConfig, predict_value
 from pipelines.models.value_training import SNAPSHOT, train_value
 from pipelines.synthetic.bank import SynthConfig, generate_bank
+from tests.integration import standalone
 
 BANK = SynthConfig(customers=8_000, months=12, seed=7, chunk_size=8_000)
 
@@ -78,6 +79,9 @@ def test_value_model_beats_btyd_is_registered_and_an_unchanged_retrain_is_not_pr
     assert second.champion_version == "1"
     assert any("normalised_gini" in r and "FAIL" in r for r in second.reasons)
     assert _aliases(client) == {CHAMPION: "1", CHALLENGER: "2"}
+
+    # The champion loads and predicts without the project (tests/integration/standalone.py).
+    standalone.check_standalone(tracking, "value", tmp_path / "standalone")
 
 
 @pytest.mark.slow
