@@ -71,7 +71,7 @@ def publish_champion(model: str, registered: dict) -> str:
 
     if not registered["promoted"]:
         raise AirflowSkipException(f"{model} v{registered['version']} was not promoted; no asset update")
-    extra = {"model": model, "version": str(registered["version"]), "alias": "champion"}
+    extra = {"model": model, "version": str(registered["version"]), "alias": "champion", "as_of": as_of()}
     if registered.get("mlflow_run_id"):
         extra["mlflow_run_id"] = str(registered["mlflow_run_id"])
     get_current_context()["outlet_events"][model_asset(model)].extra = extra
@@ -79,12 +79,19 @@ def publish_champion(model: str, registered: dict) -> str:
 
 
 def as_of() -> str:
-    """The run's as-of date: the ``as_of`` param when given, else the logical date, else the run-after date
-    (an asset-triggered run has no logical date)."""
+    """The run's as-of date: the ``as_of`` param when given, else (an asset-triggered run) the newest ``as_of`` of
+    the champion events that triggered it, so a campaign scores as of the data its model was trained on, else the
+    logical date, else the run-after date."""
     context = get_current_context()
     given = (context.get("params") or {}).get("as_of")
     if given:
         return str(given)
+    events = context.get("triggering_asset_events") or {}
+    published = [
+        str(e.extra["as_of"]) for evs in events.values() for e in evs if (e.extra or {}).get("as_of")
+    ]
+    if published:
+        return max(published)
     when = context.get("logical_date") or context["dag_run"].run_after
     return when.date().isoformat()
 

@@ -101,7 +101,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _absolute_paths_and_default_stores(self) -> Settings:
         home = Path(self.home).expanduser().resolve()
-        for name, under_home in (("data_dir", "data"), ("mlruns_dir", "mlruns"), ("airflow_home", ".airflow")):
+        for name, under_home in (
+            ("data_dir", "data"),
+            ("mlruns_dir", "mlruns"),
+            ("airflow_home", ".airflow"),
+        ):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, home / under_home)
         for name in _PATHS:

@@ -301,17 +301,30 @@ def lists_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def airflow(args: argparse.Namespace, settings: Settings) -> int:
-    """The airflow command line with this project's environment (home, DAG folder, data, stores)."""
+    """``pmp airflow standalone [--port P]``: this project's Airflow components on 127.0.0.1 until Ctrl-C
+    (:func:`pipelines.cli.services.airflow_standalone`). Any other ``pmp airflow ARGS``: the airflow command line of
+    this environment with the project's environment (home, DAG folder, data, stores)."""
     import os
 
-    from pipelines.config import airflow_environment
+    from pipelines.cli import services
 
+    if args.airflow_args[:1] == ["standalone"]:
+        from pipelines.cli.parser import airflow_standalone_parser
+
+        options = airflow_standalone_parser().parse_args(args.airflow_args[1:])
+        settings = settings.with_data_dir(options.data or args.data)
+        return services.airflow_standalone(settings, options.port)
     settings = settings.with_data_dir(args.data)
-    env = {**os.environ}
-    for key, value in airflow_environment(settings).items():
-        env.setdefault(key, value)
+    env = services.with_async_metadata_url(services.airflow_cli_environment(settings))
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.dags_dir), env.get("PYTHONPATH", "")) if p)
-    airflow = str(Path(sys.executable).parent / "airflow")
+    airflow = services.executable("airflow")
     os.execve(airflow, [airflow, *args.airflow_args], env)
     return 0  # not reached
+
+
+def mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
+    """``pmp mlflow ui [--port P]``: the MLflow UI (``mlflow server``) on 127.0.0.1 over the settings' tracking
+    store until Ctrl-C (:func:`pipelines.cli.services.mlflow_ui`)."""
+    from pipelines.cli import services
+
+    return services.mlflow_ui(settings, args.port)

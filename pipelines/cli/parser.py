@@ -29,6 +29,28 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 1 and 65535, got {value}")
+    return number
+
+
+def airflow_standalone_parser() -> argparse.ArgumentParser:
+    """The options of ``pmp airflow standalone`` (parsed by ``commands.airflow`` from what follows the word)."""
+    parser = argparse.ArgumentParser(
+        prog="pmp airflow standalone",
+        description="Airflow's API server and UI, scheduler, DAG processor and triggerer for this project, on "
+        "127.0.0.1 only, until Ctrl-C. Sign in as admin; the password is in "
+        "<AIRFLOW_HOME>/simple_auth_manager_passwords.json.generated (printed at start).",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8080, help="port of the UI and API on 127.0.0.1 (default 8080)"
+    )
+    parser.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``pmp`` command; each sub-command's ``func`` default is its function in ``commands``."""
     parser = argparse.ArgumentParser(prog="pmp", description="Precision-marketing ML platform.")
@@ -176,10 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     readout.set_defaults(func=commands.readout)
 
     airflow = sub.add_parser(
-        "airflow", help="the airflow CLI with this project's environment, e.g. pmp airflow standalone"
+        "airflow",
+        help="this project's Airflow: 'pmp airflow standalone [--port P]' runs the UI, scheduler, DAG processor and "
+        "triggerer on 127.0.0.1 (default port 8080); any other arguments go to the airflow command line",
     )
-    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
+    airflow.add_argument(
+        "airflow_args", nargs=argparse.REMAINDER, help="standalone [--port P], or airflow arguments"
+    )
     airflow.set_defaults(func=commands.airflow)
+
+    mlflow = sub.add_parser("mlflow", help="MLflow on this project's tracking store")
+    mlflow_sub = mlflow.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mlflow_ui = mlflow_sub.add_parser(
+        "ui", help="the MLflow UI (mlflow server) on 127.0.0.1 over the tracking store, until Ctrl-C"
+    )
+    mlflow_ui.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default 5000)")
+    mlflow_ui.set_defaults(func=commands.mlflow_ui)
 
     for command in (synth, validate, train, run, score, listing, export, readout, airflow):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")

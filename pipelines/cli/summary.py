@@ -70,8 +70,9 @@ def run_summary(
     lines += _readout_lines(settings, readouts)
     lines += [
         f"campaign database: {settings.database_url}   runs: {_tool('pmp')} campaigns list",
-        f"MLflow UI:  {_tool('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}",
-        f"Airflow UI: {_tool('pmp')} airflow standalone   (then open http://localhost:8080)",
+        f"MLflow UI:  {_tool('pmp')} mlflow ui [--port 5000]   (then open http://127.0.0.1:5000)",
+        f"Airflow UI: {_tool('pmp')} airflow standalone [--port 8080]   (then open http://127.0.0.1:8080 as admin; "
+        f"password in {settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})",
         "=" * 100,
     ]
     return "\n".join(lines)

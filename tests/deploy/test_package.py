@@ -56,7 +56,9 @@ print("PROBE " + json.dumps({
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     if not UV.exists():
-        pytest.fail(f"{UV} is missing: run the tests through `make test`, which installs uv there", pytrace=False)
+        pytest.fail(
+            f"{UV} is missing: run the tests through `make test`, which installs uv there", pytrace=False
+        )
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [str(UV), "build", "--wheel", "--out-dir", str(out), str(PROJECT_ROOT)],

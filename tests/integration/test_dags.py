@@ -256,6 +256,8 @@ def test_churn_training_registers_promotes_and_publishes_the_champion(trained):
         "version": registered["version"],
         "alias": "champion",
         "mlflow_run_id": registered["mlflow_run_id"],
+        # The campaign runs it triggers score as of the data the model was trained on.
+        "as_of": trained.as_of.isoformat(),
     }
     # Both campaign DAGs listen to the asset: the scheduler would now trigger them.
     assert trained.queued_after_first == {
