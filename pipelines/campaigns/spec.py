@@ -35,6 +35,7 @@ from pipelines.campaigns.spec_header import (  # noqa: F401 (KNOWN_MODELS, SCHED
     SpecError,
     model_problem,
     name_problem,
+    read_each,
     read_yaml,
     schedule_problem,
 )
@@ -410,22 +411,7 @@ def load_specs(directory: str | Path) -> list[CampaignSpec]:
     All invalid files are reported together in one :class:`SpecError`; two files declaring the same name are an
     error too.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise SpecError(f"{directory}: campaign spec folder not found")
-    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
-    specs: dict[str, tuple[CampaignSpec, Path]] = {}
-    problems: list[str] = []
-    for f in files:
-        try:
-            spec = load_spec(f)
-        except SpecError as e:
-            problems.append(str(e))
-            continue
-        if spec.name in specs:
-            problems.append(f"{f}: duplicate campaign name {spec.name!r} (also in {specs[spec.name][1]})")
-            continue
-        specs[spec.name] = (spec, f)
+    specs, problems = read_each(directory, load_spec)
     if problems:
         raise SpecError("\n".join(problems))
-    return [specs[name][0] for name in sorted(specs)]
+    return specs

@@ -9,16 +9,18 @@ same functions, and the rest of the spec when a run starts.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 KNOWN_MODELS = ("churn", "response", "uplift")
 SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
 DEFAULT_SCHEDULE = "@monthly"
+T = TypeVar("T")
 
 _SLUG = re.compile(r"^[a-z0-9-]+$")
 _CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
@@ -133,24 +135,30 @@ def read_header(path: str | Path) -> SpecHeader:
     return SpecHeader(path=path, **values)
 
 
-def read_headers(directory: str | Path) -> tuple[list[SpecHeader], list[str]]:
-    """The headers of every ``*.yaml`` / ``*.yml`` spec in a folder (sorted by name), and the problems of the files
-    that cannot define a DAG (an unreadable file, a bad header field, a name already taken by another file)."""
+def read_each(directory: str | Path, read: Callable[[Path], T]) -> tuple[list[T], list[str]]:
+    """Every ``*.yaml`` / ``*.yml`` spec in a folder read with ``read`` (a header or a whole spec; anything with a
+    ``name``), sorted by name, and the problems: the folder missing, a file ``read`` refuses (its
+    :class:`SpecError`), a name already taken by another file."""
     directory = Path(directory)
     if not directory.is_dir():
         return [], [f"{directory}: campaign spec folder not found"]
-    headers: dict[str, SpecHeader] = {}
+    read_so_far: dict[str, tuple[T, Path]] = {}
     problems: list[str] = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         try:
-            header = read_header(path)
+            item = read(path)
         except SpecError as e:
             problems.append(str(e))
             continue
-        if header.name in headers:
-            problems.append(
-                f"{path}: duplicate campaign name {header.name!r} (also in {headers[header.name].path})"
-            )
+        name = item.name  # type: ignore[attr-defined]
+        if name in read_so_far:
+            problems.append(f"{path}: duplicate campaign name {name!r} (also in {read_so_far[name][1]})")
             continue
-        headers[header.name] = header
-    return [headers[name] for name in sorted(headers)], problems
+        read_so_far[name] = (item, path)
+    return [read_so_far[name][0] for name in sorted(read_so_far)], problems
+
+
+def read_headers(directory: str | Path) -> tuple[list[SpecHeader], list[str]]:
+    """The headers of every spec in a folder (sorted by name), and the problems of the files that cannot define a
+    DAG (an unreadable file, a bad header field, a name already taken by another file)."""
+    return read_each(directory, read_header)

@@ -281,22 +281,11 @@ def test_the_init_sql_isolates_the_roles_on_a_real_server():
             "MLFLOW_DB_PASSWORD": "m-pw",
             "CAMPAIGNS_DB_PASSWORD": "c-pw",
         }
+        # The init script as the entrypoint of the postgres image runs it: psql as the superuser, stop on error.
+        init_sql = [psql, "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port)]
+        init_sql += ["-U", "postgres", "-d", "postgres", "-f", INIT_SQL]
         run = subprocess.run(
-            [
-                psql,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-f",
-                INIT_SQL,
-            ],
+            init_sql,
             env={**os.environ, **passwords},
             capture_output=True,
             text=True,
@@ -316,21 +305,7 @@ def test_the_init_sql_isolates_the_roles_on_a_real_server():
                         psycopg.connect(dsn).close()
         without_airflow = {k: v for k, v in {**os.environ, **passwords}.items() if k != "AIRFLOW_DB_PASSWORD"}
         missing = subprocess.run(
-            [
-                psql,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-f",
-                INIT_SQL,
-            ],
+            init_sql,
             env=without_airflow,
             capture_output=True,
             text=True,
