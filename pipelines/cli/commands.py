@@ -328,3 +328,11 @@ def mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.cli import services
 
     return services.mlflow_ui(settings, args.port)
+
+
+def mlflow_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """``pmp mlflow serve MODEL [--alias A] [--port P] [--env-manager M]``: a registered model answering on
+    127.0.0.1 until Ctrl-C (:func:`pipelines.cli.services.mlflow_serve`)."""
+    from pipelines.cli import services
+
+    return services.mlflow_serve(settings, args.model, args.alias, args.port, args.env_manager)

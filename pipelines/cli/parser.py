@@ -214,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mlflow_ui.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default 5000)")
     mlflow_ui.set_defaults(func=commands.mlflow_ui)
+    mlflow_serve = mlflow_sub.add_parser(
+        "serve", help="a registered model (default: its champion) answering POST /invocations on 127.0.0.1"
+    )
+    mlflow_serve.add_argument("model", help="registered model name, e.g. churn, value, response, uplift")
+    mlflow_serve.add_argument(
+        "--alias", default="champion", help="registry alias to serve (default champion)"
+    )
+    mlflow_serve.add_argument("--port", type=_port, default=5001, help="port on 127.0.0.1 (default 5001)")
+    mlflow_serve.add_argument(
+        "--env-manager",
+        choices=("local", "uv", "virtualenv"),
+        default="local",
+        help="local: this environment; uv: build the model's own environment from its requirements first",
+    )
+    mlflow_serve.set_defaults(func=commands.mlflow_serve)
 
     for command in (synth, validate, train, run, score, listing, export, readout, airflow):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")

@@ -296,3 +296,48 @@ def mlflow_ui(settings: Settings, port: int = 5000, say: Say = _say) -> int:
             say("stopping MLflow ...")
     say("MLflow stopped")
     return 0
+
+
+def model_server(
+    model_uri: str, port: int, env_manager: str = "local", *, timeout: float = 300.0
+) -> Component:
+    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1:``port``. ``env_manager`` "local" serves from this
+    environment; "uv" (or "virtualenv") builds the model's own environment from its logged requirements first
+    (registered models carry the platform's code, so they need nothing of the project)."""
+    argv = (executable("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", env_manager)
+    argv += ("-h", LOCALHOST, "-p", str(port))
+    url = f"http://{LOCALHOST}:{port}"
+    return Component("model-server", argv, http_ok(f"{url}/ping"), timeout, url)
+
+
+def mlflow_serve(
+    settings: Settings,
+    model: str,
+    alias: str = "champion",
+    port: int = 5001,
+    env_manager: str = "local",
+    say: Say = _say,
+) -> int:
+    """``pmp mlflow serve MODEL``: ``models:/MODEL@ALIAS`` of the settings' registry answering ``POST
+    /invocations`` on 127.0.0.1:``port`` until Ctrl-C. MLflow starts its web server (uvicorn) from PATH, so the
+    environment's ``bin`` goes first on it (:func:`child_environment`): nothing needs activating."""
+    _check_port(port)
+    uri = f"models:/{model}@{alias}"
+    env = {
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.mlflow_tracking_uri,
+    }
+    if env_manager == "uv":
+        env["UV_PYTHON_DOWNLOADS"] = os.environ.get("UV_PYTHON_DOWNLOADS", "never")
+    log_dir = settings.mlruns_dir / "logs"
+    component = model_server(uri, port, env_manager)
+    say(f"serving {uri} from {settings.mlflow_tracking_uri} (env manager {env_manager}; log: {log_dir})")
+    with sigterm_as_interrupt(), Supervisor(log_dir, child_environment(env), say=say) as supervisor:
+        try:
+            supervisor.start(component)
+            say(f'POST {component.url}/invocations   (JSON: {{"dataframe_split": ...}}); Ctrl-C stops it')
+            supervisor.wait()
+        except KeyboardInterrupt:
+            say("stopping the model server ...")
+    say("model server stopped")
+    return 0
