@@ -292,6 +292,9 @@ def merge_outcome(acc: Outcome | None, new: Outcome) -> Outcome:
         return copy.deepcopy(new)
     rank = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
     if rank[new.status] > rank[acc.status]:
+        # the first failure is the one reported: a passed type check also observes a type, which is not it
+        if new.failed and not acc.failed:
+            acc.observed, acc.expected = new.observed, new.expected
         acc.status = new.status
         acc.note = new.note
     acc.unexpected_count += new.unexpected_count
@@ -323,6 +326,8 @@ class Batch:
     key_range: tuple | None = None
     time_range: tuple | None = None
     seconds: float = 0.0
+    # outcomes of the lake's own checks (unreadable files, rows outside their partition's month)
+    faults: list[Outcome] = field(default_factory=list)
 
 
 def time_column(spec: schema.Table) -> str | None:
@@ -388,6 +393,7 @@ def check_batch(
     gx_aggregates: bool = False,
     conversion_errors: Mapping[str, str] | None = None,
     spec: schema.Table | None = None,
+    labels_by_part: list[list[str]] | None = None,
 ) -> Batch:
     """Validate one batch.
 
@@ -396,6 +402,8 @@ def check_batch(
     columns (rows after as_of already left out) and how many rows were left out. Aggregates are evaluated by GX
     when ``gx_aggregates`` (a single frame), otherwise only their statistics are returned. ``spec`` describes the
     table when it is not a source table of ``schema.TABLES`` (a derived table such as the wide table).
+    ``labels_by_part`` name each file of ``schemas_by_part`` (``month=2025-02/part-00000.parquet``): a type
+    check failing on a file is noted with its name, so drift names the partition whose type differs.
     """
     t0 = time.perf_counter()
     suite = engine.suite(table)
@@ -403,10 +411,12 @@ def check_batch(
     exps = suite["expectations"]
     batch = Batch(table)
 
-    for part_schemas in schemas_by_part:
+    for n, part_schemas in enumerate(schemas_by_part):
         part_outcomes: dict[int, Outcome] = {}
-        for s in part_schemas:
+        for k, s in enumerate(part_schemas):
             for i, o in engine.schema_outcomes(table, s, spec).items():
+                if o.failed and labels_by_part is not None and not o.note:
+                    o.note = labels_by_part[n][k]
                 part_outcomes[i] = merge_outcome(part_outcomes.get(i), o)
         for i, o in part_outcomes.items():  # files of one partition count as one partition
             o.partitions_total, o.partitions_failed = 1, int(o.failed)

@@ -8,6 +8,8 @@ batches, which :func:`combine_table` checks as ``validate_lake``'s docstring des
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import pyarrow.compute as pc
 from pipelines.data import schema, storage
 from pipelines.data.gate_engine import (
     NS_MAX,
+    NS_MIN,
     Batch,
     check_batch,
     compute_frame,
@@ -29,12 +32,15 @@ from pipelines.data.gate_engine import (
     time_column,
 )
 from pipelines.data.gate_reports import (
+    LAKE_FAULT,
     MAX_EXAMPLES,
+    MISPLACED_ROWS,
     TABLE_MISSING,
     Outcome,
     TableResult,
     add_examples,
     describe_bounds,
+    lake_outcome,
     masked_example,
     new_outcome,
 )
@@ -69,6 +75,33 @@ class Task:
     def months(self) -> list[str]:
         return [p.month for p in self.parts if p.month]
 
+    def labels(self) -> list[list[str]]:
+        """Each part's files named as ``month=YYYY-MM/part-00000.parquet`` (the file name alone if unpartitioned)."""
+        return [
+            [f"month={p.month}/{Path(f).name}" if p.month else Path(f).name for f in p.files]
+            for p in self.parts
+        ]
+
+
+BAD_LAYOUT = "every folder a month partition, every file Parquet"
+BAD_FILE = "every file readable Parquet"
+MISPLACED = "rows in their partition's month"
+
+
+def _read_footers(table: str, files: list[Path], faults: list[Outcome]) -> tuple[list[str], int]:
+    """The readable files among ``files`` and their rows; an unreadable one becomes a fault naming it."""
+    good, rows = [], 0
+    for f in files:
+        n, why = storage.footer_rows(f)
+        if n is None:
+            faults.append(
+                lake_outcome(table, LAKE_FAULT, BAD_FILE, f"{f} is not a readable Parquet file ({why})")
+            )
+        else:
+            good.append(str(f))
+            rows += n
+    return good, rows
+
 
 def _month_start(month: str) -> pd.Timestamp:
     return pd.Timestamp(f"{month}-01")
@@ -80,11 +113,14 @@ def _month_start_after(month: str) -> pd.Timestamp:
 
 def plan(
     lake_dir: Path, as_of: pd.Timestamp, batch_rows: int
-) -> tuple[list[Task], dict[str, str], dict[str, list[str]]]:
-    """Batches to validate, tables the lake lacks (with why), and the months read per table.
+) -> tuple[list[Task], dict[str, str], dict[str, list[str]], dict[str, list[Outcome]]]:
+    """Batches to validate, tables the lake lacks (with why), the months read per table, and the lake faults
+    found per table (critical outcomes naming the folder or file).
 
     Month partitions at or before as_of's month are grouped, in month order, into batches of at most
     ``batch_rows`` rows; a partition larger than that is a batch of its own (a partition is never split).
+    Nothing in a table's folder is passed over silently: a folder that is not a month partition, a file that is
+    not Parquet or whose footer cannot be read (truncated, another format) is a fault and is left out of the read.
     """
     as_of_month = storage.month_key(as_of)
     all_months = [
@@ -94,28 +130,31 @@ def plan(
     tasks: list[Task] = []
     missing: dict[str, str] = {}
     months_read: dict[str, list[str]] = {}
+    faults: dict[str, list[Outcome]] = {t: [] for t in schema.TABLES}
     for table, spec in schema.TABLES.items():
         if not storage.table_dir(lake_dir, table).is_dir():
             missing[table] = f"folder {storage.table_dir(lake_dir, table)} not found"
             continue
+        faults[table] += [
+            lake_outcome(table, LAKE_FAULT, BAD_LAYOUT, why)
+            for why in storage.layout_problems(lake_dir, table, bool(spec.partition_by))
+        ]
         if not spec.partition_by:
-            files = [str(f) for f in storage.table_files(lake_dir, table)]
+            files, rows = _read_footers(table, storage.table_files(lake_dir, table), faults[table])
             if files:
                 horizon = data_end if data_end is not None and data_end > as_of else None
-                tasks.append(Task(lake_dir, table, [Part(None, files, storage.count_rows(files), horizon)]))
+                tasks.append(Task(lake_dir, table, [Part(None, files, rows, horizon)]))
             continue
         group: list[Part] = []
         months_read[table] = []
         for m in storage.list_months(lake_dir, table):
             if m > as_of_month:
                 break
-            files = [str(f) for f in storage.table_files(lake_dir, table, [m])]
+            files, rows = _read_footers(table, storage.table_files(lake_dir, table, [m]), faults[table])
             if not files:
                 continue
             months_read[table].append(m)
-            part = Part(
-                m, files, storage.count_rows(files), _month_start_after(m) if m == as_of_month else None
-            )
+            part = Part(m, files, rows, _month_start_after(m) if m == as_of_month else None)
             if group and sum(p.rows for p in group) + part.rows > batch_rows:
                 tasks.append(Task(lake_dir, table, group))
                 group = []
@@ -124,7 +163,7 @@ def plan(
             tasks.append(Task(lake_dir, table, group))
     for i, task in enumerate(tasks):
         task.task_id = i
-    return tasks, missing, months_read
+    return tasks, missing, months_read, faults
 
 
 def _window_mask(column: pa.ChunkedArray, lo: pd.Timestamp, hi: pd.Timestamp) -> pa.ChunkedArray:
@@ -140,17 +179,25 @@ def _window_mask(column: pa.ChunkedArray, lo: pd.Timestamp, hi: pd.Timestamp) ->
 
 
 def _load_parts(
-    lake_dir: Path, table_name: str, parts: list[Part], columns: list[str], as_of: pd.Timestamp
+    lake_dir: Path,
+    table_name: str,
+    parts: list[Part],
+    columns: list[str],
+    as_of: pd.Timestamp,
+    misplaced: dict[str, tuple[int, list]] | None = None,
 ) -> tuple[pa.Table, int]:
     """The columns of a batch's parts as one Arrow table, without the rows each part's horizon leaves out.
 
     Only columns present in every file of the parts may be asked for (io reads with the first file's schema).
+    If ``misplaced`` is given, it receives per month partition the rows dated before as_of but outside the
+    partition's month, and a few of their dates (rows on or after as_of are the suites' "no future" rules').
     """
     time_col = time_column(schema.get_table(table_name))
     tables, excluded = [], 0
     for part in parts:
         read = list(columns)
-        if part.horizon is not None and time_col and time_col not in read:
+        wanted = part.horizon is not None or (misplaced is not None and part.month is not None)
+        if wanted and time_col and time_col not in read:
             read.append(time_col)
         months = None if part.month is None else [part.month]
         try:
@@ -159,6 +206,14 @@ def _load_parts(
             if read == columns:
                 raise
             read, table = columns, storage.read_arrow(lake_dir, table_name, months, columns=columns)
+        if misplaced is not None and part.month is not None and time_col in table.column_names:
+            col = table.column(time_col)
+            inside = _window_mask(col, _month_start(part.month), _month_start_after(part.month))
+            past = _window_mask(col, pd.Timestamp(NS_MIN), as_of)
+            outside = pc.and_(pc.invert(inside), past)
+            n = pc.sum(outside).as_py() or 0
+            if n:
+                misplaced[part.month] = (n, col.filter(outside).slice(0, MAX_EXAMPLES).to_pylist())
         if part.horizon is not None and time_col in table.column_names and part.horizon > as_of:
             later = _window_mask(table.column(time_col), as_of, part.horizon)
             n = pc.sum(later).as_py() or 0
@@ -178,10 +233,44 @@ def _load_parts(
 _WORKER: dict[str, Any] = {}
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when ``parent_pid`` does, even on ``kill -9`` of the parent.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); a parent that died
+    before that call is caught by comparing ``getppid()``. Elsewhere a daemon thread polls ``getppid()``.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 == PR_SET_PDEATHSIG
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _init_worker(
-    expectations_dir: str, as_of: pd.Timestamp, params: dict, customer_ids: np.ndarray | None
+    expectations_dir: str,
+    as_of: pd.Timestamp,
+    params: dict,
+    customer_ids: np.ndarray | None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Per-process state: the GX engine, run parameters per table and the customer-id index."""
+    """Per-process state: the GX engine, run parameters per table and the customer-id index. In a pool worker
+    (``parent_pid`` given) first ties the worker's life to its parent's."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     _WORKER["engine"] = engine_for(expectations_dir)
     _WORKER["as_of"] = as_of
     _WORKER["params"] = params
@@ -190,14 +279,30 @@ def _init_worker(
 
 def _run_task(task: Task) -> Batch:
     as_of = _WORKER["as_of"]
-    batch = check_batch(
-        _WORKER["engine"],
-        task.table,
-        [[storage.read_file_schema(f) for f in part.files] for part in task.parts],
-        lambda cols: _load_parts(task.lake_dir, task.table, task.parts, cols, as_of),
-        _WORKER["params"][task.table],
-        _WORKER["customers"],
-    )
+    misplaced: dict[str, tuple[int, list]] = {}
+    try:
+        batch = check_batch(
+            _WORKER["engine"],
+            task.table,
+            [[storage.read_file_schema(f) for f in part.files] for part in task.parts],
+            lambda cols: _load_parts(task.lake_dir, task.table, task.parts, cols, as_of, misplaced),
+            _WORKER["params"][task.table],
+            _WORKER["customers"],
+            labels_by_part=task.labels(),
+        )
+    except (pa.ArrowException, OSError) as exc:
+        # footers were readable (plan) but a data page is not: the batch is a fault naming its files
+        batch = Batch(task.table)
+        files = ", ".join(str(Path(task.lake_dir) / task.table / x) for p in task.labels() for x in p)
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+        batch.faults.append(lake_outcome(task.table, LAKE_FAULT, BAD_FILE, f"cannot read {files} ({why})"))
+    spec = schema.get_table(task.table)
+    for month, (n, examples) in sorted(misplaced.items()):
+        o = lake_outcome(task.table, MISPLACED_ROWS, MISPLACED, column=time_column(spec))
+        o.unexpected_count, o.element_count = n, next(p.rows for p in task.parts if p.month == month)
+        o.note = f"month={month}: {n}"
+        add_examples(o.examples, (masked_example(v, [o.column], spec) for v in examples))
+        batch.faults.append(o)
     batch.task_id, batch.months = task.task_id, task.months
     return batch
 
@@ -213,7 +318,7 @@ def run_tasks(
     """The batches of ``tasks``, largest first, as each is validated: in this process when ``workers`` is 1,
     otherwise in a pool of ``workers`` processes (in the order they finish). ``params`` are the run parameters per
     table, ``customer_ids`` the ids of the referential-integrity checks (None: not checked)."""
-    init_args = (str(Path(expectations_dir).resolve()), as_of, params, customer_ids)
+    init_args = (str(Path(expectations_dir).resolve()), as_of, params, customer_ids, None)
     ordered = sorted(tasks, key=lambda t: -t.rows)
     if workers == 1:
         _init_worker(*init_args)
@@ -224,6 +329,7 @@ def run_tasks(
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")  # fork after pyarrow's thread pools have started can deadlock
+    init_args = (*init_args[:-1], os.getpid())  # workers die with this process (no orphans after kill -9)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init_args) as pool:
         for fut in as_completed([pool.submit(_run_task, task) for task in ordered]):
             yield fut.result()
@@ -273,8 +379,11 @@ def combine_table(
     tasks: list[Task],
     params: Mapping[str, Any],
     as_of: pd.Timestamp,
+    faults: list[Outcome] | None = None,
 ) -> TableResult:
-    """One table's result from its batches: outcomes merged, aggregates evaluated, keys checked across batches."""
+    """One table's result from its batches: outcomes merged, aggregates evaluated, keys checked across batches,
+    and the lake's own faults (``faults`` found by :func:`plan`, and the batches') appended, rows outside their
+    partition's month as one outcome."""
     exps = suite["expectations"]
     spec = schema.get_table(table)
     batches = sorted(batches, key=lambda b: b.task_id)
@@ -319,6 +428,24 @@ def combine_table(
             o.status = "failed" if o.status == "passed" else o.status
             add_examples(o.examples, (masked_example(v, list(spec.key), spec) for v in examples))
             o.note = f"{extra} of them repeat a key held by another partition"
+
+    outcomes += faults or []
+    misplaced = None
+    for b in batches:
+        for f in b.faults:
+            if f.expectation_type != MISPLACED_ROWS:
+                outcomes.append(f)
+            elif misplaced is None:
+                misplaced = f
+            else:
+                misplaced.unexpected_count += f.unexpected_count
+                misplaced.element_count += f.element_count
+                misplaced.partitions_total += 1
+                misplaced.note = f"{misplaced.note}, {f.note}"
+                add_examples(misplaced.examples, f.examples)
+    if misplaced is not None:
+        misplaced.note = f"dated outside the month of their folder: {misplaced.note}"
+        outcomes.append(misplaced)
 
     return TableResult(
         table,

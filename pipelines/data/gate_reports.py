@@ -24,6 +24,10 @@ from pipelines.templating import render
 
 MAX_EXAMPLES = 5
 TABLE_MISSING = "table_missing"  # pseudo expectation type of a table the lake does not have
+# Pseudo expectation types of the lake's own checks (not in any suite): a folder or file that cannot be read as
+# part of the table, and rows stored under another month's partition folder. Both are critical.
+LAKE_FAULT = "lake_fault"
+MISPLACED_ROWS = "rows_outside_partition"
 
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d+)?)?$")
 
@@ -70,6 +74,8 @@ class Outcome:
             return f"{self.where}: rule '{self.rule}' ({sev}) passed"
         if self.expectation_type == TABLE_MISSING:
             return f"{self.where}: table missing ({sev}): {self.note}"
+        if self.expectation_type == LAKE_FAULT:
+            return f"{self.where}: {self.rule} ({sev}): {self.note}"
         if self.status == "error":
             return f"{self.where}: rule '{self.rule}' ({sev}) could not be evaluated: {self.note}"
         if self.expectation_type == "expect_column_to_exist":
@@ -77,7 +83,7 @@ class Outcome:
             if 0 < self.partitions_failed < self.partitions_total:
                 scope = f" in {self.partitions_failed} of {self.partitions_total} partitions"
             return f"{self.where}: column missing{scope} ({sev})"
-        if self.expectation_type in ROW_TYPES:
+        if self.expectation_type in ROW_TYPES or self.expectation_type == MISPLACED_ROWS:
             rows = "row" if self.unexpected_count == 1 else "rows"
             text = f"{self.where}: rule '{self.rule}' ({sev}) failed on {self.unexpected_count} {rows}"
             shown = [v for v in self.examples if v is not None]
@@ -88,9 +94,21 @@ class Outcome:
                 text += f" ({self.note})"
             return text
         observed = self.observed if self.expectation_type in SCHEMA_TYPES else show(self.observed)
-        return (
+        text = (
             f"{self.where}: rule '{self.rule}' ({sev}) failed: observed {observed}, expected {self.expected}"
         )
+        if self.expectation_type in SCHEMA_TYPES and self.note and self.note != self.observed:
+            scope = (
+                f", {self.partitions_failed} of {self.partitions_total} partitions"
+                if self.partitions_total > 1
+                else ""
+            )
+            text += f" (in {self.note}{scope})"
+        return text
+
+    @property
+    def _counts_rows(self) -> bool:
+        return self.expectation_type in ROW_TYPES or self.expectation_type == MISPLACED_ROWS
 
     def to_dict(self) -> dict:
         return {
@@ -100,8 +118,8 @@ class Outcome:
             "severity": self.severity,
             "expectation_type": self.expectation_type,
             "status": self.status,
-            "unexpected_count": self.unexpected_count if self.expectation_type in ROW_TYPES else None,
-            "element_count": self.element_count if self.expectation_type in ROW_TYPES else None,
+            "unexpected_count": self.unexpected_count if self._counts_rows else None,
+            "element_count": self.element_count if self._counts_rows else None,
             "observed": plain(self.observed),
             "expected": self.expected,
             "examples": [plain(v) for v in self.examples],
@@ -123,6 +141,24 @@ def new_outcome(
         severity=exp["meta"]["severity"],
         status=status,
         note=note,
+    )
+
+
+def lake_outcome(
+    table: str, kind: str, rule: str, note: str | None = None, column: str | None = None
+) -> Outcome:
+    """A failed critical outcome of the lake's own checks (``kind``: :data:`LAKE_FAULT` or :data:`MISPLACED_ROWS`)."""
+    return Outcome(
+        table=table,
+        index=-1,
+        expectation_type=kind,
+        column=column,
+        rule=rule,
+        severity="critical",
+        status="failed",
+        note=note,
+        partitions_total=1,
+        partitions_failed=1,
     )
 
 

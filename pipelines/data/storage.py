@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pipelines.data.schema import Table
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "row_group_size": 1_000_000}
-_MONTH_DIR = re.compile(r"^month=(\d{4}-\d{2})$")
+_MONTH_DIR = re.compile(r"^month=(\d{4}-(\d{2}))$")
 
 
 class LakeError(RuntimeError):
@@ -58,7 +58,59 @@ def list_months(root: Path, table: str) -> list[str]:
     base = table_dir(root, table)
     if not base.is_dir():
         return []
-    return sorted(m.group(1) for p in base.iterdir() if p.is_dir() and (m := _MONTH_DIR.match(p.name)))
+    return sorted(m.group(1) for p in base.iterdir() if p.is_dir() and (m := _month_dir(p.name)))
+
+
+def _month_dir(name: str) -> re.Match | None:
+    """The match of a ``month=YYYY-MM`` folder name with a real month (01-12), else None."""
+    m = _MONTH_DIR.match(name)
+    return m if m and 1 <= int(m.group(2)) <= 12 else None
+
+
+def _hidden(name: str) -> bool:
+    """Temp files of the atomic writes (``.part-…tmp``) and marker files (``_SUCCESS``) are not data."""
+    return name.startswith((".", "_"))
+
+
+def layout_problems(root: Path, table: str, partitioned: bool) -> list[str]:
+    """What in a table's folder would not be read, one line each naming the path: for a month-partitioned table
+    a folder that is not ``month=YYYY-MM`` (a real month), Parquet files outside the month folders, a month folder
+    without Parquet files or with a folder inside; for any table a file that is not ``.parquet``. Names starting
+    with ``.`` or ``_`` (temp and marker files) are ignored."""
+    base = table_dir(root, table)
+    if not base.is_dir():
+        return []
+    problems = []
+    for entry in sorted(base.iterdir()):
+        if _hidden(entry.name):
+            continue
+        if entry.is_dir():
+            if not partitioned:
+                continue  # read recursively (table_files)
+            if not _month_dir(entry.name):
+                n = sum(1 for _ in entry.rglob("*.parquet"))
+                problems.append(
+                    f"folder {entry} is not a month partition (month=YYYY-MM, a real month); "
+                    f"its {n} Parquet file(s) would not be read"
+                )
+                continue
+            files = [f for f in entry.iterdir() if not _hidden(f.name)]
+            if not any(f.is_file() and f.suffix == ".parquet" for f in files):
+                problems.append(f"month partition {entry} holds no Parquet file")
+            for f in files:
+                if f.is_dir():
+                    problems.append(f"folder {f} inside a month partition would not be read")
+                elif f.suffix != ".parquet":
+                    problems.append(f"file {f} is not a .parquet file and would not be read")
+        elif entry.suffix != ".parquet":
+            problems.append(f"file {entry} is not a .parquet file and would not be read")
+        elif partitioned:
+            problems.append(f"file {entry} lies outside the month partitions and would not be read")
+    if not partitioned:
+        for f in sorted(base.rglob("*")):
+            if f.parent != base and f.is_file() and not _hidden(f.name) and f.suffix != ".parquet":
+                problems.append(f"file {f} is not a .parquet file and would not be read")
+    return problems
 
 
 def lake_end(lake: Path, table: str = "transactions") -> date:
@@ -147,6 +199,11 @@ def read_part(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def read_files(files: list[Path | str], columns: list[str] | None = None) -> pa.Table:
+    """Some Parquet files (e.g. those a gate found readable) as one Arrow table."""
+    return ds.dataset([str(f) for f in files], format="parquet", partitioning=None).to_table(columns=columns)
+
+
 def read_file_schema(path: Path) -> pa.Schema:
     """The Arrow schema stored in one Parquet file (no data read)."""
     return pq.read_schema(path)
@@ -155,6 +212,16 @@ def read_file_schema(path: Path) -> pa.Schema:
 def count_rows(files: Iterable[Path | str]) -> int:
     """Rows in Parquet files, from their footers (no data read)."""
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def footer_rows(path: Path | str) -> tuple[int | None, str | None]:
+    """Rows of one Parquet file from its footer, or (None, why) when it is not a readable Parquet file
+    (truncated, corrupt, another format under a ``.parquet`` name)."""
+    try:
+        with pq.ParquetFile(path) as f:
+            return f.metadata.num_rows, None
+    except (pa.ArrowException, OSError) as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
 
 
 def read_arrow(
