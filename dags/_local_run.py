@@ -79,12 +79,15 @@ def prepare(settings: Settings, *, quiet: bool = True) -> None:
 
 
 def load_dags(settings: Settings) -> dict[str, Any]:
-    """The project's DAGs by id; raises with every import error when a DAG file does not import."""
+    """The project's DAGs by id; raises with every import error when a DAG file does not import. Campaign specs
+    that define no DAG (``_wiring.CampaignSpecProblems``: the DAG file's ``SpecError``) are not such an error here:
+    the file's other campaigns load, and ``main`` reports the bad specs itself."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(settings.dags_dir))
-    if bag.import_errors:
-        detail = "\n".join(f"{path}:\n{err}" for path, err in bag.import_errors.items())
+    errors = {path: err for path, err in bag.import_errors.items() if not str(err).startswith("SpecError: ")}
+    if errors:
+        detail = "\n".join(f"{path}:\n{err}" for path, err in errors.items())
         raise DagRunFailed(f"DAG files failed to import:\n{detail}")
     return dict(bag.dags)
 
@@ -186,10 +189,14 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """churn_training, value_training, then every campaign DAG (or the ``--campaign`` ones), then the summary."""
+    """churn_training, value_training, then every campaign DAG (or the ``--campaign`` ones), then the summary.
+
+    A spec that does not load (bad YAML, a bad field) stops only its own campaign: the others run, and the bad
+    files are reported by file and field at the start and at the end, with exit code 1."""
     import argparse
 
-    from pipelines.campaigns.spec import load_specs
+    from pipelines.campaigns.spec import load_spec
+    from pipelines.campaigns.spec_header import read_each
     from pipelines.cli.summary import run_summary
     from pipelines.data import storage
 
@@ -198,13 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="run date (default: lake end)")
     parser.add_argument("--campaign", action="append", help="only this campaign (repeatable; default: all)")
     args = parser.parse_args(argv)
-    settings = load_settings().with_data_dir(args.data)
-    as_of = args.as_of or storage.lake_end(settings.lake_dir)
-    known = [s.name for s in load_specs(settings.campaigns_dir)]
+    try:
+        settings = load_settings().with_data_dir(args.data)
+        as_of = args.as_of or storage.lake_end(settings.lake_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pmp run: error: {exc}", file=sys.stderr)
+        return 2
+    specs, spec_problems = read_each(settings.campaigns_dir, load_spec)
+    known = [s.name for s in specs]
+    bad_specs = "campaign specs that do not load (their campaigns are not run):\n" + "\n".join(
+        f"  {p}" for p in spec_problems
+    )
+    if spec_problems:
+        print(f"pmp run: {bad_specs}", file=sys.stderr)
     unknown = sorted(set(args.campaign or ()) - set(known))
     if unknown:
         print(
-            f"pmp run: error: unknown campaign(s) {', '.join(unknown)}; known: {', '.join(known)}",
+            f"pmp run: error: unknown campaign(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}",
             file=sys.stderr,
         )
         return 2
@@ -249,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(run_summary(settings, training, campaigns, valued, models, readouts))
     print(f"log of the run (task output, Airflow and library messages): {log_path}")
+    if spec_problems:
+        print(f"pmp run: failed: {bad_specs}", file=sys.stderr)
+        return 1
     return 0
 
 

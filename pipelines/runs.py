@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -25,3 +27,24 @@ def make_run_id(kind: str, as_of: date | str, campaign: str | None = None) -> st
 def run_dir(runs_root: Path, run_id: str) -> Path:
     """Folder of a run's outputs."""
     return Path(runs_root) / run_id
+
+
+ATTEMPT_SUFFIX = ".attempt"
+
+
+def attempt_dir(runs_root: Path, run_id: str) -> Path:
+    """Folder the steps of a run's current attempt write into (``<run_id>.attempt``), until :func:`swap_in`
+    makes it the run's folder: a failed attempt never touches the files of an earlier succeeded run."""
+    return Path(runs_root) / f"{run_id}{ATTEMPT_SUFFIX}"
+
+
+def swap_in(attempt: Path, final: Path) -> None:
+    """Make ``attempt`` the run's folder ``final``: the old folder is renamed aside, the attempt renamed into
+    place, then the old one removed (two renames on one file system: a reader sees the old or the new folder
+    whole, or for an instant none)."""
+    old = final.with_name(final.name + ".previous")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(attempt, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,9 @@ bulk-loaded with binary ``COPY`` into temporary staging tables first.
 
 The tables, engines and ``ensure_schema`` are in ``pipelines.campaigns.store_schema``; the checks of what
 ``write_run`` is given in ``pipelines.campaigns.store_frames``. ``write_run`` writes the tables' own columns and
-nothing else from the frames it is given, so no personal data is stored.
+nothing else from the frames it is given, so no personal data is stored. A driver error (server unreachable,
+unknown role or database, a file that is not a database, a lock past the busy timeout) raises one-line
+``store_schema.DatabaseError`` naming the URL with its password masked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pipelines.campaigns.store_schema import (
     campaign_segments,
     campaign_targets,
     check_engine,
+    database_errors,
     ensure_schema,
 )
 
@@ -61,6 +64,7 @@ def _checkpoint(step: str) -> None:
     """Called at each step of ``write_run`` (a seam for tests that inject failures); does nothing."""
 
 
+@database_errors
 def write_run(
     engine: Engine,
     run: RunRecord,
@@ -236,6 +240,7 @@ def _latest_first(query: Any) -> Any:
     return query.order_by(c.logical_date.desc(), c.created_at.desc(), c.run_id.desc())
 
 
+@database_errors
 def list_runs(engine: Engine, campaign: str | None = None) -> pd.DataFrame:
     """The campaign_runs rows (of one campaign, or all), newest first (logical date, then creation time)."""
     query = select(campaign_runs)
@@ -246,6 +251,7 @@ def list_runs(engine: Engine, campaign: str | None = None) -> pd.DataFrame:
     return _frame(rows, _RUN_DTYPES)
 
 
+@database_errors
 def resolve_run(engine: Engine, campaign: str, run: str = "latest") -> str:
     """The run id ``run`` names for ``campaign``: itself, or for "latest" the newest succeeded run.
 
@@ -277,6 +283,7 @@ def resolve_run(engine: Engine, campaign: str, run: str = "latest") -> str:
     raise RunNotFoundError(f"{problem}; {available}")
 
 
+@database_errors
 def read_targets(
     engine: Engine,
     campaign: str,
@@ -310,6 +317,7 @@ def _require_run(conn: Connection, run_id: str) -> None:
         raise RunNotFoundError(f"run {run_id!r} does not exist; most recent runs: {recent}")
 
 
+@database_errors
 def read_exclusions(engine: Engine, run_id: str) -> pd.DataFrame:
     """The exclusion audit of a run (run_id, customer_id, exclusion_reason, detail) by customer_id."""
     e = campaign_exclusions.c
@@ -321,6 +329,7 @@ def read_exclusions(engine: Engine, run_id: str) -> pd.DataFrame:
     return _frame(rows, _EXCLUSION_DTYPES)
 
 
+@database_errors
 def read_segments(engine: Engine, run_id: str) -> pd.DataFrame:
     """The segment mix of a run (:data:`SEGMENT_SUMMARY_COLUMNS`), by dimension then size."""
     s_ = campaign_segments.c
@@ -334,6 +343,7 @@ def read_segments(engine: Engine, run_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SEGMENT_SUMMARY_COLUMNS))
 
 
+@database_errors
 def write_result(engine: Engine, row: dict[str, Any]) -> None:
     """Store (or replace) the readout of one campaign in ``campaign_results``, in one transaction."""
     record = {c: row.get(c) for c in RESULT_COLUMNS}
@@ -347,6 +357,7 @@ def write_result(engine: Engine, row: dict[str, Any]) -> None:
         conn.execute(insert(campaign_results).values(**record))
 
 
+@database_errors
 def read_results(engine: Engine) -> pd.DataFrame:
     """Every stored campaign readout, by campaign id."""
     with engine.connect() as conn:
@@ -354,6 +365,7 @@ def read_results(engine: Engine) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
+@database_errors
 def group_counts(engine: Engine, run_id: str) -> dict[str, int]:
     """Stored target rows of a run per group, e.g. ``{"treatment": 900, "holdout": 100}`` (both keys always)."""
     t = campaign_targets.c
@@ -365,6 +377,7 @@ def group_counts(engine: Engine, run_id: str) -> dict[str, int]:
     return {group: 0 for group in TARGET_GROUPS} | {group: int(n) for group, n in rows}
 
 
+@database_errors
 def contact_history(engine: Engine, before: date, since: date | None = None) -> pd.DataFrame:
     """Who was contacted when: treatment rows of succeeded runs with ``since <= logical_date < before``.
 

@@ -18,11 +18,13 @@ Importing this module connects to nothing and creates nothing; ``make_engine`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +49,7 @@ from sqlalchemy import (
     make_url,
     select,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
@@ -56,10 +59,17 @@ RUN_STATUSES = ("succeeded", "failed")
 TARGET_GROUPS = CONTACT_GROUPS  # ("treatment", "holdout")
 N_DECILES = 10
 SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 10
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CampaignDBError(RuntimeError):
     """The campaign database cannot do what was asked."""
+
+
+class DatabaseError(CampaignDBError):
+    """The campaign database cannot be reached or used: the message is one line naming the URL (password masked)
+    and the cause, e.g. ``campaign database postgresql://pmp:***@db:5432/campaigns: <the driver's first line>``."""
 
 
 class _UTCDateTime(TypeDecorator):
@@ -256,6 +266,16 @@ STAGE_TABLES = {
 
 
 def make_engine(url: str) -> Engine:
+    """:func:`_make_engine`, with a URL that does not parse, or a folder that cannot be made, as DatabaseError."""
+    try:
+        return _make_engine(url)
+    except DatabaseError:
+        raise
+    except (sa_exc.ArgumentError, ValueError, OSError, ImportError) as exc:
+        raise database_error(url, exc) from None
+
+
+def _make_engine(url: str) -> Engine:
     """An engine for a campaign database URL (``sqlite:///...`` or ``postgresql://...``).
 
     SQLite: the database's folder is created here (not at import), writers wait up to
@@ -277,13 +297,85 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         driver = parsed.get_driver_name()
         if parsed.drivername != "postgresql" and driver != "psycopg":
-            raise CampaignDBError(
-                f"the campaign database needs the psycopg 3 driver (postgresql+psycopg://), got {parsed.drivername!r}"
+            raise database_error(
+                url,
+                f"the campaign database needs the psycopg 3 driver (postgresql+psycopg://), got {parsed.drivername!r}",
             )
-        return create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
-    raise CampaignDBError(
-        f"unsupported campaign database {parsed.drivername!r}: use sqlite:/// or postgresql://"
+        # A host that drops packets would otherwise hold the first connection for the OS's TCP timeout (minutes).
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True, connect_args=connect_args
+        )
+    raise database_error(
+        url, f"unsupported campaign database {parsed.drivername!r}: use sqlite:/// or postgresql://"
     )
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def safe_url(url: Any) -> str:
+    """The URL as text with its password masked (``***``); a string that does not parse is masked by pattern."""
+    if isinstance(url, Engine):
+        url = url.url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return mask_passwords(str(url))
+
+
+def mask_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def _first_line(cause: BaseException | str) -> str:
+    if isinstance(cause, sa_exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig
+    if isinstance(cause, sa_exc.SQLAlchemyError) and not isinstance(cause, sa_exc.DBAPIError):
+        text = str(cause.args[0]) if cause.args else str(cause)
+    else:
+        text = str(cause)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else type(cause).__name__
+    # psycopg repeats the server's severity ("FATAL:  role ... does not exist"): keep one space.
+    return mask_passwords(re.sub(r"\s{2,}", " ", line))
+
+
+def database_error(url: Any, cause: BaseException | str) -> DatabaseError:
+    """One-line DatabaseError: ``campaign database <url, password masked>: <the cause's first line>``."""
+    line = _first_line(cause)
+    if isinstance(cause, sa_exc.ArgumentError) and "Could not parse" in line:
+        line = "not a database URL (expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE)"
+    if isinstance(cause, sa_exc.OperationalError) and "database is locked" in line:
+        line += f" (another writer held it past the busy timeout of {SQLITE_BUSY_TIMEOUT_S:g} s)"
+    return DatabaseError(f"campaign database {safe_url(url)}: {line}")
+
+
+def database_errors(function: F) -> F:
+    """Decorator for functions whose first argument is an engine: a driver error (unreachable server, unknown
+    role or database, a file that is not a database, a lock past the busy timeout, ...) becomes one-line
+    :class:`DatabaseError`."""
+
+    @functools.wraps(function)
+    def wrapper(engine: Engine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(engine, *args, **kwargs)
+        except sa_exc.DBAPIError as exc:
+            raise database_error(engine, exc) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_database(url: str) -> None:
+    """Connect once and make sure the campaign database can take a run: the URL parses, the server answers and
+    lets this role in, (SQLite) the file is a database in a writable folder and its write lock can be taken
+    within the busy timeout, and the tables exist or can be created. Raises one-line DatabaseError otherwise."""
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -320,6 +412,7 @@ def begin_write(engine: Engine, lock_key: str) -> Iterator[Connection]:
             yield conn
 
 
+@database_errors
 def ensure_schema(engine: Engine) -> None:
     """Create the campaign tables and their indexes if missing, and add nullable columns a newer version of this
     module defines to tables an older version created (segment columns on ``campaign_targets``); a no-op when
@@ -345,6 +438,7 @@ def ensure_schema(engine: Engine) -> None:
 
 __all__ = [
     "CampaignDBError",
+    "DatabaseError",
     "EXCLUSION_COLUMNS",
     "RESULT_COLUMNS",
     "SEGMENT_COLUMNS",
@@ -355,7 +449,11 @@ __all__ = [
     "campaign_runs",
     "campaign_segments",
     "campaign_targets",
+    "check_database",
+    "database_error",
+    "database_errors",
     "ensure_schema",
     "make_engine",
     "metadata",
+    "safe_url",
 ]

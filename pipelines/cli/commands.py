@@ -209,12 +209,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def score(args: argparse.Namespace, settings: Settings) -> int:
-    """One campaign run without Airflow: the gates, then features, score, select and hold out, write."""
-    from pipelines.jobs.campaigns import run_campaign
-    from pipelines.jobs.common import validate_data
+    """One campaign run without Airflow: the spec, the campaign database and the MLflow store are checked first
+    (a bad one fails in seconds, one line), then the gates, features, score, select and hold out, write."""
+    from pipelines.jobs.campaigns import run_campaign, validate_campaign
 
     settings = settings.with_data_dir(args.data)
-    validate_data(settings, args.as_of, progress=print)
+    validate_campaign(settings, args.campaign, args.as_of, progress=print)
     summary = run_campaign(settings, args.campaign, args.as_of, progress=print)
     print(f"run {summary['run_id']}: treatment {summary['treatment']:,}, holdout {summary['holdout']:,}")
     return 0
@@ -336,3 +336,18 @@ def mlflow_serve(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.cli import services
 
     return services.mlflow_serve(settings, args.model, args.alias, args.port, args.env_manager)
+
+
+def audit_pii(args: argparse.Namespace, settings: Settings) -> int:
+    """Look for the lake's personal values in everything the platform wrote: one line per place found (values
+    masked), exit 1 on any; recorded contact exports are listed apart as released."""
+    from pipelines.jobs.pii_audit import audit_pii as run_audit
+
+    settings = settings.with_data_dir(args.data)
+    result = run_audit(settings, progress=None)
+    for path in result.released:
+        print(f"released export (recorded in runs/exports.jsonl): {path}")
+    for hit in result.hits:
+        print(hit.line())
+    print(result.summary())
+    return 1 if result.hits else 0

@@ -230,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mlflow_serve.set_defaults(func=commands.mlflow_serve)
 
-    for command in (synth, validate, train, run, score, listing, export, readout, airflow):
+    audit = sub.add_parser("audit", help="checks of what the platform wrote")
+    audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    audit_pii = audit_sub.add_parser(
+        "pii",
+        help="look for the lake's personal values (names, phones, e-mails, national ids) in run folders, "
+        "reports, logs, exports, MLflow and Airflow logs; exit 1 on any, naming the place",
+    )
+    audit_pii.set_defaults(func=commands.audit_pii)
+
+    for command in (synth, validate, train, run, score, listing, export, readout, airflow, audit_pii):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser

@@ -1,11 +1,19 @@
 """The campaign scoring flow: features -> segments -> score -> select and hold out -> write, one run per campaign
 and date under ``runs/campaign_scoring__<as_of>__<campaign>/``; the audience's segment mix; one MLflow run per
 campaign run. ``run_campaign`` chains the steps in one process, as the ``campaign_scoring__<name>`` DAGs do task by
-task."""
+task.
+
+Fail fast, lose nothing: the first step (:func:`validate_campaign`) checks the spec, the campaign database and the
+MLflow store before any heavy work. The steps write into an attempt folder ``runs/<run_id>.attempt/``; only the
+write step, once the database has committed the run, swaps it in for ``runs/<run_id>/``, so a failed run never
+touches the files of an earlier succeeded run of the same id."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +24,14 @@ from pipelines.config import Settings
 from pipelines.data import storage
 from pipelines.jobs.common import build_wide_table, load_campaign, resolve_as_of, validate_data
 from pipelines.progress import Progress, say_to
-from pipelines.runs import make_run_id, run_dir
+from pipelines.runs import attempt_dir, make_run_id, run_dir, swap_in
 
 CAMPAIGN_DAG = "campaign_scoring"
+MLFLOW_CHECK_TIMEOUT_S = 10
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow store cannot be reached or used; one line naming the URI (password masked) and the cause."""
 
 
 def campaign_run_id(campaign: str, as_of: Any) -> str:
@@ -26,22 +39,82 @@ def campaign_run_id(campaign: str, as_of: Any) -> str:
     return make_run_id(CAMPAIGN_DAG, as_of, campaign)
 
 
-def validate_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
-    """The campaign's first step: its spec must load (a bad spec fails before any work), then the source-data
-    gates of ``as_of`` (:func:`validate_data`)."""
+def check_mlflow(uri: str) -> None:
+    """Raise one-line :class:`TrackingStoreError` unless the MLflow store at ``uri`` answers a query (one try,
+    ``MLFLOW_CHECK_TIMEOUT_S`` for a server, instead of MLflow's minutes of retries)."""
+    from pipelines.campaigns.store_schema import mask_passwords, safe_url
+
+    with _environment(
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(MLFLOW_CHECK_TIMEOUT_S)
+    ):
+        try:
+            from mlflow import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
+        except (
+            Exception
+        ) as exc:  # MLflow raises many kinds (MlflowException, requests', SQLAlchemy's, OSError)
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            cause = mask_passwords(lines[0] if lines else type(exc).__name__)
+            raise TrackingStoreError(f"MLflow store {safe_url(uri)}: {cause}") from exc
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_campaign(settings: Settings, name: str, progress: Progress = None) -> None:
+    """What a campaign run needs before any heavy work: its spec loads, the campaign database takes a
+    connection and its tables (:func:`store_schema.check_database`), and the MLflow store answers. Each failure
+    is one line: ``SpecError`` (a ValueError) naming the file and field, ``DatabaseError`` or
+    :class:`TrackingStoreError` (RuntimeErrors) naming the URL with its password masked."""
+    from pipelines.campaigns.store_schema import check_database, safe_url
+
+    say = say_to(progress)
     load_campaign(settings, name)
+    check_database(settings.database_url)
+    check_mlflow(settings.mlflow_tracking_uri)
+    say(
+        f"campaign {name}: spec, database {safe_url(settings.database_url)} and MLflow store "
+        f"{safe_url(settings.mlflow_tracking_uri)} checked"
+    )
+
+
+def validate_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
+    """The campaign's first step: the spec, the database and the MLflow store are checked
+    (:func:`check_campaign`; a bad one fails in seconds, before any work), then the source-data gates of
+    ``as_of`` (:func:`validate_data`)."""
+    check_campaign(settings, name, progress)
     return validate_data(settings, as_of, progress)
 
 
 def _campaign_dir(settings: Settings, name: str, as_of: Any) -> Path:
+    """The run's folder, ``runs/<run_id>/``: what the last succeeded run wrote (the write step swaps it in)."""
     return run_dir(settings.runs_dir, campaign_run_id(name, resolve_as_of(settings, as_of)))
 
 
+def _attempt_dir(settings: Settings, name: str, as_of: Any) -> Path:
+    """Where the steps of the current attempt write, ``runs/<run_id>.attempt/``, until the write step swaps it in."""
+    return attempt_dir(settings.runs_dir, campaign_run_id(name, resolve_as_of(settings, as_of)))
+
+
 def campaign_features(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> str:
-    """Wide table of the campaign run's date -> ``runs/<run_id>/features.parquet``."""
+    """Wide table of the campaign run's date -> ``features.parquet`` of a fresh attempt folder (whatever an
+    earlier failed attempt left there is removed first)."""
     load_campaign(settings, name)  # a bad spec fails here, before any work
-    out = _campaign_dir(settings, name, as_of) / "features.parquet"
-    return str(build_wide_table(settings, as_of, out, progress))
+    attempt = _attempt_dir(settings, name, as_of)
+    shutil.rmtree(attempt, ignore_errors=True)
+    return str(build_wide_table(settings, as_of, attempt / "features.parquet", progress))
 
 
 def persona_model_path(settings: Settings) -> Path:
@@ -61,7 +134,7 @@ def campaign_segments(settings: Settings, name: str, as_of: Any = None, progress
     say = say_to(progress)
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
-    folder = _campaign_dir(settings, name, as_of)
+    folder = _attempt_dir(settings, name, as_of)
     wide = storage.read_frame(folder / "features.parquet")
     invalid = policy.invalid_customers(
         settings.lake_dir,
@@ -117,7 +190,7 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
 
     say = say_to(progress)
     spec = load_campaign(settings, name)
-    folder = _campaign_dir(settings, name, as_of)
+    folder = _attempt_dir(settings, name, as_of)
     run_id = campaign_run_id(name, resolve_as_of(settings, as_of))
     model, note = _scoring_model(settings, spec, run_id)
     if note:
@@ -207,7 +280,7 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
     run_id = campaign_run_id(name, as_of)
-    folder = _campaign_dir(settings, name, as_of)
+    folder = _attempt_dir(settings, name, as_of)
     wide = storage.read_frame(folder / "features.parquet")
     scores = storage.read_frame(folder / "scores.parquet")
     scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
@@ -291,7 +364,8 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
 
 def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Write the run to the campaign database in one transaction (replacing an earlier write of the same run),
-    then check the stored split against the plan (sample-ratio mismatch fails the run)."""
+    swap the attempt folder in as the run's folder once that has committed, then check the stored split against
+    the plan (sample-ratio mismatch fails the run) and log the MLflow run."""
     from pipelines.campaigns import store, store_schema
     from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
     from pipelines.campaigns.store_frames import RunRecord
@@ -301,10 +375,13 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
     as_of = resolve_as_of(settings, as_of)
     run_id = campaign_run_id(name, as_of)
     folder = _campaign_dir(settings, name, as_of)
-    targets = storage.read_frame(folder / "targets.parquet")
-    exclusions = storage.read_frame(folder / "exclusions.parquet")
-    selection = storage.read_json(folder / "selection.json")
-    pinned = storage.read_json(folder / "model.json")
+    attempt = _attempt_dir(settings, name, as_of)
+    if not attempt.is_dir() and (folder / "targets.parquet").is_file():
+        attempt = folder  # a retry of this step after the swap: the attempt is already the run's folder
+    targets = storage.read_frame(attempt / "targets.parquet")
+    exclusions = storage.read_frame(attempt / "exclusions.parquet")
+    selection = storage.read_json(attempt / "selection.json")
+    pinned = storage.read_json(attempt / "model.json")
     record = RunRecord(
         run_id=run_id,
         campaign=name,
@@ -327,6 +404,9 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
     store.write_run(engine, record, targets, exclusions, segments=mix)
+    # Committed: the attempt's files now match the stored run and replace the folder of the earlier one.
+    if attempt != folder:
+        swap_in(attempt, folder)
     stored = store.group_counts(engine, run_id)
     planned = targets[GROUP].value_counts()
     if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:

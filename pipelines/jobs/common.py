@@ -73,15 +73,24 @@ def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progre
 
 
 def load_campaign(settings: Settings, name: str):
-    """The spec ``name`` from the campaigns folder (``spec.SpecError`` with the known names otherwise)."""
-    from pipelines.campaigns.spec import SpecError, load_specs
+    """The spec ``name`` from the campaigns folder. Only this campaign's own file has to be valid: a broken spec
+    of another campaign is not this run's problem. ``SpecError`` naming the known campaigns (and the files that
+    could not be read) otherwise."""
+    from pipelines.campaigns.spec import SpecError, load_spec
+    from pipelines.campaigns.spec_header import read_each
 
-    specs = {s.name: s for s in load_specs(settings.campaigns_dir)}
-    if name not in specs:
-        raise SpecError(
-            f"no campaign named {name!r} in {settings.campaigns_dir}; known: {', '.join(sorted(specs)) or 'none'}"
-        )
-    return specs[name]
+    specs, problems = read_each(settings.campaigns_dir, load_spec)
+    found = [s for s in specs if s.name == name]
+    duplicate = [p for p in problems if f"duplicate campaign name {name!r}" in p]
+    if found and not duplicate:
+        return found[0]
+    known = ", ".join(s.name for s in specs) or "none"
+    message = f"no valid campaign named {name!r} in {settings.campaigns_dir}; known: {known}"
+    if duplicate:
+        message = duplicate[0]
+    elif problems:
+        message += "; files that could not be read:\n" + "\n".join(problems)
+    raise SpecError(message)
 
 
 def permanent_errors() -> tuple[type[BaseException], ...]:

@@ -550,3 +550,10 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
     assert campaigns["valid"] == first_campaigns["test"]
     assert client.get_run(again["uplift"]["mlflow_run_id"]).data.tags["lineage.campaigns_test"] == run_id
     assert client.get_run(again["response"]["mlflow_run_id"]).data.tags["lineage.campaigns_test"] == run_id
+
+    # Nothing personal leaked where the loop wrote (issue 17): run folders, reports, MLflow, Airflow's task logs.
+    from pipelines.jobs.pii_audit import audit_pii
+
+    audit = audit_pii(settings, progress=None)
+    assert audit.hits == [], "\n".join(hit.line() for hit in audit.hits)
+    assert audit.files > 20 and audit.runs >= 4 and audit.values > 3 * SMALL_BANK.customers, audit.summary()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from pipelines.models.tables import train_table
@@ -44,3 +45,61 @@ def test_bank_marketing_reaches_auc_080_and_registers_a_champion(shared_data, tm
 
     # A table model loads and predicts without the project (tests/integration/standalone.py).
     standalone.check_standalone(uri, "bank_marketing", tmp_path / "standalone")
+
+
+@pytest.fixture
+def bank_with_contacts(tmp_path):
+    """A small lake, and a customer table built from it that still holds a surname and an e-mail column."""
+    import numpy as np
+
+    from pipelines.data import storage
+    from pipelines.synthetic.bank import SynthConfig, generate_bank
+
+    data = tmp_path / "data"
+    generate_bank(SynthConfig(customers=2000, months=3, seed=1), data, progress=None)
+    customers = storage.read_table(data / "lake", "customers")
+    rng = np.random.default_rng(1)
+    limit = customers["credit_limit"].to_numpy()
+    table = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "surname": customers["full_name"].str.split().str[-1],
+            "email": customers["email"],
+            "credit_limit": limit,
+            "birth_year": customers["birth_year"],
+            "responded": np.where(
+                rng.random(len(limit)) < 0.1 + 0.3 * (limit > np.median(limit)), "yes", "no"
+            ),
+        }
+    )
+    path = tmp_path / "customers_with_contacts.csv"
+    table.to_csv(path, index=False)
+    return data, path
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: personal columns go straight into training: the surname column becomes a categorical "
+    "feature, so surnames land in MLflow (run evaluation/features.json; the model's data/model.pkl, "
+    "input_example.json, serving_input_example.json)",
+)
+def test_pmp_train_table_leaves_no_personal_values_in_mlflow(
+    bank_with_contacts, tmp_path, monkeypatch, capsys
+):
+    from pipelines.cli import main
+    from pipelines.config import Settings
+    from pipelines.jobs.pii_audit import audit_pii
+
+    data, path = bank_with_contacts
+    settings = Settings(home=tmp_path, data_dir=data, airflow_home=tmp_path / "airflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("PM_HOME", str(tmp_path))
+    code = main(
+        ["train", "--table", str(path), "--label", "responded", "--positive", "yes", "--id", "customer_id",
+         "--exclude", "email", "--data", str(data)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    result = audit_pii(settings, progress=None)
+    assert result.runs >= 1 and result.files > 0
+    assert result.hits == [], "\n".join(hit.line() for hit in result.hits)
