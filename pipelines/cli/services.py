@@ -287,14 +287,24 @@ def mlflow_ui(settings: Settings, port: int = 5000, say: Say = _say) -> int:
     log_dir = settings.mlruns_dir / "logs"
     component = mlflow_server(uri, artifacts, port)
     say(f"MLflow server over {uri} (log: {log_dir / 'mlflow-server.log'})")
-    with sigterm_as_interrupt(), Supervisor(log_dir, say=say) as supervisor:
+    return serve_until_interrupted(
+        component, log_dir, None, f"MLflow UI: {component.url}   Ctrl-C stops it", "MLflow", say
+    )
+
+
+def serve_until_interrupted(
+    component: Component, log_dir: Path, env: Mapping[str, str] | None, ready: str, what: str, say: Say
+) -> int:
+    """Start one server under a :class:`Supervisor`, say ``ready`` once it answers, and keep it until Ctrl-C or
+    SIGTERM (or until it dies: :class:`ComponentDied` with the end of its log); then stop it. Returns 0."""
+    with sigterm_as_interrupt(), Supervisor(log_dir, env, say=say) as supervisor:
         try:
             supervisor.start(component)
-            say(f"MLflow UI: {component.url}   Ctrl-C stops it")
+            say(ready)
             supervisor.wait()
         except KeyboardInterrupt:
-            say("stopping MLflow ...")
-    say("MLflow stopped")
+            say(f"stopping {what} ...")
+    say(f"{what} stopped")
     return 0
 
 
@@ -332,12 +342,5 @@ def mlflow_serve(
     log_dir = settings.mlruns_dir / "logs"
     component = model_server(uri, port, env_manager)
     say(f"serving {uri} from {settings.mlflow_tracking_uri} (env manager {env_manager}; log: {log_dir})")
-    with sigterm_as_interrupt(), Supervisor(log_dir, child_environment(env), say=say) as supervisor:
-        try:
-            supervisor.start(component)
-            say(f'POST {component.url}/invocations   (JSON: {{"dataframe_split": ...}}); Ctrl-C stops it')
-            supervisor.wait()
-        except KeyboardInterrupt:
-            say("stopping the model server ...")
-    say("model server stopped")
-    return 0
+    ready = f'POST {component.url}/invocations   (JSON: {{"dataframe_split": ...}}); Ctrl-C stops it'
+    return serve_until_interrupted(component, log_dir, child_environment(env), ready, "the model server", say)
