@@ -416,7 +416,16 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
         f"run {run_id} as stored",
     )
     say(f"wrote {sum(stored.values()):,} targets and {len(exclusions):,} exclusions to {_safe_url(engine)}")
-    mlflow_run = _log_campaign_run(settings, record, selection, mix, folder)
+    try:
+        mlflow_run = _log_campaign_run(settings, record, selection, mix, folder)
+    except Exception as exc:
+        # The list is in the database and its folder in place: say so, so a retry (which replaces both with the
+        # same rows) is the fix, not a re-investigation of the list.
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise RuntimeError(
+            f"run {run_id}: the list is committed ({sum(stored.values()):,} targets in {_safe_url(engine)}), "
+            f"but its MLflow run failed: {type(exc).__name__}: {first}"
+        ) from exc
     return {
         **selection,
         "database": _safe_url(engine),
@@ -476,64 +485,42 @@ def _base_summary(folder: Path) -> pd.DataFrame:
 
 
 def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataFrame, folder: Path) -> str:
-    """One MLflow run per campaign run (experiment ``campaign_scoring``, replaced on a rerun): counts, the SRM
-    p-value, the exclusion reasons and the audience's segment mix as a table and a chart."""
-    import mlflow
-    from mlflow import MlflowClient
-
+    """The campaign run's MLflow run (experiment ``campaign_scoring``; one per run id and data source, replaced on
+    a rerun: ``jobs.tracking.replacing_run``): counts, the SRM p-value, the exclusion reasons and the audience's
+    segment mix as a table and a chart."""
+    from pipelines.jobs.tracking import DATA_SOURCE_TAG, data_source, log_values, replacing_run
     from pipelines.models.evaluate import segment_chart
-    from pipelines.models.registry import _experiment_id, mlflow_store
 
-    uri = settings.mlflow_tracking_uri
-    client = MlflowClient(uri)
-    with mlflow_store(uri):
-        experiment_id = _experiment_id(client, CAMPAIGN_DAG, uri, None)  # artifacts beside the store
-        for old in client.search_runs([experiment_id], f"tags.pmp_run_id = '{record.run_id}'"):
-            client.delete_run(old.info.run_id)
-        charts = folder / "charts"
-        charts.mkdir(parents=True, exist_ok=True)
-        mix.to_csv(charts / "segment_mix.csv", index=False)
-        _base_summary(folder).to_csv(charts / "segment_summary_base.csv", index=False)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_id) as run:
-            mlflow.set_tags(
-                {
-                    "pmp_run_id": record.run_id,
-                    "campaign": record.campaign,
-                    "selected_by": record.details.get("selected_by", record.model_name),
-                    "fallback_reason": record.details.get("fallback_reason") or "",
-                }
-            )
-            mlflow.log_params(
-                {
-                    "campaign": record.campaign,
-                    "as_of": record.logical_date.isoformat(),
-                    "model": f"{record.model_name} v{record.model_version}",
-                    "holdout_fraction": record.holdout_fraction,
-                }
-            )
-            mlflow.log_metrics(
-                {
-                    k: float(selection[k])
-                    for k in (
-                        "scored",
-                        "eligible",
-                        "excluded",
-                        "selected",
-                        "treatment",
-                        "holdout",
-                        "srm_p_value",
-                    )
-                }
-            )
-            mlflow.log_dict(selection["excluded_by_reason"], "excluded_by_reason.json")
-            mlflow.log_artifact(str(charts / "segment_mix.csv"))
-            mlflow.log_artifact(str(charts / "segment_summary_base.csv"))
-            if not mix.empty:
-                segment_chart(
-                    mix, charts / "segment_mix.png", title=f"{record.campaign}: audience by segment"
-                )
-                mlflow.log_artifact(str(charts / "segment_mix.png"))
-        return run.info.run_id
+    charts = folder / "charts"
+    charts.mkdir(parents=True, exist_ok=True)
+    mix.to_csv(charts / "segment_mix.csv", index=False)
+    _base_summary(folder).to_csv(charts / "segment_summary_base.csv", index=False)
+    if not mix.empty:
+        segment_chart(mix, charts / "segment_mix.png", title=f"{record.campaign}: audience by segment")
+    key = {"pmp_run_id": record.run_id, DATA_SOURCE_TAG: data_source(settings)}
+    tags = {
+        "campaign": record.campaign,
+        "selected_by": record.details.get("selected_by", record.model_name),
+        "fallback_reason": record.details.get("fallback_reason") or "",
+    }
+    with replacing_run(settings, CAMPAIGN_DAG, key, record.run_id, tags) as (client, run_id):
+        counts = ("scored", "eligible", "excluded", "selected", "treatment", "holdout", "srm_p_value")
+        log_values(
+            client,
+            run_id,
+            params={
+                "campaign": record.campaign,
+                "as_of": record.logical_date.isoformat(),
+                "model": f"{record.model_name} v{record.model_version}",
+                "holdout_fraction": record.holdout_fraction,
+            },
+            metrics={k: float(selection[k]) for k in counts},
+        )
+        client.log_dict(run_id, selection["excluded_by_reason"], "excluded_by_reason.json")
+        for name in ("segment_mix.csv", "segment_summary_base.csv", "segment_mix.png"):
+            if (charts / name).exists():
+                client.log_artifact(run_id, str(charts / name))
+    return run_id
 
 
 def _safe_url(engine) -> str:

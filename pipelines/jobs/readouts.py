@@ -255,43 +255,40 @@ def simulate_responses(settings: Settings, run_id: str, progress: Progress = Non
 
 
 def _log_readout(settings: Settings, row: dict, folder: Path) -> str:
-    import mlflow
-    from mlflow import MlflowClient
+    """The readout's MLflow run (experiment ``campaign-readouts``; one per campaign id and data source, replaced
+    when read out again: ``jobs.tracking.replacing_run``): the lift with its interval and the report's files."""
+    from pipelines.jobs.tracking import DATA_SOURCE_TAG, data_source, log_values, replacing_run
 
-    from pipelines.models.registry import _experiment_id, mlflow_store
-
-    uri = settings.mlflow_tracking_uri
-    client = MlflowClient(uri)
-    with mlflow_store(uri):
-        experiment_id = _experiment_id(client, "campaign-readouts", uri, None)
-        for old in client.search_runs([experiment_id], f"tags.campaign_id = '{row['campaign_id']}'"):
-            client.delete_run(old.info.run_id)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=row["campaign_id"]) as run:
-            mlflow.set_tags({"campaign_id": row["campaign_id"], "trustworthy": str(row["trustworthy"])})
-            mlflow.log_param("response_window_days", row["response_window_days"])
-            names = {"p_value": "lift_p_value"}
-            mlflow.log_metrics(
-                {
-                    names.get(k, k): float(row[k])
-                    for k in (
-                        "treated_n",
-                        "control_n",
-                        "treated_rate",
-                        "control_rate",
-                        "lift_abs",
-                        "lift_ci_low",
-                        "lift_ci_high",
-                        "lift_rel",
-                        "p_value",
-                        "incremental_responses",
-                        "srm_p_value",
-                        "true_lift",
-                        "net_return",
-                    )
-                    if row.get(k) is not None and np.isfinite(float(row[k]))
-                }
-            )
-            for path in sorted(folder.iterdir()):
-                if path.suffix in (".md", ".html", ".json", ".csv", ".png"):
-                    mlflow.log_artifact(str(path))
-        return run.info.run_id
+    key = {"campaign_id": row["campaign_id"], DATA_SOURCE_TAG: data_source(settings)}
+    tags = {"trustworthy": str(row["trustworthy"])}
+    names = {"p_value": "lift_p_value"}
+    measures = (
+        "treated_n",
+        "control_n",
+        "treated_rate",
+        "control_rate",
+        "lift_abs",
+        "lift_ci_low",
+        "lift_ci_high",
+        "lift_rel",
+        "p_value",
+        "incremental_responses",
+        "srm_p_value",
+        "true_lift",
+        "net_return",
+    )
+    with replacing_run(settings, "campaign-readouts", key, row["campaign_id"], tags) as (client, run_id):
+        log_values(
+            client,
+            run_id,
+            params={"response_window_days": row["response_window_days"]},
+            metrics={
+                names.get(k, k): float(row[k])
+                for k in measures
+                if row.get(k) is not None and np.isfinite(float(row[k]))
+            },
+        )
+        for path in sorted(folder.iterdir()):
+            if path.suffix in (".md", ".html", ".json", ".csv", ".png"):
+                client.log_artifact(run_id, str(path))
+    return run_id
