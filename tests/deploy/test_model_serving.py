@@ -15,7 +15,7 @@ import pytest
 from pipelines.cli import supervise
 from pipelines.models.registry import train_and_register
 from pipelines.models.tables import split_frame
-from tests.deploy.test_production import PMP, Command, alive, fresh_shell, listening
+from tests.deploy.test_production import PMP, Command, assert_all_gone, fresh_shell, serving_tree
 from tests.integration.standalone import _in_project
 from tests.unit.models.test_propensity import CATEGORICAL, FAST, FEATURES, make_frame
 
@@ -54,15 +54,11 @@ def test_pmp_mlflow_serve_answers_the_champions_serving_example_and_stops_on_ctr
         with urllib.request.urlopen(request, timeout=30) as response:
             served = np.asarray(json.loads(response.read())["predictions"], dtype=float).ravel()
         np.testing.assert_array_equal(served, expected, err_msg=command.output)
-        tree = command.tree()
-        sockets = listening(tree)
-        assert sockets and all(address == supervise.LOCALHOST for address, _ in sockets), sockets
+        tree = serving_tree(command, port)
         assert command.stop(signal.SIGINT) == 0, command.output
     finally:
         command.kill()
-    assert "model server stopped" in command.output
-    assert not [pid for pid in tree if alive(pid)], command.output
-    assert not supervise.port_taken(port)
+    assert_all_gone(command, tree, port, "model server stopped")
 
 
 def test_pmp_mlflow_serve_names_a_taken_port(tmp_path):

@@ -474,6 +474,23 @@ def alive(pid: int) -> bool:
 PMP = str(Path(sys.executable).parent / "pmp")
 
 
+def serving_tree(command: Command, port: int) -> list[int]:
+    """The command's process tree, after checking that it listens on 127.0.0.1:``port`` and on no other address
+    (Airflow's log servers would listen on 0.0.0.0:8793/8794)."""
+    tree = command.tree()
+    sockets = listening(tree)
+    assert (supervise.LOCALHOST, port) in sockets, sockets
+    assert all(address == supervise.LOCALHOST for address, _ in sockets), sockets
+    return tree
+
+
+def assert_all_gone(command: Command, tree: list[int], port: int, stopped: str) -> None:
+    """After the command was stopped: it said ``stopped``, no process of its tree lives, the port is free."""
+    assert stopped in command.output
+    assert not [pid for pid in tree if alive(pid)], command.output
+    assert not supervise.port_taken(port)
+
+
 def test_pmp_airflow_standalone_from_a_fresh_shell_serves_on_localhost_and_stops_on_sigterm(tmp_path):
     port = supervise.free_port()
     command = Command([PMP, "airflow", "standalone", "--port", str(port)], fresh_shell(tmp_path), tmp_path)
@@ -505,16 +522,11 @@ def test_pmp_airflow_standalone_from_a_fresh_shell_serves_on_localhost_and_stops
                 f"http://127.0.0.1:{port}/api/v2/dags/churn_training", token=token["access_token"]
             )
         assert status == 200 and dag["fileloc"] == str(PROJECT_ROOT / "dags" / "churn_training.py"), dag
-        tree = command.tree()
-        sockets = listening(tree)
-        assert (supervise.LOCALHOST, port) in sockets
-        assert all(address == supervise.LOCALHOST for address, _ in sockets), sockets  # no 0.0.0.0:8793/8794
+        tree = serving_tree(command, port)
         assert command.stop(signal.SIGTERM) == 0, command.output
     finally:
         command.kill()
-    assert "Airflow stopped" in command.output
-    assert not [pid for pid in tree if alive(pid)], command.output
-    assert not supervise.port_taken(port)
+    assert_all_gone(command, tree, port, "Airflow stopped")
     logs = {p.name for p in (tmp_path / ".airflow" / "services").iterdir()}
     assert logs == {
         f"{name}.log" for name in ("db-migrate", "api-server", "scheduler", "dag-processor", "triggerer")
@@ -534,12 +546,8 @@ def test_pmp_mlflow_ui_from_a_fresh_shell_serves_the_store_on_localhost_and_stop
             body={"max_results": 5},
         )
         assert status == 200 and [e["name"] for e in found["experiments"]] == ["Default"], found
-        tree = command.tree()
-        sockets = listening(tree)
-        assert sockets and all(address == supervise.LOCALHOST for address, _ in sockets), sockets
+        tree = serving_tree(command, port)
         assert command.stop(signal.SIGINT) == 0, command.output
     finally:
         command.kill()
-    assert "MLflow stopped" in command.output
-    assert not [pid for pid in tree if alive(pid)], command.output
-    assert not supervise.port_taken(port)
+    assert_all_gone(command, tree, port, "MLflow stopped")
