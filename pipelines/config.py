@@ -14,12 +14,13 @@ writable folders are under ``PM_HOME`` (default: the current directory), never i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -29,6 +30,10 @@ BUNDLE_DIR = PACKAGE_DIR / "_bundle"
 RESOURCES = ("dags", "campaigns", "expectations", "templates")
 
 ENV_PREFIX = "PM_"
+# A PostgreSQL role name the schema step can create and quote safely.
+_ROLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+# What MLFLOW_TRACKING_URI may name: a database store or a tracking server (a folder store is refused by MLflow 3).
+_MLFLOW_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
 _PATHS = ("home", "data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir", "airflow_home", "dags_dir")
 
 
@@ -89,14 +94,41 @@ class Settings(BaseSettings):
     # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
     airflow_home: Path | None = Field(None, validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME"))
     dags_dir: Path = Field(default_factory=lambda: resource_dir("dags"))
-    task_retries: int = 2
-    retry_delay_seconds: int = 300
+    task_retries: int = Field(2, ge=0)
+    retry_delay_seconds: int = Field(300, ge=0)
+    # Who may see contact data (docs/operations.md, "Contact data"). PostgreSQL: the schema step creates these
+    # NOLOGIN group roles; members of the staff role read runs, targets and results, only members of the contact
+    # role may export contact details. SQLite has no roles: the OS accounts in contact_users may (comma separated
+    # in PM_CONTACT_USERS; empty = nobody).
+    staff_role: str = Field("pmp_staff", pattern=_ROLE_NAME)
+    contact_role: str = Field("pmp_contact", pattern=_ROLE_NAME)
+    contact_users: Annotated[tuple[str, ...], NoDecode] = ()
 
     @classmethod
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         return (init_settings,)
+
+    @field_validator("contact_users", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        return value
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _mlflow_store_url(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
+        if value and scheme not in _MLFLOW_SCHEMES:
+            raise ValueError(
+                "a database URL (sqlite:///PATH, postgresql://USER@HOST/DB) or an MLflow server "
+                "(http[s]://HOST:PORT); MLflow 3 refuses a plain folder or file: store"
+            )
+        return value
 
     @model_validator(mode="after")
     def _absolute_paths_and_default_stores(self) -> Settings:
@@ -181,7 +213,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             wanted = "an integer" if Settings.model_fields[field].annotation is int else "valid"
-            problems.append(f"{_variable(field)} must be {wanted}, got {error.get('input')!r}")
+            if error["type"] == "greater_than_equal":
+                wanted = f"an integer >= {error['ctx']['ge']}"
+            elif error["type"] == "value_error":
+                wanted = str(error["msg"]).removeprefix("Value error, ")
+            got = error.get("input")
+            if isinstance(got, str):  # a URL's password is never shown
+                got = re.sub(r"(//[^:/@\s]+:)[^@/\s]+@", r"\1***@", got)
+            problems.append(f"{_variable(field)} must be {wanted}, got {got!r}")
         raise ValueError("; ".join(problems)) from None
     return Settings(**values)
 

@@ -9,8 +9,11 @@ Tables::
     campaign_exclusions  (run_id, customer_id) PK, exclusion_reason, detail
     campaign_segments    (run_id, dimension, segment) PK: the segment mix of a run
     campaign_results     campaign_id PK: the readout of a campaign
+    contact_exports      id PK: the audit of list exports with contact details (who, when, run, rows, file, sha256)
+    list_exports         id PK: the same for exports without contact details
 
-No personal data is stored: customers appear by ``customer_id`` only. What is written, and how, is
+No personal data is stored: customers appear by ``customer_id`` only. On PostgreSQL ``ensure_schema`` also creates
+the staff and contact roles and their grants (:mod:`pipelines.campaigns.store_access`). What is written, and how, is
 ``pipelines.campaigns.store``.
 
 Importing this module connects to nothing and creates nothing; ``make_engine`` and ``ensure_schema`` do.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -215,6 +219,31 @@ campaign_results = Table(
     Column("created_at", _UTCDateTime, nullable=False),
 )
 RESULT_COLUMNS = tuple(c.name for c in campaign_results.columns)
+
+
+def _export_audit_table(name: str) -> Table:
+    # Written by pipelines.campaigns.contact_export only; on PostgreSQL exported_by is the server's session_user.
+    return Table(
+        name,
+        metadata,
+        # Made by the writer (a random hex UUID): no sequence to grant, no RETURNING needing SELECT.
+        Column("id", String(32), primary_key=True, default=lambda: uuid.uuid4().hex),
+        Column("exported_at", _UTCDateTime, nullable=False),
+        Column("exported_by", String, nullable=False),
+        Column("campaign", String, nullable=False),
+        Column("run_id", String, nullable=False),
+        Column("target_groups", String, nullable=False),  # comma separated, e.g. "treatment,holdout"
+        Column("n_rows", BigInteger, nullable=False),
+        Column("file_path", Text, nullable=False),  # absolute
+        Column("sha256", String(64), nullable=False),
+        implicit_returning=False,  # the staff role may insert into list_exports, not read it
+    )
+
+
+# Exports with contact details: only the contact role may insert (and read); nobody may update or delete.
+contact_exports = _export_audit_table("contact_exports")
+# Exports without contact details (no personal data): the staff role may insert.
+list_exports = _export_audit_table("list_exports")
 
 SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
 
@@ -413,11 +442,17 @@ def begin_write(engine: Engine, lock_key: str) -> Iterator[Connection]:
 
 
 @database_errors
-def ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine, roles: tuple[str, str] | None = None) -> None:
     """Create the campaign tables and their indexes if missing, and add nullable columns a newer version of this
     module defines to tables an older version created (segment columns on ``campaign_targets``); a no-op when
-    everything is there. A missing NOT NULL column cannot be added this way and raises CampaignDBError."""
+    everything is there. A missing NOT NULL column cannot be added this way and raises CampaignDBError.
+
+    On PostgreSQL, also the access roles ``roles`` = (staff role, contact role), default the settings'
+    ``staff_role`` and ``contact_role``: created if missing, and granted what is missing
+    (:func:`pipelines.campaigns.store_access.ensure_access`)."""
     from sqlalchemy import inspect
+
+    from pipelines.campaigns import store_access
 
     with begin_write(engine, "pmp.campaign_schema") as conn:
         metadata.create_all(conn, checkfirst=True)
@@ -434,6 +469,8 @@ def ensure_schema(engine: Engine) -> None:
                 conn.exec_driver_sql(
                     f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"
                 )
+        if conn.dialect.name == "postgresql":
+            store_access.ensure_access(conn, *(roles or store_access.configured_roles()))
 
 
 __all__ = [
@@ -450,9 +487,11 @@ __all__ = [
     "campaign_segments",
     "campaign_targets",
     "check_database",
+    "contact_exports",
     "database_error",
     "database_errors",
     "ensure_schema",
+    "list_exports",
     "make_engine",
     "metadata",
     "safe_url",

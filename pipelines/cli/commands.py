@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC
 from pathlib import Path
 
 from pipelines.config import Settings
@@ -253,50 +252,57 @@ def campaigns_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def lists_export(args: argparse.Namespace, settings: Settings) -> int:
     """Export a campaign list for campaign staff: treatment rows unless --all-groups; contact details only with
-    --with-contact, and every such export is recorded in runs/exports.jsonl."""
-    import getpass
-    import json
-    from datetime import datetime
-
-    from pipelines.campaigns import store, store_schema
-    from pipelines.data import storage
+    --with-contact, for an identity allowed to (PostgreSQL: a member of the contact role; SQLite: an OS account in
+    PM_CONTACT_USERS), in a 0600 file released only once its audit row is committed
+    (:mod:`pipelines.campaigns.contact_export`). Every export is recorded in the campaign database."""
+    from pipelines.campaigns import contact_export, store_schema
 
     settings = settings.with_data_dir(args.data)
     out = Path(args.out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
+    if out.suffix.lower() not in contact_export.EXPORT_SUFFIXES:
         raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
     engine = store_schema.make_engine(settings.database_url)
     groups = ("treatment", "holdout") if args.all_groups else ("treatment",)
-    run_id = store.resolve_run(engine, args.campaign, args.run)
-    targets = store.read_targets(engine, args.campaign, run_id, groups=groups)
-    if args.with_contact:
-        contact = storage.read_table(
-            settings.lake_dir, "customers", columns=["customer_id", "full_name", "phone", "email"]
+    try:
+        store_schema.ensure_schema(engine, roles=(settings.staff_role, settings.contact_role))
+        record = contact_export.export_list(
+            engine, settings, args.campaign, args.run, out, groups, with_contact=args.with_contact
         )
-        targets = targets.merge(contact, on="customer_id", how="left", validate="one_to_one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        targets.to_csv(out, index=False)
-    else:
-        targets.to_parquet(out, index=False)
-    entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": getpass.getuser(),
-        "campaign": args.campaign,
-        "run_id": run_id,
-        "groups": list(groups),
-        "rows": len(targets),
-        "with_contact": bool(args.with_contact),
-        "file": str(out.resolve()),
-    }
-    settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.runs_dir / "exports.jsonl", "a", encoding="utf-8") as log:
-        log.write(json.dumps(entry) + "\n")
+    finally:
+        engine.dispose()
     if args.with_contact:
         print(
-            f"NOTE: this export holds personal contact data; recorded in {settings.runs_dir / 'exports.jsonl'}"
+            f"NOTE: this export holds personal contact data (file mode 0600); recorded as row {record.row_id} of "
+            f"{record.table} for {record.exported_by}, sha256 {record.sha256[:16]}..."
         )
-    print(f"wrote {len(targets):,} rows of {run_id} ({', '.join(groups)}) to {out}")
+    print(f"wrote {record.n_rows:,} rows of {record.run_id} ({', '.join(groups)}) to {out}")
+    return 0
+
+
+def lists_exports(args: argparse.Namespace, settings: Settings) -> int:
+    """The recorded list exports, newest first (reading contact exports needs the contact role on PostgreSQL)."""
+    import pandas as pd
+
+    from pipelines.campaigns import contact_export, store_schema
+
+    settings = settings.with_data_dir(args.data)
+    engine = store_schema.make_engine(settings.database_url)
+    try:
+        store_schema.ensure_schema(engine, roles=(settings.staff_role, settings.contact_role))
+        exports = contact_export.read_exports(engine, args.campaign, args.limit)
+    finally:
+        engine.dispose()
+    if exports.empty:
+        print(f"no list exports recorded in {store_schema.safe_url(settings.database_url)}")
+        return 0
+    exports = exports.assign(
+        exported_at=exports["exported_at"].map(lambda t: t.isoformat(timespec="seconds")),
+        contact=exports["contact"].map({True: "yes", False: "no"}),
+        sha256=exports["sha256"].str[:12],
+    )
+    columns = ["exported_at", "exported_by", "contact", "campaign", "run_id", "target_groups", "n_rows"]
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 120):
+        print(exports[[*columns, "sha256", "file_path"]].to_string(index=False))
     return 0
 
 
@@ -346,7 +352,7 @@ def audit_pii(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.with_data_dir(args.data)
     result = run_audit(settings, progress=None)
     for path in result.released:
-        print(f"released export (recorded in runs/exports.jsonl): {path}")
+        print(f"released export (its audit row in contact_exports matches the file): {path}")
     for hit in result.hits:
         print(hit.line())
     print(result.summary())

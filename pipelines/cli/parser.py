@@ -158,9 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--with-contact",
         action="store_true",
-        help="add name, phone and email (personal data; the export is logged)",
+        help="add name, phone and email (personal data): only for members of the contact role (PostgreSQL) or "
+        "OS accounts in PM_CONTACT_USERS (SQLite); the file is mode 0600 and audited in contact_exports",
     )
     export.set_defaults(func=commands.lists_export)
+    exports = lists_sub.add_parser(
+        "exports", help="the recorded list exports (who, when, run, rows, file, sha256)"
+    )
+    exports.add_argument("--campaign", default=None, help="only this campaign")
+    exports.add_argument("--limit", type=_positive, default=50, help="newest N (default 50)")
+    exports.set_defaults(func=commands.lists_exports)
 
     readout = sub.add_parser(
         "readout", help="readout of an experiment in a CSV or Parquet file: lift with CI, p-value, SRM check"
@@ -239,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_pii.set_defaults(func=commands.audit_pii)
 
-    for command in (synth, validate, train, run, score, listing, export, readout, airflow, audit_pii):
+    for command in (
+        synth,
+        validate,
+        train,
+        run,
+        score,
+        listing,
+        export,
+        exports,
+        readout,
+        airflow,
+        audit_pii,
+    ):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser

@@ -14,13 +14,15 @@ in the bytes read. To keep false hits out:
   inside prose, where "Green", "Young" or "King" are ordinary words; first names alone are not identifying and are
   not looked for.
 
-Exports with contact details made by ``pmp lists export --with-contact`` are personal by design: a file recorded
-in ``runs/exports.jsonl`` is listed as a released export, not a leak; the same content in an unrecorded file is.
+Exports with contact details made by ``pmp lists export --with-contact`` are personal by design: a file whose
+path and SHA-256 match a row of the campaign database's ``contact_exports`` audit table is listed as a released
+export, not a leak; the same content in an unrecorded file, or in a recorded file changed since (its hash differs),
+is. Recorded files outside the scanned folders are scanned too. (The ``runs/exports.jsonl`` log of earlier versions
+is not read: anyone could append to it.)
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -191,19 +193,27 @@ def personal_values(settings: Settings) -> PersonalValues:
     return PersonalValues(rows)
 
 
-def _released_exports(settings: Settings) -> set[Path]:
-    log = settings.runs_dir / "exports.jsonl"
-    released: set[Path] = set()
-    if not log.is_file():
-        return released
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("with_contact") and entry.get("file"):
-            released.add(Path(entry["file"]).resolve())
-    return released
+def _released_exports(settings: Settings) -> dict[Path, set[str]]:
+    """The contact exports recorded in the campaign database: path -> recorded SHA-256s (none without a
+    database). On PostgreSQL reading them needs the contact role (or the tables' owner)."""
+    from pipelines.campaigns import contact_export, store_schema
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return {}
+    engine = store_schema.make_engine(url)
+    try:
+        recorded = contact_export.released_exports(engine)
+    finally:
+        engine.dispose()
+    return {path.resolve(): digests for path, digests in recorded.items()}
+
+
+def _is_released(path: Path, released: dict[Path, set[str]]) -> bool:
+    from pipelines.campaigns.contact_export import file_sha256
+
+    digests = released.get(path.resolve())
+    return bool(digests) and file_sha256(path) in digests
 
 
 def _files(root: Path, skip: Iterable[Path] = ()) -> Iterator[Path]:
@@ -242,22 +252,21 @@ def _file_text(path: Path) -> tuple[str, bool]:
 
 
 def _scan_files(
-    values: PersonalValues, roots: list[tuple[Path, list[Path]]], released: set[Path], result
+    values: PersonalValues, files: Iterable[Path], released: dict[Path, set[str]], result
 ) -> None:
-    for root, skip in roots:
-        for path in _files(root, skip):
-            result.files += 1
-            try:
-                text, structured = _file_text(path)
-            except Exception as exc:  # noqa: BLE001 - an unreadable file is reported, not fatal
-                result.hits.append(Hit(str(path), "unreadable", type(exc).__name__))
-                continue
-            found = values.scan(text, structured)
-            if found and path.resolve() in released:
-                result.released.append(str(path))
-                continue
-            for column, (value, count) in sorted(found.items()):
-                result.hits.append(Hit(str(path), column, mask(value), count))
+    for path in files:
+        result.files += 1
+        try:
+            text, structured = _file_text(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is reported, not fatal
+            result.hits.append(Hit(str(path), "unreadable", type(exc).__name__))
+            continue
+        found = values.scan(text, structured)
+        if found and _is_released(path, released):
+            result.released.append(str(path))
+            continue
+        for column, (value, count) in sorted(found.items()):
+            result.hits.append(Hit(str(path), column, mask(value), count))
 
 
 def _all_runs(client, experiment_id: str, view_type) -> Iterator:
@@ -332,14 +341,13 @@ def audit_pii(settings: Settings, progress: Callable[[str], None] | None = print
             continue
         seen.add(folder)
         roots.append((folder, []))
-    _scan_files(values, roots, released, result)
-    # Recorded exports elsewhere than the scanned folders are listed too: they are released personal data.
-    for path in sorted(released):
-        if (
-            path.is_file()
-            and str(path) not in result.released
-            and not any(h.place == str(path) for h in result.hits)
-        ):
-            result.released.append(str(path))
+    scanned: set[Path] = set()
+    for root, skip in roots:
+        files = list(_files(root, skip))
+        scanned.update(p.resolve() for p in files)
+        _scan_files(values, files, released, result)
+    # Recorded exports elsewhere than the scanned folders are scanned too: released if unchanged, hits if not.
+    outside = [p for p in sorted(released) if p.is_file() and p not in scanned]
+    _scan_files(values, outside, released, result)
     say(result.summary())
     return result

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
+from pipelines.campaigns import store_schema
+from pipelines.campaigns.contact_export import file_sha256
 from pipelines.cli import main
 from pipelines.config import Settings
 from pipelines.data import storage
@@ -126,16 +128,31 @@ def test_a_recorded_export_is_released_and_an_unrecorded_copy_is_a_hit(settings,
     outside = settings.home / "staff" / "list.parquet"  # a recorded export outside the scanned folders
     outside.parent.mkdir()
     contact.to_parquet(outside)
-    settings.runs_dir.mkdir(exist_ok=True)
-    with open(settings.runs_dir / "exports.jsonl", "w") as log:
-        for path, with_contact in ((exports / "recorded.csv", True), (outside, True)):
-            log.write(json.dumps({"with_contact": with_contact, "file": str(path)}) + "\n")
-        # recorded, but as an export without contact details: holding them anyway is a leak
-        log.write(json.dumps({"with_contact": False, "file": str(exports / "unrecorded.csv")}) + "\n")
+    changed = exports / "changed.csv"  # recorded, then edited: no longer the released file
+    contact.head(10).to_csv(changed, index=False)
+    engine = store_schema.make_engine(settings.database_url)
+    store_schema.ensure_schema(engine)
+    with engine.begin() as conn:
+        for path, table in (
+            (exports / "recorded.csv", store_schema.contact_exports),
+            (outside, store_schema.contact_exports),
+            (changed, store_schema.contact_exports),
+            # recorded, but as an export without contact details: holding them anyway is a leak
+            (exports / "unrecorded.csv", store_schema.list_exports),
+        ):
+            conn.execute(
+                table.insert().values(
+                    exported_at=datetime.now(UTC), exported_by="tester", campaign="demo", run_id="r",
+                    target_groups="treatment", n_rows=50, file_path=str(path), sha256=file_sha256(path),
+                )
+            )  # fmt: skip
+    engine.dispose()
+    contact.head(11).to_csv(changed, index=False)
 
     result = audit_pii(settings, progress=None)
     assert sorted(result.released) == sorted([str(exports / "recorded.csv"), str(outside)])
-    assert {hit.place for hit in result.hits} == {str(exports / "unrecorded.csv")}
+    assert {hit.place for hit in result.hits} == {str(exports / "unrecorded.csv"), str(changed)}
+    result.hits = [hit for hit in result.hits if hit.place != str(changed)]
     assert {hit.column for hit in result.hits} == {
         "customers.full_name",
         "customers.phone",

@@ -1,0 +1,324 @@
+"""Campaign list exports and their audit: who may export contact details, and how a file is released.
+
+A list export is a run's target list (:func:`pipelines.campaigns.store.read_targets`) written to CSV or Parquet;
+with contact details it also carries ``full_name``, ``phone`` and ``email`` joined from the lake's ``customers``
+table at export time (the campaign database holds no personal data).
+
+Who may export contact details (:func:`authorise_contact`):
+
+- PostgreSQL: the identity is the connection's ``session_user`` (the role the server authenticated; ``SET ROLE``
+  does not change it); it may if it is a member of the contact role (``pg_has_role(session_user, role,
+  'MEMBER')``, true for superusers too).
+- SQLite (no roles, no authentication): the identity is the OS account the process runs as
+  (``pwd.getpwuid(os.getuid())``, not ``$USER``, which anyone can set); it may if it is listed in
+  ``PM_CONTACT_USERS``. The audit is then only as trustworthy as the database file's permissions.
+
+Anyone who can read the runs may export without contact details; every export is recorded (``contact_exports`` or
+``list_exports``, :mod:`pipelines.campaigns.store_schema`).
+
+How a file is released (:func:`export_list`), so that no contact file exists under its name without a committed
+audit row:
+
+1. the frame is written to a hidden temporary file in the destination folder (``.<name>.<random>.partial``),
+   created exclusively with mode 0600 (contact exports; set with ``fchmod`` too, so no umask widens or narrows
+   it), flushed and fsynced, and its SHA-256 taken;
+2. one transaction checks the authorisation again (PostgreSQL), inserts the audit row (who, when, campaign, run,
+   groups, rows, the final absolute path, the SHA-256) and commits;
+3. only then is the temporary file renamed to the final name (atomic in one folder) and the folder fsynced.
+
+If the insert or the commit fails, the temporary file is removed and the export fails with one line: nothing is
+released. The rename comes after the commit rather than inside the transaction because a crash (or a lost
+connection) between a rename and a commit would leave the final file without its row; in this order a crash
+leaves at most a hidden ``.partial`` file (0600, which ``pmp audit pii`` reports if it lies where it looks) or a
+committed row whose file was never put in place (a row without a file releases nothing). A rename that fails after
+the commit removes the temporary file and says the row is orphaned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine, Table, insert, inspect, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from pipelines.campaigns import store
+from pipelines.campaigns.store_schema import (
+    begin_write,
+    contact_exports,
+    database_error,
+    database_errors,
+    list_exports,
+    safe_url,
+)
+from pipelines.config import Settings
+
+CONTACT_COLUMNS = ("full_name", "phone", "email")
+EXPORT_SUFFIXES = (".csv", ".parquet")
+CONTACT_FILE_MODE = 0o600
+_LOCK_KEY = "pmp.list_exports"
+
+
+class ExportRefused(RuntimeError):
+    """The identity may not export contact details: one line naming it and what would allow it."""
+
+
+class ExportFailed(RuntimeError):
+    """The export could not be released: one line naming the file and the cause."""
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What was released: the final file, its audit row and what the row says."""
+
+    table: str  # contact_exports or list_exports
+    row_id: str  # the audit row's id (32 hex digits)
+    exported_by: str
+    file: Path
+    n_rows: int
+    sha256: str
+    run_id: str
+    groups: tuple[str, ...]
+
+
+def os_account() -> str:
+    """The name of the OS account this process runs as (from the password database, not ``$USER``)."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _identity(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        return conn.execute(text("SELECT session_user")).scalar_one()
+    return os_account()
+
+
+def _check_contact(conn: Connection, settings: Settings) -> str:
+    """The identity, if it may export contact details; ExportRefused otherwise."""
+    who = _identity(conn)
+    if conn.dialect.name == "postgresql":
+        role = settings.contact_role
+        exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
+        if exists is None:
+            raise ExportRefused(
+                f"{who} may not export contact details: role {role} (PM_CONTACT_ROLE) does not exist on "
+                f"{safe_url(conn.engine)}; the schema step creates it when run by a user with CREATEROLE; "
+                "nothing was written"
+            )
+        member = conn.execute(
+            text("SELECT pg_has_role(session_user, :r, 'MEMBER')"), {"r": role}
+        ).scalar_one()
+        if not member:
+            raise ExportRefused(
+                f"PostgreSQL role {who} may not export contact details: only members of role {role} may "
+                f"(an administrator grants it with GRANT {role} TO {who}); nothing was written"
+            )
+        return who
+    if who not in settings.contact_users:
+        listed = ", ".join(settings.contact_users) or "nobody"
+        raise ExportRefused(
+            f"OS account {who} may not export contact details: it is not in PM_CONTACT_USERS (now: {listed}); "
+            "nothing was written"
+        )
+    return who
+
+
+@database_errors
+def authorise_contact(engine: Engine, settings: Settings) -> str:
+    """The identity exporting (PostgreSQL ``session_user``, SQLite OS account) if it may export contact details;
+    raises ExportRefused, one line naming it and what grants it, otherwise."""
+    with engine.connect() as conn:
+        return _check_contact(conn, settings)
+
+
+def export_list(
+    engine: Engine,
+    settings: Settings,
+    campaign: str,
+    run: str,
+    out: Path,
+    groups: Sequence[str] = ("treatment",),
+    with_contact: bool = False,
+) -> ExportRecord:
+    """Write a run's target list to ``out`` (.csv or .parquet) and record it; with ``with_contact`` only for an
+    identity :func:`authorise_contact` allows (checked before anything is read or written), in mode 0600, released
+    as the module docstring describes. Returns the record; raises ExportRefused, ExportFailed, or the store's
+    errors (unknown campaign or run) with nothing written."""
+    from pipelines.data import storage
+
+    out = Path(out).expanduser().absolute()
+    if out.suffix.lower() not in EXPORT_SUFFIXES:
+        raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in .csv or .parquet")
+    if with_contact:
+        authorise_contact(engine, settings)
+    run_id = store.resolve_run(engine, campaign, run)
+    groups = tuple(groups)
+    frame = store.read_targets(engine, campaign, run_id, groups=groups)
+    if with_contact:
+        contact = storage.read_table(
+            settings.lake_dir, "customers", columns=["customer_id", *CONTACT_COLUMNS]
+        )
+        frame = frame.merge(contact, on="customer_id", how="left", validate="one_to_one")
+    return _release(engine, settings, frame, out, campaign, run_id, groups, with_contact)
+
+
+def _release(
+    engine: Engine,
+    settings: Settings,
+    frame: pd.DataFrame,
+    out: Path,
+    campaign: str,
+    run_id: str,
+    groups: tuple[str, ...],
+    with_contact: bool,
+) -> ExportRecord:
+    table = contact_exports if with_contact else list_exports
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out = out.parent.resolve() / out.name
+    partial = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+    try:
+        _write_new(partial, frame, out.suffix.lower(), CONTACT_FILE_MODE if with_contact else None)
+        digest = file_sha256(partial)
+        row_id, who = _record(
+            engine, settings, table, with_contact, campaign, run_id, groups, len(frame), out, digest
+        )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ExportFailed(
+            f"{out}: could not be put in place ({exc.strerror or exc}); row {row_id} of {table.name} records an "
+            "export that was not released"
+        ) from None
+    _fsync_dir(out.parent)
+    return ExportRecord(table.name, row_id, who, out, len(frame), digest, run_id, groups)
+
+
+def _record(
+    engine: Engine,
+    settings: Settings,
+    table: Table,
+    with_contact: bool,
+    campaign: str,
+    run_id: str,
+    groups: tuple[str, ...],
+    n_rows: int,
+    out: Path,
+    digest: str,
+) -> tuple[str, str]:
+    """Inserts the audit row in one committed transaction; returns (row id, identity)."""
+    try:
+        with begin_write(engine, _LOCK_KEY) as conn:
+            who = _check_contact(conn, settings) if with_contact else _identity(conn)
+            row_id = uuid.uuid4().hex
+            values = {
+                "id": row_id,
+                "exported_at": datetime.now(UTC),
+                "exported_by": who,
+                "campaign": campaign,
+                "run_id": run_id,
+                "target_groups": ",".join(groups),
+                "n_rows": n_rows,
+                "file_path": str(out),
+                "sha256": digest,
+            }
+            conn.execute(insert(table).values(values))
+    except sa_exc.DBAPIError as exc:
+        cause = str(database_error(engine, exc))
+        raise ExportFailed(
+            f"{out.name} not written: the export could not be recorded in {table.name}: {cause}"
+        ) from None
+    return row_id, who
+
+
+def _write_new(path: Path, frame: pd.DataFrame, suffix: str, mode: int | None) -> None:
+    """Writes ``frame`` as ``suffix`` (.csv or .parquet) to a file that must not exist yet, created with ``mode``
+    (None: the umask's default), flushed to disk."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o666 if mode is None else mode)
+    if mode is not None:
+        os.fchmod(fd, mode)  # the umask only narrows os.open's mode; this makes it exact
+    if suffix == ".csv":
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            frame.to_csv(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes a rename durable; best effort (some file systems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@database_errors
+def read_exports(engine: Engine, campaign: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    """The recorded exports, newest first: the audit columns plus ``contact`` (True for contact exports).
+    Reading ``contact_exports`` needs the contact role on PostgreSQL."""
+    frames = []
+    with engine.connect() as conn:
+        for table, contact in ((contact_exports, True), (list_exports, False)):
+            query = select(table).order_by(table.c.exported_at.desc())
+            if campaign is not None:
+                query = query.where(table.c.campaign == campaign)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all()
+            frame = pd.DataFrame(rows, columns=[c.name for c in table.columns])
+            frames.append(frame.assign(contact=contact))
+    frame = pd.concat(frames, ignore_index=True).sort_values("exported_at", ascending=False, kind="stable")
+    return frame.head(limit).reset_index(drop=True) if limit is not None else frame.reset_index(drop=True)
+
+
+@database_errors
+def released_exports(engine: Engine) -> dict[Path, set[str]]:
+    """Every file recorded in ``contact_exports``: absolute path -> the SHA-256s recorded for it (empty when the
+    table does not exist yet)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(contact_exports.name):
+            return {}
+        rows = conn.execute(select(contact_exports.c.file_path, contact_exports.c.sha256)).all()
+    released: dict[Path, set[str]] = {}
+    for path, digest in rows:
+        released.setdefault(Path(path), set()).add(digest)
+    return released
