@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -48,3 +52,37 @@ def swap_in(attempt: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(attempt, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ``OSError(errno, cause, folder)`` unless a file can be created in ``folder`` (made if missing): a
+    read-only or foreign runs/ folder fails a run at its start, not after its heavy work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".pmp-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(folder)) from exc
+
+
+@contextmanager
+def run_lock(runs_root: Path, run_id: str, say: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the run id's lock (``flock`` on ``runs/.locks/<run_id>.lock``) for the block: two processes running the
+    same run id over the same data folder would share its attempt folder, so the second waits for the first. The
+    kernel drops the lock with its holder, also on ``kill -9``; the file stays (deleting it would race)."""
+    path = Path(runs_root) / ".locks" / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"run {run_id}: another process is running it over {runs_root}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -10,6 +10,7 @@ reported at once. The policy that applies these settings to a scored base is ``p
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
@@ -247,6 +248,18 @@ class CampaignSpec(_Model):
             data = {**data, "salt": data["name"]}
         return data
 
+    @field_validator("audience")
+    @classmethod
+    def _rules_can_all_hold(cls, rules: tuple[AudienceRule, ...]) -> tuple[AudienceRule, ...]:
+        by_column: dict[str, list[AudienceRule]] = {}
+        for rule in rules:
+            by_column.setdefault(rule.column, []).append(rule)
+        for column, same in by_column.items():
+            if len(same) > 1 and not _satisfiable(same, _CATEGORY_VALUES.get(column)):
+                shown = " and ".join(f"'{r.label}'" for r in same)
+                raise ValueError(f"rules {shown} contradict each other: no customer can pass all of them")
+        return rules
+
     @field_validator("holdout_fraction", mode="plain")
     @classmethod
     def _holdout_fraction(cls, v: Any) -> float | str:
@@ -330,6 +343,39 @@ class CampaignSpec(_Model):
     @classmethod
     def _schedule(cls, v: str) -> str:
         return _checked(v, schedule_problem)
+
+
+def _satisfiable(rules: list[AudienceRule], allowed: tuple | None) -> bool:
+    """Whether some value passes every rule (all on one column; ``allowed``: its values, if a category)."""
+    lo, lo_strict, hi, hi_strict = -math.inf, False, math.inf, False
+    candidates: set | None = None if allowed is None else set(allowed)
+    excluded: set = set()
+    for r in rules:
+        v = r.value
+        if r.op in ("==", "in"):
+            values = {v} if r.op == "==" else set(v)
+            candidates = values if candidates is None else candidates & values
+        elif r.op in ("!=", "not_in"):
+            excluded |= {v} if r.op == "!=" else set(v)
+        elif r.op in (">", ">=", "between"):
+            low = v[0] if r.op == "between" else v
+            if low > lo or (low == lo and r.op == ">"):
+                lo, lo_strict = low, r.op == ">"
+        if r.op in ("<", "<=", "between"):
+            high = v[1] if r.op == "between" else v
+            if high < hi or (high == hi and r.op == "<"):
+                hi, hi_strict = high, r.op == "<"
+
+    def inside(x: Any) -> bool:
+        if not _is_number(x):
+            return lo == -math.inf and hi == math.inf
+        return (x > lo or (x == lo and not lo_strict)) and (x < hi or (x == hi and not hi_strict))
+
+    if candidates is not None:
+        return any(inside(x) and x not in excluded for x in candidates)
+    if lo < hi:
+        return True
+    return lo == hi and not (lo_strict or hi_strict) and lo not in excluded
 
 
 def _checked(value: str, problem_of) -> str:

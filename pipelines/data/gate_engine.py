@@ -235,7 +235,13 @@ class Engine:
                     run_idx.append(i)
             results = self.run(table, run_idx, _schema_frame(arrow_schema), {})
             for i, res in results.items():
-                outcomes[i] = _outcome_from_gx(table, i, suite["expectations"][i], res, spec, {})
+                o = outcomes[i] = _outcome_from_gx(table, i, suite["expectations"][i], res, spec, {})
+                col = suite["expectations"][i]["kwargs"].get("column")
+                stored = arrow_schema.field(col).type if col in present else None
+                if o.failed and stored is not None and pa.types.is_timestamp(stored) and stored.tz:
+                    # GX only says "Timestamp": name the zone (mixed zones, or aware among naive partitions)
+                    o.observed = f"timestamp with time zone {stored.tz}"
+                    o.expected = "datetime64 without a time zone (local time)"
             self._schema_cache[key] = outcomes
         return copy.deepcopy(self._schema_cache[key])
 
@@ -303,6 +309,11 @@ def merge_outcome(acc: Outcome | None, new: Outcome) -> Outcome:
     acc.partitions_failed += new.partitions_failed
     if new.failed and acc.observed is None:
         acc.observed, acc.expected = new.observed, new.expected
+    elif new.failed and acc.failed and acc.expectation_type == "expect_column_values_to_be_of_type":
+        # partitions that differ from the contract in different ways: name each way (two time zones, ...)
+        seen = str(acc.observed).split(" and ")
+        if new.observed is not None and str(new.observed) not in seen:
+            acc.observed = " and ".join([*seen, str(new.observed)])
     add_examples(acc.examples, new.examples)
     return acc
 

@@ -44,6 +44,7 @@ from pipelines.data.gate_reports import (
     masked_example,
     new_outcome,
 )
+from pipelines.data.lake_checks import DAILY_ROWS_META, column_drift, day_missing_outcome, missing_days
 from pipelines.data.suites import AGGREGATE_TYPES, UNIQUENESS_TYPES, parameters_of, resolve, value_columns
 
 
@@ -56,6 +57,10 @@ class Part:
     rows: int
     # Rows whose time column lies in [as_of, horizon) are facts held for later run dates and are left out.
     horizon: pd.Timestamp | None = None
+    # The table's first and newest month read: the daily-gap check starts at the first row of the former and
+    # ends at the last row of the latter (data starting or ending inside a month is no gap).
+    first: bool = False
+    newest: bool = False
 
 
 @dataclass
@@ -141,11 +146,13 @@ def plan(
         ]
         if not spec.partition_by:
             files, rows = _read_footers(table, storage.table_files(lake_dir, table), faults[table])
+            faults[table] += column_drift(table, spec, [(f, Path(f).name) for f in files])
             if files:
                 horizon = data_end if data_end is not None and data_end > as_of else None
                 tasks.append(Task(lake_dir, table, [Part(None, files, rows, horizon)]))
             continue
         group: list[Part] = []
+        parts: list[Part] = []
         months_read[table] = []
         for m in storage.list_months(lake_dir, table):
             if m > as_of_month:
@@ -155,12 +162,18 @@ def plan(
                 continue
             months_read[table].append(m)
             part = Part(m, files, rows, _month_start_after(m) if m == as_of_month else None)
+            parts.append(part)
             if group and sum(p.rows for p in group) + part.rows > batch_rows:
                 tasks.append(Task(lake_dir, table, group))
                 group = []
             group.append(part)
         if group:
             tasks.append(Task(lake_dir, table, group))
+        if parts:
+            parts[0].first, parts[-1].newest = True, True
+        faults[table] += column_drift(
+            table, spec, [(f, f"month={p.month}/{Path(f).name}") for p in parts for f in p.files]
+        )
     for i, task in enumerate(tasks):
         task.task_id = i
     return tasks, missing, months_read, faults
@@ -185,12 +198,16 @@ def _load_parts(
     columns: list[str],
     as_of: pd.Timestamp,
     misplaced: dict[str, tuple[int, list]] | None = None,
+    daily_min: float | None = None,
+    gaps: dict[str, tuple[list, float]] | None = None,
 ) -> tuple[pa.Table, int]:
     """The columns of a batch's parts as one Arrow table, without the rows each part's horizon leaves out.
 
     Only columns present in every file of the parts may be asked for (io reads with the first file's schema).
     If ``misplaced`` is given, it receives per month partition the rows dated before as_of but outside the
     partition's month, and a few of their dates (rows on or after as_of are the suites' "no future" rules').
+    If ``gaps`` is given with ``daily_min``, it receives per month partition whose days average at least
+    ``daily_min`` rows the days without any row (and that average), see :func:`lake_checks.missing_days`.
     """
     time_col = time_column(schema.get_table(table_name))
     tables, excluded = [], 0
@@ -214,6 +231,17 @@ def _load_parts(
             n = pc.sum(outside).as_py() or 0
             if n:
                 misplaced[part.month] = (n, col.filter(outside).slice(0, MAX_EXAMPLES).to_pylist())
+            if gaps is not None and daily_min:
+                found = missing_days(
+                    col.filter(pc.and_(inside, past)),
+                    part.month,
+                    as_of,
+                    daily_min,
+                    first=part.first,
+                    newest=part.newest,
+                )
+                if found:
+                    gaps[part.month] = found
         if part.horizon is not None and time_col in table.column_names and part.horizon > as_of:
             later = _window_mask(table.column(time_col), as_of, part.horizon)
             n = pc.sum(later).as_py() or 0
@@ -280,12 +308,16 @@ def _init_worker(
 def _run_task(task: Task) -> Batch:
     as_of = _WORKER["as_of"]
     misplaced: dict[str, tuple[int, list]] = {}
+    gaps: dict[str, tuple[list, float]] = {}
+    daily_min = (_WORKER["engine"].suite(task.table).get("meta") or {}).get(DAILY_ROWS_META)
     try:
         batch = check_batch(
             _WORKER["engine"],
             task.table,
             [[storage.read_file_schema(f) for f in part.files] for part in task.parts],
-            lambda cols: _load_parts(task.lake_dir, task.table, task.parts, cols, as_of, misplaced),
+            lambda cols: _load_parts(
+                task.lake_dir, task.table, task.parts, cols, as_of, misplaced, daily_min, gaps
+            ),
             _WORKER["params"][task.table],
             _WORKER["customers"],
             labels_by_part=task.labels(),
@@ -303,6 +335,8 @@ def _run_task(task: Task) -> Batch:
         o.note = f"month={month}: {n}"
         add_examples(o.examples, (masked_example(v, [o.column], spec) for v in examples))
         batch.faults.append(o)
+    for month, (days, mean) in sorted(gaps.items()):
+        batch.faults.append(day_missing_outcome(task.table, time_column(spec), month, days, mean))
     batch.task_id, batch.months = task.task_id, task.months
     return batch
 

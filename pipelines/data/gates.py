@@ -140,7 +140,10 @@ def validate_lake(
 
     Nothing is passed over silently (``docs/data-quality.md``): a folder that is not a month partition, a file that
     is not readable Parquet, and rows dated before as_of outside their partition folder's month fail critical
-    rules naming the table and the folder or file; a stored type that differs names the partition file.
+    rules naming the table and the folder or file; a stored type that differs names the partition file; a stored
+    column the data model lacks (extra, or renamed: the missing one is named), and a day without rows inside a
+    month of a table whose suite sets ``meta.day_missing_min_rows_per_day`` (:mod:`pipelines.data.lake_checks`)
+    fail critical rules too.
 
     With ``workers`` > 1 (default: up to 4, one per core, when the lake holds at least 5M rows) batches are
     validated in a process pool, largest first; its workers die with this process (even on ``kill -9``).

@@ -283,10 +283,22 @@ def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _raise_naming(path, exc)
+        raise
     return path
+
+
+def _raise_naming(path: Path, exc: BaseException) -> None:
+    """Re-raise an OS error of writing ``path`` as ``OSError(errno, cause, path)``: pyarrow's errors name no
+    file and an atomic write's name its temporary file. Returns for any other exception."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:
@@ -308,8 +320,9 @@ def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     try:
         pq.write_table(table, tmp, **PARQUET_OPTIONS)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _raise_naming(path, exc)
         raise
     return path
 

@@ -24,7 +24,7 @@ from pipelines.config import Settings
 from pipelines.data import storage
 from pipelines.jobs.common import build_wide_table, load_campaign, resolve_as_of, validate_data
 from pipelines.progress import Progress, say_to
-from pipelines.runs import attempt_dir, make_run_id, run_dir, swap_in
+from pipelines.runs import attempt_dir, check_writable, make_run_id, run_dir, run_lock, swap_in
 
 CAMPAIGN_DAG = "campaign_scoring"
 MLFLOW_CHECK_TIMEOUT_S = 10
@@ -75,15 +75,31 @@ def _environment(**values: str) -> Iterator[None]:
 
 def check_campaign(settings: Settings, name: str, progress: Progress = None) -> None:
     """What a campaign run needs before any heavy work: its spec loads, the campaign database takes a
-    connection and its tables (:func:`store_schema.check_database`), and the MLflow store answers. Each failure
-    is one line: ``SpecError`` (a ValueError) naming the file and field, ``DatabaseError`` or
-    :class:`TrackingStoreError` (RuntimeErrors) naming the URL with its password masked."""
+    connection and its tables (:func:`store_schema.check_database`), the MLflow store answers, and the model the
+    campaign scores with has a champion. Each failure is one line: ``SpecError`` (a ValueError) naming the file
+    and field, ``DatabaseError``, :class:`TrackingStoreError` or ``ScoringError`` (RuntimeErrors) naming the URL
+    with its password masked (and the model and alias)."""
+    from pipelines.campaigns.score import ScoringError
     from pipelines.campaigns.store_schema import check_database, safe_url
+    from pipelines.models.uplift_metrics import HETEROGENEITY
+    from pipelines.models.uplift_training import champion_verdict
 
     say = say_to(progress)
-    load_campaign(settings, name)
+    spec = load_campaign(settings, name)
     check_database(settings.database_url)
-    check_mlflow(settings.mlflow_tracking_uri)
+    uri = settings.mlflow_tracking_uri
+    check_mlflow(uri)
+    needed = spec.model  # as _scoring_model chooses: uplift needs its fallback unless it found heterogeneity
+    if spec.model == "uplift":
+        uplift = champion_verdict(uri)
+        found = uplift is not None and uplift["verdict"] == HETEROGENEITY
+        needed = None if found or spec.fallback == "random" else "response"
+    if needed is not None and champion_verdict(uri, needed) is None:
+        how = "`pmp train churn`" if needed == "churn" else "the campaign_models_training DAG"
+        raise ScoringError(
+            f"campaign {name}: no model registered as {needed}@champion in {safe_url(uri)}: train and promote "
+            f"one first ({how})"
+        )
     say(
         f"campaign {name}: spec, database {safe_url(settings.database_url)} and MLflow store "
         f"{safe_url(settings.mlflow_tracking_uri)} checked"
@@ -91,10 +107,11 @@ def check_campaign(settings: Settings, name: str, progress: Progress = None) -> 
 
 
 def validate_campaign(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
-    """The campaign's first step: the spec, the database and the MLflow store are checked
-    (:func:`check_campaign`; a bad one fails in seconds, before any work), then the source-data gates of
-    ``as_of`` (:func:`validate_data`)."""
+    """The campaign's first step: the spec, the database, the MLflow store and that the runs/ folder takes files
+    are checked (:func:`check_campaign`, :func:`runs.check_writable`; a bad one fails in seconds, before any
+    work), then the source-data gates of ``as_of`` (:func:`validate_data`)."""
     check_campaign(settings, name, progress)
+    check_writable(settings.runs_dir)
     return validate_data(settings, as_of, progress)
 
 
@@ -531,8 +548,10 @@ def run_campaign(settings: Settings, name: str, as_of: Any = None, progress: Pro
     """The whole campaign job in one process (what the ``campaign_scoring`` DAG runs task by task), without the
     source-data gate (run :func:`validate_data` first, as the DAG does)."""
     as_of = resolve_as_of(settings, as_of)
-    campaign_features(settings, name, as_of, progress)
-    campaign_segments(settings, name, as_of, progress)
-    campaign_score(settings, name, as_of, progress)
-    campaign_select(settings, name, as_of, progress)
-    return campaign_write(settings, name, as_of, progress)
+    # Another `pmp score` of this run id over the same data folder would share the attempt folder: take turns.
+    with run_lock(settings.runs_dir, campaign_run_id(name, as_of), say_to(progress)):
+        campaign_features(settings, name, as_of, progress)
+        campaign_segments(settings, name, as_of, progress)
+        campaign_score(settings, name, as_of, progress)
+        campaign_select(settings, name, as_of, progress)
+        return campaign_write(settings, name, as_of, progress)

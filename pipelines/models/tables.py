@@ -22,10 +22,55 @@ from pipelines.models.propensity import TrainConfig, _is_categorical_like
 from pipelines.models.registry import TrainResult, train_and_register
 from pipelines.progress import Progress, say_to
 
+_UTF16_32_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _check_utf8(path: Path) -> None:
+    """Raise ValueError naming the file, line and byte offset of the first byte that is not UTF-8 (or the
+    UTF-16/32 byte-order mark the file starts with). A UTF-8 byte-order mark is accepted."""
+    with _open_binary(path) as fh:
+        head = fh.read(4)
+        for bom, name in _UTF16_32_BOMS.items():
+            if head.startswith(bom):
+                raise ValueError(
+                    f"{path}: the file is {name} text (byte-order mark {bom.hex(' ')}); save it as UTF-8"
+                )
+        carry, offset, line = head, 0, 1  # carry: bytes not yet checked, from file offset ``offset``
+        while True:
+            block = fh.read(1 << 20)
+            data = carry + block
+            try:
+                data.decode("utf-8")
+                done = len(data)
+            except UnicodeDecodeError as exc:
+                if block and exc.reason == "unexpected end of data":
+                    done = exc.start  # a character cut by the block's end: check it with the next block
+                else:
+                    line += data[: exc.start].count(b"\n")
+                    raise ValueError(
+                        f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset "
+                        f"{offset + exc.start} (line {line}) is not valid UTF-8; re-save the file as UTF-8 (it "
+                        "may be Latin-1 or Windows-1252)"
+                    ) from None
+            line += data[:done].count(b"\n")
+            offset += done
+            carry = data[done:]
+            if not block:
+                return
+
 
 def _sniff_delimiter(path: Path) -> str:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
         sample = fh.read(64_000)
     if not sample.strip():
         raise ValueError(f"{path} is empty")
@@ -39,13 +84,22 @@ def _sniff_delimiter(path: Path) -> str:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A customer table from Parquet or CSV (optionally gzipped; the delimiter is sniffed: ``,`` ``;`` tab ``|``)."""
+    """A customer table from Parquet or CSV (optionally gzipped; the delimiter is sniffed: ``,`` ``;`` tab ``|``).
+
+    A CSV must be UTF-8; a UTF-8 byte-order mark (what Excel writes) is accepted and dropped. Other text (Latin-1,
+    Windows-1252, UTF-16) raises ValueError naming the file and the line and byte offset of the first byte that
+    is not UTF-8, before anything is trained.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    return pd.read_csv(path, sep=_sniff_delimiter(path))
+    try:
+        return pd.read_csv(path, sep=_sniff_delimiter(path), encoding="utf-8-sig")
+    except UnicodeError:
+        _check_utf8(path)  # names the line and byte
+        raise
 
 
 def _file_sha256(path: Path) -> str:
