@@ -38,8 +38,10 @@ run: .venv/.synced
 	$(RUN) pmp synth --customers $(CUSTOMERS) --months $(MONTHS) --out $(DATA)
 	PM_RETRY_DELAY_SECONDS=5 $(RUN) pmp run --data $(DATA)
 
+# Two workers on the two cores; a test module stays on one worker, so its module fixtures (a trained bank, a
+# private PostgreSQL server) are built once.
 test: .venv/.synced
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 bench: .venv/.synced
 	$(RUN) python bench/bench_synth.py --customers 200000 --months 12 --out bench/out/synth --keep

@@ -121,8 +121,9 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_mlflow_says_why(bank
         assert report["suite"] == "customer_features" and report["success"] is True
         assert len(report["snapshots"]) == 5
         assert all(s["success"] and s["rows"] > 15_000 for s in report["snapshots"].values())
-        assert sum(s["expectations"] for s in report["snapshots"].values()) == 5 * len(
-            suites.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]
+        # The suite's rules plus the point-in-time rule "computed at as_of" (features.gate.AS_OF_RULE).
+        assert sum(s["expectations"] for s in report["snapshots"].values()) == 5 * (
+            len(suites.load_suite("customer_features", PROJECT_ROOT / "expectations")["expectations"]) + 1
         )
 
 

@@ -13,6 +13,7 @@ Tasks read the platform's settings from the environment at run time, so each run
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -424,10 +425,12 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
 
 
 def test_a_critical_data_fault_fails_the_campaign_at_validate_without_retrying_or_writing(
-    airflow_settings, tmp_path
+    airflow_settings, trained, tmp_path
 ):
     data = tmp_path / "dirty"
     generate_bank(DIRTY_BANK, data, progress=None)
+    # A copy of the trained store: the campaign's checks want a churn champion before they look at the data.
+    shutil.copytree(trained.platform.settings.mlruns_dir, tmp_path / "mlruns")
     platform = make_platform(airflow_settings, data, tmp_path / "mlruns")
     as_of = storage.lake_end(platform.settings.lake_dir)
     engine = platform.engine()  # an empty campaign database, so "nothing written" is a row count
