@@ -507,7 +507,8 @@ def test_a_wide_table_computed_after_as_of_fails_its_gate_naming_the_feature(tmp
 
 
 def test_the_catalogue_counts_its_classes_and_names_existing_tests():
-    text = DOC.read_text(encoding="utf-8")
+    # The catalogue of bad inputs; the faults of a run that follow it (kills, disks) are not input classes.
+    text = DOC.read_text(encoding="utf-8").split("\n## Faults during a run")[0]
     rows = [
         ln
         for ln in text.splitlines()
