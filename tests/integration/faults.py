@@ -306,15 +306,20 @@ def database_problems(url: str) -> list[str]:
     return problems
 
 
-def folder_problems(runs_dir: Path, url: str) -> list[str]:
-    """What is wrong with the runs/ folder of campaign runs: a run folder at its final name without its
-    database row, or incomplete, or whose targets differ in number from the stored run."""
+def stored_runs(url: str) -> pd.DataFrame:
+    """The campaign database's runs, indexed by run id."""
     engine = store_schema.make_engine(url)
     try:
         store_schema.ensure_schema(engine)
-        stored = store.list_runs(engine).set_index("run_id")
+        return store.list_runs(engine).set_index("run_id")
     finally:
         engine.dispose()
+
+
+def folder_problems(runs_dir: Path, url: str) -> list[str]:
+    """What is wrong with the runs/ folder of campaign runs: a run folder at its final name without its
+    database row, or incomplete, or whose targets differ in number from the stored run."""
+    stored = stored_runs(url)
     problems = []
     for folder in sorted(runs_dir.glob("campaign_scoring__*")):
         if not folder.is_dir() or folder.name.endswith((".attempt", ".previous")):

@@ -239,16 +239,9 @@ def kill_in_write(world: World, env: dict[str, str], data: Path, url: str, delay
     is about to run (``faults.start_step(pause_in_write=...)``); the kill comes then (``delay`` 0) or ``delay``
     seconds after it is let go on. Returns where the step was: ``in the transaction``, ``committed`` (the run's
     row is stored) or ``ended``."""
-    from pipelines.campaigns import store, store_schema
 
     def written_at() -> object:
-        engine = store_schema.make_engine(url)
-        try:
-            store_schema.ensure_schema(engine)
-            runs = store.list_runs(engine).set_index("run_id")
-        finally:
-            engine.dispose()
-        return runs["finished_at"].get(world.run_id)
+        return faults.stored_runs(url)["finished_at"].get(world.run_id)
 
     world.restore(data, "write")
     before = written_at()

@@ -208,33 +208,20 @@ def _seed_campaign_run(url: str) -> None:
     failed rerun of the same run id must leave it as it is."""
     from datetime import date
 
-    from pipelines.campaigns import store, store_frames, store_schema
+    from pipelines.campaigns import store_schema
+    from tests.stored_runs import store_run
 
     store_schema.check_database(url)
-    targets = pd.DataFrame(
-        {
-            "customer_id": np.arange(1, 11, dtype=np.int64),
-            "score": [0.9 - 0.05 * i for i in range(10)],
-            "decile": [1] * 10,
-            "rank": range(1, 11),
-            "target_group": ["treatment"] * 8 + ["holdout"] * 2,
-            "channel": "call",
-            "reason_1": "days_since_last_login",
-            "reason_2": None,
-            "reason_3": None,
-            "rfm_segment": "At risk",
-            "value_tier": "mid",
-            "lifecycle_stage": "dormant",
-            "persona": "revolver",
-        }
-    )
     engine = store_schema.make_engine(url)
     try:
-        run = store_frames.RunRecord(
-            f"campaign_scoring__2025-04-01__{CAMPAIGN}", CAMPAIGN, date(2025, 4, 1), "churn", "1"
-        )
-        store.write_run(
-            engine, run, targets, targets.iloc[:0][["customer_id"]].assign(exclusion_reason="", detail="")
+        ids = np.arange(1, 11, dtype=np.int64)
+        store_run(
+            engine,
+            f"campaign_scoring__2025-04-01__{CAMPAIGN}",
+            CAMPAIGN,
+            date(2025, 4, 1),
+            ids,
+            channel="call",
         )
     finally:
         engine.dispose()

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text
 
-from pipelines.campaigns import store, store_frames, store_schema
+from pipelines.campaigns import store_schema
 from pipelines.campaigns.contact_export import file_sha256, os_account
 from pipelines.cli import main
 from pipelines.data import storage
+from tests.stored_runs import store_run
 
 PII = {"full_name", "phone", "email", "national_id"}
 RUN_ID = "campaign_scoring__2025-02-01__demo"
@@ -41,29 +42,9 @@ def staff_data(bank, tmp_path, monkeypatch):
         .head(10)
         .to_numpy()
     )
-    targets = pd.DataFrame(
-        {
-            "customer_id": ids,
-            "score": [0.9 - 0.05 * i for i in range(10)],
-            "decile": [1] * 10,
-            "rank": range(1, 11),
-            "target_group": ["treatment"] * 8 + ["holdout"] * 2,
-            "channel": "sms",
-            "reason_1": "days_since_last_login",
-            "reason_2": None,
-            "reason_3": None,
-            "rfm_segment": "At risk",
-            "value_tier": "mid",
-            "lifecycle_stage": "dormant",
-            "persona": "revolver",
-        }
-    )
     engine = store_schema.make_engine(f"sqlite:///{database}")
     store_schema.ensure_schema(engine)
-    run = store_frames.RunRecord(RUN_ID, "demo", date(2025, 2, 1), "churn", "1")
-    store.write_run(
-        engine, run, targets, targets.iloc[:0][["customer_id"]].assign(exclusion_reason="", detail="")
-    )
+    store_run(engine, RUN_ID, "demo", date(2025, 2, 1), ids)
     yield engine
     engine.dispose()
 
