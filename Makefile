@@ -50,6 +50,8 @@ bench: .venv/.synced
 	$(RUN) python bench/bench_train.py --lake bench/out/synth --rows 100000
 	$(RUN) python bench/bench_score.py bench/out/synth --postgres ''
 	$(RUN) python bench/bench_uplift.py --omp-passive
+	$(UV) run --frozen --extra bench python bench/bench_uplift_peers.py
+	$(RUN) python bench/bench_tuning.py
 
 lint: .venv/.synced
 	$(RUN) ruff check pipelines dags tests bench

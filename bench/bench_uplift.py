@@ -2,7 +2,7 @@
 simulated randomised experiment (default 1M rows x 50 features, 50/50 treatment, heterogeneous effect), against a
 reference of two plain LightGBM binary fits of the same size with the same config, each scoring every row too.
 
-    python bench/bench_uplift.py                         # reference + the four learners, 1M x 50
+    python bench/bench_uplift.py                         # reference + the six learners, 1M x 50
     python bench/bench_uplift.py --rows 200000           # smaller
     python bench/bench_uplift.py --case x_learner        # one case, in this process
 
@@ -42,7 +42,15 @@ import pandas as pd
 import psutil
 from _measure import measure
 
-CASES = ("reference", "s_learner", "t_learner", "x_learner", "class_transformation")
+CASES = (
+    "reference",
+    "s_learner",
+    "t_learner",
+    "x_learner",
+    "class_transformation",
+    "r_learner",
+    "shared_t_learner",
+)
 GB = 1e9
 
 
@@ -116,8 +124,9 @@ def run_case(case: str, rows: int, features: int, seed: int) -> dict:
             learner.fit(X, y, t)
         with measure(f"[{case}] scoring {rows:,} rows") as score:
             scores = learner.predict_uplift(X)
-        boosters = [getattr(learner, a, None) for a in ("booster", "tau1", "tau0")]
+        boosters = [getattr(learner, a, None) for a in ("booster", "tau1", "tau0", "tau", "base")]
         boosters += list(getattr(learner, "boosters", {}).values())
+        boosters += list(getattr(learner, "groups", {}).values())
         trees = [b.num_trees() for b in boosters if b is not None]
         fit_s, score_s = fit["seconds"], score["seconds"]
         peak = max(fit["peak_rss_gb"], score["peak_rss_gb"])
@@ -186,7 +195,10 @@ def main() -> None:
             f"{qini:>8}  {r['trees']}"
         )
     print("* normalised Qini of the scores on the rows the learner was fitted on (in-sample; a sanity check)")
-    print("trees: of each fit (reference), of the boosters a learner keeps (X-learner: tau_1, tau_0)")
+    print(
+        "trees: of each fit (reference), of the boosters a learner keeps (X-learner: tau_1, tau_0; R-learner: tau; "
+        "shared T-learner: the pooled booster, then treated and control)"
+    )
     print(f"load average: {reference['load_before']} at the start, {results[-1]['load_after']} at the end")
     for r in results[1:]:
         problems = []

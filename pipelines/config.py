@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("mlflow_tracking_uri", "MLFLOW_TRACKING_URI")
     )
     seed: int = 42
+    # The hyperparameter search of the platform's propensity trainings (churn, response, pmp train --table): trials
+    # (the first is the untuned parameters) and a cap in seconds per training; either 0 = no search. Off by
+    # default: at a budget `make run` can afford it did not improve test AUC, and a cap that stops a search makes
+    # retrains differ (pipelines.models.tuning, docs/models.md "Hyperparameter search").
+    tune_trials: int = Field(0, ge=0)
+    tune_seconds: int = Field(120, ge=0)
     # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
     airflow_home: Path | None = Field(None, validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME"))
     dags_dir: Path = Field(default_factory=lambda: resource_dir("dags"))

@@ -3,7 +3,8 @@
 - :func:`load_scoring_model` resolves ``models:/<name>@champion`` to a fixed version once, so a promotion during a
   run cannot mix two models in one list.
 - :func:`score_customers` scores the wide table (built by ``pipelines.features.wide_table.build_features``, the same code as training)
-  in chunks and adds the decile (1 = highest scores) over the whole scored base.
+  in chunks and adds the decile (1 = highest scores) over the whole scored base, ranked by the booster's raw
+  score (the calibrated probability is a strictly increasing map of it, but old step-calibrated models tie).
 - :func:`reason_codes` names the three features that pushed each customer's score up the most (LightGBM
   decision-path contributions, in log-odds).
 - :func:`assign_holdout` splits an audience into treatment and holdout: a salted hash of (campaign, run, customer)
@@ -127,8 +128,9 @@ def load_scoring_model(
 
 
 def assign_deciles(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Decile 1..10 of each score over the whole frame, 1 = highest; ties broken by customer id (ascending) so
-    the assignment is deterministic. Deciles differ in size by at most one."""
+    """Decile 1..10 of each score (any ranking key: :func:`score_customers` passes the raw score) over the whole
+    frame, 1 = highest; ties broken by customer id (ascending) so the assignment is deterministic. Deciles differ
+    in size by at most one."""
     n = len(scores)
     if n == 0:
         return np.zeros(0, dtype=np.int16)
@@ -142,8 +144,9 @@ def score_customers(
     model: ScoringModel, wide: pd.DataFrame, *, chunk_rows: int = CHUNK_ROWS, progress: Progress = None
 ) -> pd.DataFrame:
     """``customer_id``, ``score`` (calibrated probability; estimated uplift for an uplift model) and ``decile``
-    for every row of the wide table, in the wide table's order. Scores ``chunk_rows`` rows at a time so memory
-    stays flat on large bases, with progress on ``progress``."""
+    for every row of the wide table, in the wide table's order. Deciles rank by a propensity model's raw score
+    (ties only where raw scores tie), by the score itself for other models. Scores ``chunk_rows`` rows at a time
+    so memory stays flat on large bases, with progress on ``progress``."""
     say = say_to(progress)
     missing = [f for f in model.model.features if f not in wide.columns]
     if missing:
@@ -158,17 +161,30 @@ def score_customers(
             + ", ".join(f"{c} ({n:,} rows)" for c, n in unseen.items())
         )
     scores = np.empty(len(wide), dtype=np.float64)
+    ranks = np.empty(len(wide), dtype=np.float64)
     with track(
         len(wide), f"scoring with {model.name} v{model.version}", unit="customers", progress=progress
     ) as t:
         for start in range(0, len(wide), chunk_rows):
             chunk = wide.iloc[start : start + chunk_rows]
-            scores[start : start + len(chunk)] = model.model.predict_proba(chunk)
+            scores[start : start + len(chunk)], ranks[start : start + len(chunk)] = _score_and_rank(
+                model.model, chunk
+            )
             t.advance(len(chunk))
-    if len(wide) and not np.isfinite(scores).all():
+    if len(wide) and not (np.isfinite(scores).all() and np.isfinite(ranks).all()):
         raise ScoringError(f"{model.name} v{model.version} produced non-finite scores")
     ids = wide[ID].to_numpy()
-    return pd.DataFrame({ID: ids, SCORE: scores, DECILE: assign_deciles(scores, ids)})
+    return pd.DataFrame({ID: ids, SCORE: scores, DECILE: assign_deciles(ranks, ids)})
+
+
+def _score_and_rank(model: Any, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(score, ranking key) of a chunk: a propensity model's calibrated probability and raw score (predicted
+    once, calibrated from it); for uplift and random scorers, the score twice."""
+    if hasattr(model, "raw_score") and hasattr(model, "calibrate"):
+        raw = model.raw_score(chunk)
+        return model.calibrate(raw), raw
+    score = model.predict_proba(chunk)
+    return score, score
 
 
 def reason_codes(model: ScoringModel, wide: pd.DataFrame, top: int = 3) -> pd.DataFrame:

@@ -50,7 +50,11 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.jobs.training import train_churn, value_train
     from pipelines.models.propensity import TrainConfig
     from pipelines.models.tables import train_table
+    from pipelines.models.tuning import budget
 
+    tune = budget(settings)
+    if args.tune_trials is not None:
+        tune["tune_trials"] = args.tune_trials
     if args.model == "uplift":
         return _train_uplift(args, settings)
     if args.model is None and args.outcome is not None:
@@ -73,7 +77,7 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
             tracking_uri=settings.mlflow_tracking_uri,
             as_of=args.as_of,
             definition=LabelDefinition(args.definition, args.horizon),
-            config=TrainConfig(model_name="churn", calibration=args.calibration, seed=settings.seed),
+            config=TrainConfig(model_name="churn", calibration=args.calibration, seed=settings.seed, **tune),
             progress=print,
         )
         print(result.summary())
@@ -83,7 +87,7 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("--table needs --label COL")
 
     exclude = [c.strip() for c in (args.exclude or "").split(",") if c.strip()]
-    config = TrainConfig(calibration=args.calibration)
+    config = TrainConfig(calibration=args.calibration, **tune)
     print(f"tracking: {settings.mlflow_tracking_uri}")
     result = train_table(
         args.table,
@@ -95,6 +99,9 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         seed=settings.seed if args.seed is None else args.seed,
         test_size=0.3 if args.test_size is None else args.test_size,
         ordered=args.ordered,
+        allow=args.allow_column or (),
+        group_by_id=args.group_by_id,
+        force=args.force,
         tracking_uri=settings.mlflow_tracking_uri,
         config=config,
         progress=print,
@@ -143,9 +150,12 @@ def _train_uplift(args: argparse.Namespace, settings: Settings) -> int:
         positive=args.positive,
         id_col=args.id,
         exclude=exclude,
-        name=args.name or "uplift",
+        name=args.name,
         seed=settings.seed if args.seed is None else args.seed,
         test_size=0.25 if args.test_size is None else args.test_size,
+        allow=args.allow_column or (),
+        group_by_id=args.group_by_id,
+        force=args.force,
         tracking_uri=settings.mlflow_tracking_uri,
         progress=print,
     )

@@ -22,6 +22,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return number
+
+
 def _fraction(value: str) -> float:
     number = float(value)
     if not 0 < number < 1:
@@ -107,7 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--id", default=None, help="identifier column, never used as a feature")
     train.add_argument("--exclude", default=None, help="comma-separated columns to leave out (e.g. leaks)")
     train.add_argument(
-        "--name", default=None, help="registered model name (default: the file's stem; uplift: uplift)"
+        "--name", default=None, help="registered model name with --table (default: the file's stem)"
+    )
+    train.add_argument(
+        "--allow-column",
+        action="append",
+        default=None,
+        metavar="COL",
+        help="with --table: use this column as a feature although it looks like personal data (repeatable)",
+    )
+    train.add_argument(
+        "--group-by-id",
+        action="store_true",
+        help="with --table and --id: accept repeated ids and keep each id's rows on one side of the split",
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="with --table: register under --name even when that model has another input schema (the new version "
+        "is not compared with nor promoted over the other schema's champion)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed (default PM_SEED or 42)")
     train.add_argument(
@@ -120,7 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--ordered", action="store_true", help="split by row order (test = last rows) instead of stratified"
     )
     train.add_argument(
-        "--calibration", choices=("isotonic", "platt"), default="isotonic", help="default isotonic"
+        "--calibration",
+        choices=("auto", "isotonic", "platt"),
+        default="auto",
+        help="probability calibration (ranking is always on the raw score); default auto: isotonic when the "
+        "validation frame has at least 1000 rows of its rarer class, Platt otherwise",
+    )
+    train.add_argument(
+        "--tune-trials",
+        type=_count,
+        default=None,
+        help="with churn or --table: trials of the hyperparameter search on the validation split, the first the "
+        "untuned parameters (default PM_TUNE_TRIALS or 0 = no search; capped at PM_TUNE_SECONDS, default 120)",
     )
     train.set_defaults(func=commands.train)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import Settings
+from pipelines.models.personal_columns import EMAIL_PATTERN
 
 # Files that cannot hold readable text (or hold it compressed, which a byte scan cannot see).
 _SKIP_SUFFIXES = set(
@@ -40,7 +41,7 @@ _MAX_BYTES = 200_000_000
 # The lake and the generator's ground truth are where the personal values belong: not scanned.
 _DATA_PARTS_SKIPPED = ("lake", "truth")
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_EMAIL = re.compile(EMAIL_PATTERN)
 _PHONE = re.compile(r"\+?\(?\d[\d\- ().]*\d")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _NAME_PAIR = re.compile(r"(?=\b([A-Za-z][A-Za-z'\-]+)[ \t]+([A-Za-z][A-Za-z'\-]+)\b)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from pipelines.features.labels import (
 )
 from pipelines.features.wide_table import build_features, feature_table_spec, load_tables
 from pipelines.jobs.common import registered_summary, resolve_as_of
-from pipelines.models.propensity import TrainConfig, evaluate_model, fit_model
+from pipelines.models import tuning
+from pipelines.models.propensity import TrainConfig, evaluate_model
 from pipelines.models.registry import TrainResult, register_model, train_and_register
 from pipelines.progress import Progress, say_to
 from pipelines.runs import make_run_id, run_dir
@@ -282,13 +284,18 @@ def training_fit(
     *,
     progress: Progress = None,
 ) -> str:
-    """Fit LightGBM (early stopping on the validation snapshot) and its calibrator -> ``model.pkl``."""
+    """Fit LightGBM (early stopping on the validation snapshot) and its calibrator -> ``model.pkl``; with a search
+    budget (``PM_TUNE_TRIALS``, ``PM_TUNE_SECONDS``) the best trial of a hyperparameter search on the validation
+    snapshot, its trials -> ``search.json`` for the register step."""
     say = say_to(progress)
     *_, folder = _training(settings, as_of, params)
     split = _split(folder)
     say(f"fitting on {len(split.train):,} rows, early stopping on {len(split.valid):,}")
-    config = TrainConfig(model_name="churn", seed=settings.seed)
-    model = fit_model(split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config, progress)
+    config = TrainConfig(model_name="churn", seed=settings.seed, **tuning.budget(settings))
+    model, _, search = tuning.fit_tuned(
+        split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config, progress
+    )
+    storage.write_json_atomic(folder / "search.json", search.to_dict() if search else {})
     path = folder / "model.pkl"
     storage.write_bytes_atomic(path, pickle.dumps(model))
     say(f"best iteration {model.best_iteration}")
@@ -339,6 +346,12 @@ def training_register(
     split = _split(folder)
     evaluation = folder / "evaluation"
     metrics = storage.read_json(evaluation / "metrics.json")
+    # Absent in a folder fitted before searches existed (a run upgraded between its tasks): no search.
+    found = storage.read_json(folder / "search.json") if (folder / "search.json").is_file() else {}
+    search = tuning.SearchResult.from_dict(found) if found else None
+    config = TrainConfig(model_name="churn", seed=settings.seed, **tuning.budget(settings))
+    if search is not None:
+        config = replace(config, lgb_overrides=search.best_params)
     gate = storage.read_json(folder / "features" / "gate.json")
     extra = {
         **storage.read_json(evaluation / "extra_metrics.json"),
@@ -352,7 +365,7 @@ def training_register(
         metrics,
         evaluation,
         label=LABEL,
-        config=TrainConfig(model_name="churn", seed=settings.seed),
+        config=config,
         tracking_uri=settings.mlflow_tracking_uri,
         experiment=TRAINING_DAG,
         rows={"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
@@ -373,6 +386,7 @@ def training_register(
         },
         extra_metrics=extra,
         progress=say,
+        search=search,
     )
     from mlflow import MlflowClient
 

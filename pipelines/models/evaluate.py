@@ -1,7 +1,9 @@
 """Scoring metrics and decile tables for a binary propensity model: pure functions over labels and scores.
 
 Deciles rank by score, highest first (decile 1 = the 10 % of rows with the highest scores); ties are broken by
-input order so the table is deterministic. Plots are written with matplotlib's Agg backend, imported only when a
+input order so the table is deterministic. A propensity model ranks by its booster's raw score and is calibrated
+apart (:mod:`pipelines.models.calibration`): ranking figures take the raw score, log-loss and Brier the
+probability. Plots are written with matplotlib's Agg backend, imported only when a
 plot is asked for.
 """
 
@@ -37,21 +39,24 @@ def ks_statistic(y, p) -> float:
     return float(np.max(tpr - fpr))
 
 
-def score_metrics(y, p) -> dict[str, float]:
+def score_metrics(y, p, rank=None) -> dict[str, float]:
     """auc, pr_auc, log_loss, brier, ks, base_rate and n for 0/1 labels ``y`` and probabilities ``p``.
 
-    Raises ValueError when ``y`` holds a single class (ranking metrics are undefined).
+    The ranking figures (auc, pr_auc, ks) are of ``rank`` when given (a model's raw score, which its calibrated
+    probability may have tied), else of ``p``. Raises ValueError when ``y`` holds a single class (ranking
+    metrics are undefined).
     """
     y, p = _check(y, p)
     if y.min() == y.max():
         raise ValueError("labels hold a single class: ranking metrics are undefined")
+    r = p if rank is None else _check(y, rank)[1]
     clipped = np.clip(p, 1e-15, 1 - 1e-15)
     return {
-        "auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
+        "auc": float(roc_auc_score(y, r)),
+        "pr_auc": float(average_precision_score(y, r)),
         "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
-        "ks": ks_statistic(y, p),
+        "ks": ks_statistic(y, r),
         "base_rate": float(y.mean()),
         "n": int(y.size),
     }

@@ -1,9 +1,12 @@
 """A binary propensity model: the LightGBM fit with early stopping, its calibration, and the MLflow pyfunc.
 
 The model is LightGBM (binary, early stopping on a validation frame) followed by a calibrator fitted on the
-validation scores (isotonic or Platt). Everything learned from data travels inside :class:`CalibratedModel`: the
-feature list, the category list of every categorical column (an unseen category becomes missing, never another
-category's code), the booster and the calibrator. :func:`evaluate_model` writes its test figures.
+validation scores (:mod:`pipelines.models.calibration`: Platt, centred isotonic, or ``auto`` between the two).
+The booster's raw score ranks, the calibrator only maps it to a probability with a strictly increasing function.
+Everything learned from data travels inside :class:`CalibratedModel`: the feature list, the category list of every
+categorical column (an unseen category becomes missing, never another category's code), the booster and the
+calibrator. :func:`evaluate_model` writes its test figures: ranking figures of the raw score, calibration figures
+of the probability.
 
 :func:`pyfunc_model` wraps any platform model (churn, response, value, uplift) as an MLflow pyfunc, a custom
 flavour this module also loads (:func:`pyfunc_parts`, :func:`_load_pyfunc`); :mod:`pipelines.models.registry`
@@ -18,13 +21,14 @@ import json
 import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from pipelines.models.calibration import CALIBRATIONS, apply_calibrator, choose_calibration, fit_calibrator
 from pipelines.models.evaluate import calibration_plot, decile_table, gains_chart, score_metrics
 from pipelines.progress import Progress, track
 
@@ -35,6 +39,12 @@ EVALUATION_FILES = (
     "gains_chart.png",
     "calibration_plot.png",
     "feature_importance.csv",
+)
+
+
+# What lgb_overrides may not change: the objective and metric, and what makes a fit deterministic and quiet.
+_FIXED_LGB_PARAMS = frozenset(
+    {"objective", "metric", "seed", "deterministic", "force_row_wise", "num_threads", "verbose"}
 )
 
 
@@ -54,21 +64,38 @@ class TrainConfig:
     lambda_l2: float = 1.0
     seed: int = 42
     num_threads: int = 2
-    calibration: Literal["isotonic", "platt"] = "isotonic"
+    calibration: Literal["auto", "isotonic", "platt"] = "auto"
     min_auc_gain: float = 0.002
     min_top_decile_lift_gain: float = 0.02
     max_brier_worsening: float = 0.0005
+    # LightGBM parameters that replace the ones above in lgb_params(): what a hyperparameter search chose
+    # (pipelines.models.tuning). Empty: the parameters above, unchanged.
+    lgb_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # The search's budget: trials (the first is the parameters above) and a cap in seconds; either 0 = no search.
+    tune_trials: int = 0
+    tune_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.calibration not in ("isotonic", "platt"):
-            raise ValueError(f"calibration must be 'isotonic' or 'platt', got {self.calibration!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
+            )
+        if self.tune_trials < 0 or self.tune_seconds < 0:
+            raise ValueError(
+                f"tune_trials and tune_seconds must be >= 0, got {self.tune_trials}, {self.tune_seconds}"
+            )
+        fixed = sorted(set(self.lgb_overrides) & _FIXED_LGB_PARAMS)
+        if fixed:
+            raise ValueError(
+                f"lgb_overrides may not change {', '.join(fixed)}: they define the model and its run"
+            )
         if self.n_estimators < 1 or self.early_stopping_rounds < 1:
             raise ValueError("n_estimators and early_stopping_rounds must be >= 1")
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.model_name):
             raise ValueError(f"model_name may hold letters, digits, '_', '.', '-' only: {self.model_name!r}")
 
     def lgb_params(self) -> dict[str, Any]:
-        """LightGBM parameters; deterministic for a given seed and thread count."""
+        """LightGBM parameters, ``lgb_overrides`` applied last; deterministic for a given seed and thread count."""
         return {
             "objective": "binary",
             "metric": "binary_logloss",
@@ -84,6 +111,7 @@ class TrainConfig:
             "force_row_wise": True,
             "num_threads": self.num_threads,
             "verbose": -1,
+            **self.lgb_overrides,
         }
 
 
@@ -174,12 +202,17 @@ class CalibratedModel:
         return unseen_categories(frame, self.categories)
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated log-odds of the booster."""
+        """Uncalibrated log-odds of the booster: the score that ranks (AUC, lift, deciles)."""
         return self.booster.predict(self.encode(frame), num_iteration=self.best_iteration, raw_score=True)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw scores ``raw`` (strictly increasing in them, except for a model
+        pickled with step-threshold isotonic calibration)."""
+        return apply_calibrator(self.calibration, self.calibrator, raw)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the positive class, one per row."""
-        return _apply_calibrator(self.calibration, self.calibrator, self.raw_score(frame))
+        return self.calibrate(self.raw_score(frame))
 
     def raw_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row SHAP contributions in log-odds (LightGBM ``pred_contrib``): one column per feature plus
@@ -298,29 +331,6 @@ def fit_early_stopped(
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _apply_calibrator(kind: str, params: Mapping[str, Any], raw: np.ndarray) -> np.ndarray:
-    if kind == "platt":
-        return _sigmoid(params["a"] * raw + params["b"])
-    # np.interp clips outside the fitted range, like IsotonicRegression(out_of_bounds="clip").
-    return np.interp(raw, params["x"], params["y"])
-
-
-def _fit_calibrator(kind: str, raw: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
-    if kind == "platt":
-        from sklearn.linear_model import LogisticRegression
-
-        lr = LogisticRegression(C=1e6, solver="lbfgs", random_state=seed).fit(raw.reshape(-1, 1), y)
-        return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
-    from sklearn.isotonic import IsotonicRegression
-
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
-    return {"x": iso.X_thresholds_.astype(float), "y": iso.y_thresholds_.astype(float)}
-
-
 def _labels(frame: pd.DataFrame, label: str) -> np.ndarray:
     if label not in frame.columns:
         raise KeyError(f"label column {label!r} is missing")
@@ -345,7 +355,9 @@ def fit_model(
     progress: Progress = None,
 ) -> CalibratedModel:
     """LightGBM fitted on ``train`` with early stopping on ``valid``, then a calibrator fitted on the ``valid``
-    scores. Category lists come from ``train`` (its declared categories when a column is Categorical)."""
+    scores: ``config.calibration``, or for ``auto`` the one :func:`choose_calibration` picks for ``valid``'s labels
+    (the model's ``calibration`` records the one fitted). Category lists come from ``train`` (its declared
+    categories when a column is Categorical)."""
     import lightgbm as lgb
 
     features = list(features)
@@ -364,7 +376,8 @@ def fit_model(
     categories = {c: _category_list(train[c]) for c in categorical}
     # The booster trains on codes of our own category lists: positional feature names keep arbitrary column
     # names (dots, spaces, JSON characters) away from LightGBM.
-    model = CalibratedModel(None, features, categories, config.calibration, {}, 0)
+    calibration = choose_calibration(config.calibration, y_valid)
+    model = CalibratedModel(None, features, categories, calibration, {}, 0)
     cat_idx = [features.index(c) for c in categorical]
     names = [f"f{i}" for i in range(len(features))]
     dtrain = lgb.Dataset(
@@ -379,7 +392,7 @@ def fit_model(
     best = booster.current_iteration()
     model.booster, model.best_iteration = booster, best
     raw_valid = model.raw_score(valid)
-    model.calibrator = _fit_calibrator(config.calibration, raw_valid, y_valid, config.seed)
+    model.calibrator = fit_calibrator(model.calibration, raw_valid, y_valid, config.seed)
     return model
 
 
@@ -452,21 +465,26 @@ def pyfunc_input(frame: pd.DataFrame, features: Sequence[str], categorical: Iter
 # Evaluation on the test frame
 
 
-def _test_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    metrics = score_metrics(y, p)
-    metrics["top_decile_lift"] = float(decile_table(y, p)["lift"].iloc[0])
+def _test_metrics(y: np.ndarray, p: np.ndarray, rank: np.ndarray | None = None) -> dict[str, float]:
+    """:data:`TEST_METRICS` (and base rate, n): log-loss and Brier of probabilities ``p``, the ranking figures of
+    ``rank`` (the raw score) when given, else of ``p``."""
+    metrics = score_metrics(y, p, rank=rank)
+    metrics["top_decile_lift"] = float(decile_table(y, p if rank is None else rank)["lift"].iloc[0])
     return metrics
 
 
 def evaluate_model(model: CalibratedModel, test: pd.DataFrame, label: str, out_dir: Path) -> dict[str, float]:
     """Test metrics of ``model`` on ``test``; writes :data:`EVALUATION_FILES` (metrics, decile table, gains and
-    calibration charts, feature importance) into ``out_dir`` and returns the metrics."""
+    calibration charts, feature importance) into ``out_dir`` and returns the metrics. AUC, PR-AUC, KS, lift, the
+    decile table and the gains chart rank by the raw score; log-loss, Brier and the calibration chart judge the
+    calibrated probability."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y_test = _labels(test, label)
-    p_test = model.predict_proba(test)
-    metrics = _test_metrics(y_test, p_test)
-    table = decile_table(y_test, p_test)
+    raw_test = model.raw_score(test)
+    p_test = model.calibrate(raw_test)
+    metrics = _test_metrics(y_test, p_test, rank=raw_test)
+    table = decile_table(y_test, raw_test)
     table.to_csv(out_dir / "decile_table.csv", index=False)
     gains_chart(table, out_dir / "gains_chart.png")
     calibration_plot(y_test, p_test, out_dir / "calibration_plot.png")

@@ -12,6 +12,7 @@ mlflow is imported inside the functions that need it: importing this module stay
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.models import packaging
+from pipelines.models import packaging, tuning
+from pipelines.models.personal_columns import synthetic_example
 from pipelines.models.propensity import (
     EVALUATION_FILES,
     TEST_METRICS,
@@ -34,7 +36,6 @@ from pipelines.models.propensity import (
     _labels,
     _test_metrics,
     evaluate_model,
-    fit_model,
     pyfunc_input,
     pyfunc_model,
     pyfunc_parts,
@@ -43,6 +44,8 @@ from pipelines.progress import Progress, say_to
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Model-version tag: what versions must share to be compared (:func:`comparison_scope`).
+SCOPE_TAG = "comparison_scope"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -143,12 +146,20 @@ def log_run_inputs(
     mlflow.log_text(json.dumps(features, indent=2, default=str), "evaluation/features.json")
 
 
-def log_registered_pyfunc(client, model_name: str, python_model: Any, example: pd.DataFrame, output) -> str:
+def log_registered_pyfunc(
+    client,
+    model_name: str,
+    python_model: Any,
+    example: pd.DataFrame,
+    output,
+    scope: Mapping[str, str] | None = None,
+) -> str:
     """Log ``python_model`` (a :func:`propensity.pyfunc_model`) as the run's ``model``, a custom pyfunc flavour
-    (:func:`propensity.pyfunc_parts`), with the signature ``example`` -> ``output``, ``example`` as input example,
-    a copy of the platform's code and a complete pinned environment (:mod:`pipelines.models.packaging`): the model
-    loads and serves without this checkout. Registers it as a new version of ``model_name`` with alias
-    ``challenger``. Returns the version."""
+    (:func:`propensity.pyfunc_parts`), with the signature ``example`` -> ``output``, ``example`` as input example
+    (build it with :func:`personal_columns.synthetic_example`: no raw row belongs in MLflow), a copy of the
+    platform's code and a complete pinned environment (:mod:`pipelines.models.packaging`): the model loads and
+    serves without this checkout. Registers it as a new version of ``model_name`` with alias ``challenger`` and,
+    with a ``scope`` (:func:`comparison_scope`), tag :data:`SCOPE_TAG`. Returns the version."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -171,7 +182,36 @@ def log_registered_pyfunc(client, model_name: str, python_model: Any, example: p
         )
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
+    if scope is not None:
+        client.set_model_version_tag(model_name, version, SCOPE_TAG, json.dumps(dict(scope), sort_keys=True))
     return version
+
+
+def schema_columns(schema) -> dict[str, str]:
+    """Column -> type name (``double``, ``string``, ...) of an MLflow input ``Schema`` (empty for None)."""
+    if schema is None:
+        return {}
+    return {c.name: getattr(c.type, "name", str(c.type)) for c in schema.inputs}
+
+
+def input_schema(example: pd.DataFrame) -> dict[str, str]:
+    """Column -> MLflow type name of the signature inferred from a model's input ``example``."""
+    from mlflow.models import infer_signature
+
+    example = example.set_axis(pd.Index(list(example.columns), dtype=object), axis=1)
+    return schema_columns(infer_signature(example).inputs)
+
+
+def comparison_scope(scope: Mapping[str, str], example: pd.DataFrame, experiment_id: str) -> dict[str, str]:
+    """What two versions of a model must share to be compared on one test frame: ``scope`` (what the caller
+    trains on, e.g. the label and its positive value), the MLflow experiment and a digest of the input schema."""
+    schema = json.dumps(sorted(input_schema(example).items()))
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:16]
+    return {
+        **{k: str(v) for k, v in scope.items()},
+        "experiment_id": str(experiment_id),
+        "input_schema": digest,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,11 +272,14 @@ def _champion_metrics(
     test_input: pd.DataFrame,
     y_test: np.ndarray,
     metrics_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+    scope: Mapping[str, str] | None = None,
 ):
     """(version, metrics, problem) of the current champion scored on ``test_input`` (``metrics_fn(y, predicted)``,
     by default the binary test metrics).
 
-    (None, None, None) without a champion; metrics None and a problem text when it cannot be scored here.
+    (None, None, None) without a champion; metrics None and a problem text when it cannot be scored here, or, with
+    a ``scope`` (:func:`comparison_scope`), when the champion's :data:`SCOPE_TAG` differs: it was trained on
+    another table, experiment or label, and scoring it on this test frame would compare nothing.
     """
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
@@ -245,6 +288,19 @@ def _champion_metrics(
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None, None, None
+    if scope is not None:
+        theirs = json.loads((current.tags or {}).get(SCOPE_TAG) or "{}")
+        differs = [k for k in dict(scope) if theirs.get(k) != scope[k]]
+        if differs:
+            what = ", ".join(differs) if theirs else "a model without a recorded scope"
+            return (
+                str(current.version),
+                None,
+                (
+                    f"champion v{current.version} was trained on another table (differs: {what}): not compared "
+                    f"and not replaced; this version stays challenger (promote it by hand if intended)"
+                ),
+            )
     try:
         champion = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
         schema = champion.metadata.get_input_schema()
@@ -351,16 +407,20 @@ def train_and_register(
     extra_metrics: Mapping[str, float] | None = None,
     artifact_location: str | None = None,
     progress: Progress = None,
+    scope: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Fit (:func:`fit_model`), evaluate on ``test`` (:func:`evaluate_model`), then log, register and maybe promote
-    (:func:`register_model`): the three steps the training DAG runs as separate tasks, in one call."""
+    """Fit (:func:`propensity.fit_model`), evaluate on ``test`` (:func:`evaluate_model`), then log, register and maybe promote
+    (:func:`register_model`): the three steps the training DAG runs as separate tasks, in one call.
+
+    With a search budget in ``config`` (``tune_trials``, ``tune_seconds``) the fit is the best trial of a
+    hyperparameter search on ``valid`` (:func:`tuning.fit_tuned`), logged as nested runs under the training run."""
     say = say_to(progress)
     features = list(features)
     categorical = [c for c in categorical if c in features]
     say(
         f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,} ({len(features)} features)"
     )
-    model = fit_model(train, valid, features, categorical, label, config, progress)
+    model, config, search = tuning.fit_tuned(train, valid, features, categorical, label, config, progress)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = evaluate_model(model, test, label, Path(tmp))
         say(
@@ -382,6 +442,8 @@ def train_and_register(
             extra_metrics=extra_metrics,
             artifact_location=artifact_location,
             progress=progress,
+            search=search,
+            scope=scope,
         )
 
 
@@ -401,10 +463,16 @@ def register_model(
     extra_metrics: Mapping[str, float] | None = None,
     artifact_location: str | None = None,
     progress: Progress = None,
+    search: tuning.SearchResult | None = None,
+    scope: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Log one MLflow run (parameters, lineage, test ``metrics``, the files of ``evaluation_dir``), register a new
+    """Log one MLflow run (parameters, lineage, test ``metrics``, the files of ``evaluation_dir``, and ``search``,
+    the hyperparameter search that chose ``config.lgb_overrides``, as nested runs), register a new
     version of ``config.model_name`` with alias ``challenger``, and move alias ``champion`` to it only if it passes
-    :func:`decide_promotion` against the current champion scored on the same ``test`` frame.
+    :func:`decide_promotion` against the current champion scored on the same ``test`` frame. With a ``scope``
+    (e.g. the label of a user's table) the champion is compared only when it shares it, the MLflow experiment
+    and the input schema (:func:`comparison_scope`); otherwise the new version stays challenger. The logged input
+    example is synthetic (:func:`personal_columns.synthetic_example`), never rows of ``test``.
 
     ``tracking_uri`` is required (no dependence on the working directory); for a sqlite store without an
     ``artifact_location`` the artifacts go to ``artifacts/`` next to the database file.
@@ -428,29 +496,40 @@ def register_model(
         test_input = pyfunc_input(test, features, categorical)
         with mlflow.start_run(experiment_id=experiment_id) as run:
             log_run_inputs(
-                config, label, model, rows, run_params, lineage, {"best_iteration": str(model.best_iteration)}
+                config,
+                label,
+                model,
+                rows,
+                run_params,
+                lineage,
+                {"best_iteration": str(model.best_iteration), "calibration_fitted": model.calibration},
             )
             mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in TEST_METRICS})
             mlflow.log_metrics({"test_base_rate": metrics["base_rate"], "test_n": float(metrics["n"])})
             if extra_metrics:
                 mlflow.log_metrics({k: float(v) for k, v in extra_metrics.items()})
+            if search is not None:
+                tuning.log_search(search)
 
             for name in EVALUATION_FILES:
                 if (Path(evaluation_dir) / name).is_file():
                     mlflow.log_artifact(str(Path(evaluation_dir) / name), artifact_path="evaluation")
 
             say("logging and registering the model")
-            example = test_input.head(5)
+            example = synthetic_example(test_input)
+            if scope is not None:
+                scope = comparison_scope(scope, example, experiment_id)
             version = log_registered_pyfunc(
                 client,
                 config.model_name,
                 pyfunc_model(model, "predict_proba"),
                 example,
                 model.predict_proba(example),
+                scope,
             )
 
             champion_version, champion_metrics, problem = _champion_metrics(
-                client, config.model_name, test_input, y_test
+                client, config.model_name, test_input, y_test, scope=scope
             )
             if problem:
                 decision = Decision(False, (problem,), champion_version)
@@ -484,14 +563,18 @@ def register_model(
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "SCOPE_TAG",
     "Decision",
     "TrainResult",
+    "comparison_scope",
     "decide_promotion",
+    "input_schema",
     "load_champion",
     "log_registered_pyfunc",
     "log_run_inputs",
     "mlflow_store",
     "record_promotion",
     "register_model",
+    "schema_columns",
     "train_and_register",
 ]

@@ -11,8 +11,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.models.propensity import TrainConfig
-from pipelines.models.tables import _file_sha256, prepare_table, read_table, split_frame
+from pipelines.models.personal_columns import screen_personal_columns, synthetic_example
+from pipelines.models.propensity import TrainConfig, pyfunc_input
+from pipelines.models.tables import (
+    _file_sha256,
+    check_ids,
+    check_registered_schema,
+    model_name_of,
+    prepare_table,
+    read_table,
+    split_frame,
+)
 from pipelines.models.uplift import uplift_config
 from pipelines.models.uplift_training import UpliftResult, train_uplift
 from pipelines.progress import Progress, say_to
@@ -47,10 +56,13 @@ def train_uplift_table(
     positive: Any = None,
     id_col: str | None = None,
     exclude: Iterable[str] = (),
-    name: str = "uplift",
+    name: str | None = None,
     seed: int = 42,
     test_size: float = 0.25,
     valid_size: float = 0.25,
+    allow: Iterable[str] = (),
+    group_by_id: bool = False,
+    force: bool = False,
     tracking_uri: str,
     experiment: str | None = None,
     config: TrainConfig | None = None,
@@ -63,7 +75,12 @@ def train_uplift_table(
     ``id_col`` and ``exclude`` is a feature (:func:`tables.prepare_table`: numbers stay numbers, text becomes
     categorical); the id column never reaches the model nor MLflow. Rows are split at random, stratified by
     treatment x outcome: ``test_size`` of them for test, ``valid_size`` of the rest for selection. The run's lineage
-    is the file's name and sha256; the experiment defaults to ``table/<name>``.
+    is the file's name and sha256; the model name defaults to the file's stem (:func:`tables.model_name_of`), the
+    experiment to ``table/<name>``. As in :func:`tables.train_table`: personal columns are left out of the features
+    unless in ``allow``, repeated ids are refused unless ``group_by_id`` (each id's rows then stay on one side of
+    the split), a name registered with another input schema is refused unless ``force``, and the champion is
+    compared only with models of the same experiment definition (treatment, groups, outcome), MLflow experiment
+    and input schema.
 
     Raises ValueError naming the file and the column for: a missing column, treated/control values absent (listing
     the values seen), nulls in the treatment column, an outcome that is not binary, a group without positives (or
@@ -72,9 +89,12 @@ def train_uplift_table(
     path = Path(path).expanduser().resolve()
     say = say_to(progress)
     where = path.name
-    exclude = list(exclude)
+    name = name or model_name_of(path)
+    exclude, allow = list(exclude), list(allow)
     if str(treated) == str(control):
         raise ValueError(f"--treated and --control are the same value {treated!r}")
+    if group_by_id and id_col is None:
+        raise ValueError("--group-by-id needs --id COL")
     say(f"reading {path}")
     raw = read_table(path)
     say(f"{len(raw):,} rows x {raw.shape[1]} columns")
@@ -148,12 +168,17 @@ def train_uplift_table(
             )
 
     frame[outcome] = response.astype(np.int8)
+    ids_note = check_ids(frame, id_col, group_by_id, where) if id_col is not None else None
+    candidates = [c for c in frame.columns if c not in (treatment, outcome, id_col) and c not in exclude]
+    personal = screen_personal_columns(frame, candidates, allow, say)
     try:
-        prepared, features, categorical, _ = prepare_table(frame, outcome, 1, id_col, [*exclude, treatment])
+        prepared, features, categorical, _ = prepare_table(
+            frame, outcome, 1, id_col, [*exclude, treatment, *personal], progress=progress
+        )
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if id_col is not None:
-        prepared = prepared.drop(columns=[id_col])
+    if ids_note:
+        say(ids_note)
     prepared[treatment] = flag
     for c in categorical:
         n = len(prepared[c].cat.categories)
@@ -174,10 +199,20 @@ def train_uplift_table(
             f"{where}: a treatment x outcome cell has only {smallest} row(s): too few to split into train, "
             "validation and test"
         )
-    parts = split_frame(prepared, stratum, seed=seed, test_size=test_size, valid_size=valid_size)
-    train, valid, test = (p.drop(columns=[stratum]) for p in parts)
+    schema_note = check_registered_schema(
+        tracking_uri, name, synthetic_example(pyfunc_input(prepared, features, categorical)), force
+    )
+    if schema_note:
+        say(schema_note)
+    groups = id_col if group_by_id else None
+    parts = split_frame(
+        prepared, stratum, seed=seed, test_size=test_size, valid_size=valid_size, groups=groups
+    )
+    train, valid, test = (p.drop(columns=[c for c in (stratum, id_col) if c is not None]) for p in parts)
+    by_id = f", each {id_col!r} on one side" if group_by_id else ""
     say(
-        f"split (stratified by treatment x outcome): train {len(train):,}, valid {len(valid):,}, test {len(test):,}"
+        f"split (stratified by treatment x outcome{by_id}): train {len(train):,}, valid {len(valid):,}, "
+        f"test {len(test):,}"
     )
 
     config = replace(config or uplift_config(), model_name=name, seed=seed)
@@ -200,6 +235,10 @@ def train_uplift_table(
             "positive": str(positive),
             "id_col": id_col or "",
             "exclude": exclude,
+            "personal_left_out": personal,
+            "allow_column": allow,
+            "group_by_id": group_by_id,
+            "force": force,
             "split": "stratified by treatment x outcome",
             "test_size": test_size,
             "valid_size": valid_size,
@@ -212,6 +251,13 @@ def train_uplift_table(
             "rows_dropped": dropped,
         },
         progress=progress,
+        scope={
+            "treatment": treatment,
+            "treated": str(treated),
+            "control": str(control),
+            "outcome": outcome,
+            "positive": str(positive),
+        },
     )
 
 

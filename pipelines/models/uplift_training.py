@@ -1,11 +1,12 @@
 """Train, select, evaluate, log, register and (maybe) promote an uplift model.
 
-:func:`train_uplift` fits every learner of :mod:`pipelines.models.uplift` on the training rows of a randomised
-experiment, keeps the one with the best normalised Qini on the validation rows (:func:`uplift.select_best`),
-evaluates it on the test rows (normalised Qini with a bootstrap interval, AUUC, uplift@30 %, the verdict), logs one
-MLflow run and registers the learner as a pyfunc (frame in, uplift scores out) with alias ``challenger``. The
-challenger becomes ``champion`` when there is none yet, or when its test Qini beats the champion's, scored on the
-same test frame, by ``min_qini_gain``. The verdict travels as a tag on the run and on the model version:
+:func:`train_uplift` cross-fits the learners of :mod:`pipelines.models.uplift` on the training and validation rows
+of a randomised experiment, keeps the one with the best mean fold Qini and refits it on those rows
+(:func:`uplift_selection.select_learner`: the choice comes with its standard error), evaluates it on the test rows
+(normalised Qini with a bootstrap interval, AUUC, uplift@30 %, the verdict), logs one MLflow run and registers
+the learner as a pyfunc (frame in, uplift scores out) with alias ``challenger``. The challenger becomes
+``champion`` when there is none yet, or when its test Qini beats the champion's, scored on the same test frame, by
+``min_qini_gain``. The verdict travels as a tag on the run and on the model version:
 :func:`champion_verdict` reads it back, so a campaign selecting by uplift can fall back to the response score when
 the champion found no reliable heterogeneity.
 
@@ -31,7 +32,7 @@ import pandas as pd
 
 from pipelines.models.propensity import TrainConfig, pyfunc_model
 from pipelines.models.registry import CHAMPION, Decision
-from pipelines.models.uplift import default_learners, select_best, uplift_config
+from pipelines.models.uplift import default_learners, uplift_config
 from pipelines.models.uplift_metrics import (
     HETEROGENEITY,
     QINI_COLUMNS,
@@ -41,6 +42,7 @@ from pipelines.models.uplift_metrics import (
     qini_curve,
     verdict,
 )
+from pipelines.models.uplift_selection import SelectionConfig, select_learner
 from pipelines.progress import Progress, say_to
 
 TEST_METRICS = ("qini", "qini_ci_low", "qini_ci_high", "auuc", "uplift_at_30")
@@ -120,20 +122,30 @@ class UpliftResult:
     learners: pd.DataFrame = field(repr=False)
     model: Any = field(repr=False)
     champion_version: str | None = None
+    selection_note: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        """The learners table, the chosen learner's test figures, the verdict and the promotion decision."""
+        """The learners table with the selection's uncertainty, the chosen learner's test figures, the verdict and
+        the promotion decision."""
         m = self.metrics
         decision = "PROMOTED to champion" if self.promoted else "NOT promoted (stays challenger)"
         lines = [f"run {self.run_id}: {self.model_name} version {self.version} {decision}"]
-        lines.append("learners on the validation rows (normalised qini, best first):")
-        lines.append(f"  {'learner':<22}{'qini':>9}{'auuc':>9}{'uplift@30':>11}{'fit s':>8}")
+        folds = sum(c.startswith("qini_fold_") for c in self.learners.columns)
+        rows = "train rows" if "valid_qini" in m else "train and validation rows"
+        lines.append(
+            f"learners by {folds}-fold cross-fitting on the {rows} (normalised qini: mean ± SE over folds, best first):"
+        )
+        lines.append(f"  {'learner':<22}{'qini':>9}{'± SE':>8}{'auuc':>9}{'uplift@30':>11}{'fit s':>8}")
         for row in self.learners.itertuples(index=False):
             mark = " <- chosen" if row.learner == self.learner else ""
+            members = f" ({row.members})" if row.members else ""
             lines.append(
-                f"  {row.learner:<22}{row.qini:>9.4f}{row.auuc:>9.4f}{row.uplift_at_30:>11.4f}"
-                f"{row.fit_seconds:>8.1f}{mark}"
+                f"  {row.learner:<22}{row.qini:>9.4f}{row.qini_se:>8.4f}{row.auuc:>9.4f}{row.uplift_at_30:>11.4f}"
+                f"{row.fit_seconds:>8.1f}{mark}{members}"
             )
+        lines += [f"selection: {line}" for line in self.selection_note]
+        if "valid_qini" in m:
+            lines.append(f"validation rows (not in the folds): {self.learner} qini {m['valid_qini']:.4f}")
         lines.append(
             f"test ({self.learner}, {int(m.get('n_test', 0)):,} rows): qini {m['qini']:.4f} "
             f"[95% CI {m['qini_ci_low']:.4f}, {m['qini_ci_high']:.4f}]  auuc {m['auuc']:.4f}  "
@@ -214,22 +226,32 @@ def train_uplift(
     true_uplift_test=None,
     baseline_scores: Mapping[str, Any] | None = None,
     learners: Mapping[str, Any] | None = None,
+    selection: SelectionConfig | None = None,
+    valid_in_folds: bool = True,
     n_bootstrap: int = 200,
     min_qini_gain: float = 0.005,
     artifact_location: str | None = None,
     progress: Progress = None,
+    scope: Mapping[str, str] | None = None,
 ) -> UpliftResult:
-    """Fit every learner on ``train``, keep the best by normalised Qini on ``valid``, evaluate it on ``test``, log
-    one MLflow run, register it and maybe promote it. Returns an :class:`UpliftResult`.
+    """Cross-fit the learners on ``train`` and ``valid`` together, keep the best by mean fold Qini and refit it on
+    those rows (:func:`uplift_selection.select_learner` with ``selection``, default
+    :data:`uplift_selection.DEFAULT_SELECTION`), evaluate it on ``test``, log one MLflow run, register it and maybe
+    promote it. Returns an :class:`UpliftResult`. With ``valid_in_folds=False`` the folds and the refit use
+    ``train`` only, and the chosen learner's Qini on ``valid`` is logged as ``valid_qini``: an out-of-time check
+    when the split is in time (the campaign history).
 
     The frames hold ``features`` plus 0/1 ``treatment`` and ``outcome`` columns. ``learners`` (name -> unfitted
-    learner) defaults to one of each learner of :func:`uplift.default_learners` with ``config`` (default
+    learner) defaults to :func:`uplift.default_learners` of ``selection.learners`` with ``config`` (default
     :func:`uplift.uplift_config`), fitted one after the other with ``config.num_threads`` threads (capped at the
     machine's cores).
 
     Logged metrics: ``qini``, ``qini_ci_low``, ``qini_ci_high`` (``n_bootstrap`` resamples), ``auuc``,
     ``uplift_at_30``, ``incremental_at_30`` (uplift@30 % x rows in the top 30 % of the test rows),
-    ``valid_qini_<learner>``, ``n_train``/``n_valid``/``n_test``; with ``true_uplift_test`` (the true
+    ``cv_qini_<learner>`` and ``cv_qini_se_<learner>`` (mean fold Qini and its standard error),
+    ``selection_lead``/``selection_lead_se`` (the chosen one's lead over the runner-up, paired standard error),
+    ``valid_qini`` (with ``valid_in_folds=False``),
+    ``n_train``/``n_valid``/``n_test``; with ``true_uplift_test`` (the true
     p(treated) - p(control) of each test row) ``oracle_qini`` and ``qini_share_of_oracle``; for each
     ``baseline_scores`` entry (name -> scores of the test rows) ``qini_by_<name>`` and
     ``incremental_at_30_by_<name>``; against a champion ``champion_qini`` and ``qini_gain``; and ``promoted``. Tag
@@ -237,16 +259,21 @@ def train_uplift(
     plus ``lineage.json`` and ``features.json``.
 
     Promotion (:func:`decide_uplift_promotion`): no champion -> promote; otherwise the champion is scored on the
-    same test frame and the challenger is promoted only when its Qini gains at least ``min_qini_gain``. The verdict
+    same test frame and the challenger is promoted only when its Qini gains at least ``min_qini_gain``; with a
+    ``scope`` (a table's experiment: treatment, groups, outcome) only a champion of the same scope, MLflow experiment
+    and input schema is compared (:func:`registry.comparison_scope`), else this version stays challenger. The verdict
     does not block registration or a first promotion: campaigns read it (:func:`champion_verdict`) to fall back.
+    The logged input example is synthetic (:func:`personal_columns.synthetic_example`), no test row.
     """
     import mlflow
     from mlflow import MlflowClient
 
+    from pipelines.models.personal_columns import synthetic_example
     from pipelines.models.propensity import pyfunc_input
     from pipelines.models.registry import (
         _champion_metrics,
         _experiment_id,
+        comparison_scope,
         log_registered_pyfunc,
         log_run_inputs,
         mlflow_store,
@@ -286,25 +313,39 @@ def train_uplift(
     X_train, X_valid, X_test = _string_categories(
         [train[features], valid[features], test[features]], categorical
     )
+    selection = selection or SelectionConfig()
     if learners is None:
-        learners = default_learners(config, categorical)
+        learners = default_learners(config, categorical, selection.learners)
     learners = dict(learners)
 
+    pool = f"{len(train):,} train + {len(valid):,} validation" if valid_in_folds else f"{len(train):,} train"
     say(
-        f"uplift training: {len(learners)} learners on {len(train):,} rows, selection on {len(valid):,}, "
+        f"uplift training: {len(learners)} learners cross-fitted over {selection.folds} folds of the {pool} rows, "
         f"test on {len(test):,} ({len(features)} features, {len(categorical)} categorical, "
         f"{config.num_threads} thread(s))"
     )
-    name, learner, table = select_best(
-        learners, X_train, y_train, t_train, X_valid, y_valid, t_valid, progress=say
+    if valid_in_folds:
+        X_fit = pd.concat([X_train, X_valid], ignore_index=True)
+        y_fit, t_fit = np.concatenate([y_train, y_valid]), np.concatenate([t_train, t_valid])
+    else:
+        X_fit, y_fit, t_fit = X_train, y_train, t_train
+    chosen = select_learner(learners, X_fit, y_fit, t_fit, selection, seed=config.seed, progress=say)
+    name, learner, table = chosen.name, chosen.learner, chosen.table
+    best = table.iloc[0]
+    say(
+        f"selected {name} (cv qini {best['qini']:.4f} ± {best['qini_se']:.4f}); "
+        f"evaluating on {len(test):,} test rows"
     )
-    say(f"selected {name} (valid qini {table['qini'].iloc[0]:.4f}); evaluating on {len(test):,} test rows")
+    for line in chosen.note():
+        say(f"  {line}")
     s_test = learner.predict_uplift(X_test)
     metrics = evaluate_scores(
         y_test, t_test, s_test, n_bootstrap=n_bootstrap, seed=config.seed, progress=progress
     )
     outcome_verdict = verdict(metrics["qini"], metrics["qini_ci_low"], metrics["qini_ci_high"])
-    metrics.update({f"valid_qini_{_metric_key(r.learner)}": float(r.qini) for r in table.itertuples()})
+    metrics.update(chosen.metrics(_metric_key))
+    if not valid_in_folds and len(valid):
+        metrics["valid_qini"] = qini_coefficient(y_valid, t_valid, learner.predict_uplift(X_valid))
     metrics.update({"n_train": float(len(train)), "n_valid": float(len(valid)), "n_test": float(len(test))})
     curves = {f"uplift model ({name})": qini_curve(y_test, t_test, s_test, bins=100)}
     if true_uplift_test is not None:
@@ -330,7 +371,13 @@ def train_uplift(
 
     info = _FeatureInfo(learner.encoder)
     rows = {"train": len(train), "valid": len(valid), "test": len(test)}
-    run_params = {"treatment": treatment, **dict(run_params or {})}
+    run_params = {
+        "treatment": treatment,
+        "selection_folds": selection.folds,
+        "selection_ensemble": selection.ensemble,
+        "selection_fold_learning_rate": selection.fold_learning_rate,
+        **dict(run_params or {}),
+    }
     with tempfile.TemporaryDirectory() as tmp, mlflow_store(tracking_uri):
         out = Path(tmp)
         table.to_csv(out / "learners.csv", index=False)
@@ -342,7 +389,7 @@ def train_uplift(
             curve[column] = other["incremental_responses"].to_numpy()
         curve.to_csv(out / "qini_curve.csv", index=False)
         qini_chart(curves, out / "qini_curve.png")
-        summary = {**metrics, "learner": name, "verdict": outcome_verdict}
+        summary = {**metrics, "learner": name, "verdict": outcome_verdict, "selection": chosen.note()}
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -369,13 +416,16 @@ def train_uplift(
                 mlflow.log_artifact(str(out / file), artifact_path="evaluation")
 
             say("logging and registering the uplift model")
-            example = test_input.head(5)
+            example = synthetic_example(test_input)
+            if scope is not None:
+                scope = comparison_scope(scope, example, experiment_id)
             version = log_registered_pyfunc(
                 client,
                 model_name,
                 pyfunc_model(learner, "predict_uplift"),
                 example,
                 learner.predict_uplift(example),
+                scope,
             )
             client.set_model_version_tag(model_name, version, VERDICT_TAG, outcome_verdict)
             client.set_model_version_tag(model_name, version, "learner", name)
@@ -384,7 +434,7 @@ def train_uplift(
                 return {"qini": qini_coefficient(y, t_test, s)}
 
             champion_version, champion_metrics, problem = _champion_metrics(
-                client, model_name, test_input, y_test, qini_of
+                client, model_name, test_input, y_test, qini_of, scope=scope
             )
             if problem:
                 decision = Decision(False, (problem,), champion_version)
@@ -411,6 +461,7 @@ def train_uplift(
         learners=table,
         model=learner,
         champion_version=champion_version,
+        selection_note=tuple(chosen.note()),
     )
 
 

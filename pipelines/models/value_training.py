@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from pipelines.models.personal_columns import synthetic_example
 from pipelines.models.propensity import pyfunc_model
 from pipelines.models.registry import Decision
 from pipelines.models.value import (
@@ -283,7 +284,7 @@ def register_value_model(
             mlflow.log_artifacts(str(evaluation_dir), artifact_path="evaluation")
 
             say("logging and registering the value model")
-            example = test_input.head(5)
+            example = synthetic_example(test_input)  # never rows of the table (personal_columns)
             version = log_registered_pyfunc(
                 client, config.model_name, pyfunc_model(model, "predict"), example, model.predict(example)
             )

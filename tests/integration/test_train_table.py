@@ -78,12 +78,6 @@ def bank_with_contacts(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: personal columns go straight into training: the surname column becomes a categorical "
-    "feature, so surnames land in MLflow (run evaluation/features.json; the model's data/model.pkl, "
-    "input_example.json, serving_input_example.json)",
-)
 def test_pmp_train_table_leaves_no_personal_values_in_mlflow(
     bank_with_contacts, tmp_path, monkeypatch, capsys
 ):
@@ -95,11 +89,16 @@ def test_pmp_train_table_leaves_no_personal_values_in_mlflow(
     settings = Settings(home=tmp_path, data_dir=data, airflow_home=tmp_path / "airflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     monkeypatch.setenv("PM_HOME", str(tmp_path))
+    monkeypatch.setenv("PM_TUNE_TRIALS", "0")  # no hyperparameter search: the test is about personal data
     code = main(
         ["train", "--table", str(path), "--label", "responded", "--positive", "yes", "--id", "customer_id",
          "--exclude", "email", "--data", str(data)]
     )  # fmt: skip
-    assert code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # the surname is left out by its header (the e-mail is excluded by hand); the model is named after the file
+    assert "personal data: left out of the features: 'surname' (names: column name)" in out
+    assert "customers_with_contacts version 1 PROMOTED to champion" in out
     result = audit_pii(settings, progress=None)
     assert result.runs >= 1 and result.files > 0
     assert result.hits == [], "\n".join(hit.line() for hit in result.hits)

@@ -75,17 +75,17 @@ def test_cli_trains_registers_and_reports_an_uplift_model(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert "dropped 30 rows whose 'grp' is neither 'T' nor 'C'" in out
     assert "split (stratified by treatment x outcome): train 6,732, valid 2,245, test 2,993" in out
-    for learner in ("s_learner", "t_learner", "x_learner", "class_transformation"):
+    for learner in ("s_learner", "t_learner", "x_learner", "r_learner", "shared_t_learner"):
         assert learner in out
     assert "<- chosen" in out and "[95% CI " in out and "auuc" in out and "uplift@30" in out
     assert f"verdict: {HETEROGENEITY}" in out
-    assert "uplift version 1 PROMOTED to champion" in out
-    assert "champion: models:/uplift@champion" in out
+    assert "exp version 1 PROMOTED to champion" in out  # named after the file, not "uplift"
+    assert "champion: models:/exp@champion" in out
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run_id = out.split("mlflow run id: ")[1].split()[0]
     run = client.get_run(run_id)
-    assert run.info.experiment_id == client.get_experiment_by_name("table/uplift").experiment_id
+    assert run.info.experiment_id == client.get_experiment_by_name("table/exp").experiment_id
     params = run.data.params
     assert params["lineage.source"] == "exp.csv"
     assert params["lineage.source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -113,11 +113,31 @@ def test_cli_trains_registers_and_reports_an_uplift_model(tmp_path, monkeypatch,
         "a customer id reached the MLflow store"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "exp.csv", "mlflow.db"]
+    assert run.data.params["run.personal_left_out"] == "[]"
 
     # the same file again: deterministic, so no gain and no promotion
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "uplift version 2 NOT promoted (stays challenger)" in out and "change +0.0000" in out
+    assert "exp version 2 NOT promoted (stays challenger)" in out and "change +0.0000" in out
+
+    # another experiment under the same name, with other columns: refused before any fit, unless --force
+    other = pd.read_csv(path).drop(columns=["x3"]).rename(columns={"x2": "age"})
+    other.to_csv(other_path := tmp_path / "other_exp.csv", index=False)
+    other_args = [
+        "train",
+        "uplift",
+        "--table",
+        str(other_path),
+        *CLI,
+        "--id",
+        "customer_id",
+        "--exclude",
+        "noise",
+    ]
+    assert main([*other_args, "--name", "exp"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'exp' v1 (champion) has another input schema (columns only in this table: age; " in err, err
+    assert len(client.search_model_versions("name = 'exp'")) == 2
 
 
 def test_train_uplift_table_reads_parquet_and_0_1_outcomes(tmp_path):
@@ -185,6 +205,16 @@ def _bad(frame: pd.DataFrame, change) -> pd.DataFrame:
             "exp.csv: the control group (6,040 rows) has no positive outcome in 'responded'",
         ),
         (lambda f: f.__setitem__("when", "2025-01-01"), {}, "exp.csv: column 'when' has type"),
+        (
+            lambda f: f.__setitem__(  # the ids of rows 5000-5999 again on rows 11000-11999
+                "customer_id", np.where(f.index >= 11_000, f["customer_id"].shift(6_000), f["customer_id"])
+            ),
+            {},
+            "exp.csv: id column 'customer_id' repeats 1,000 ids over 1,000 extra rows (e.g. 'C005000' on 2 rows): "
+            "the same customer would land in train and test",
+        ),
+        (None, {"group_by_id": True, "id_col": None}, "--group-by-id needs --id COL"),
+        (None, {"allow": ["nope"]}, "--allow-column 'nope': not a column of the table"),
     ],
 )
 def test_table_errors_name_the_file_and_the_column(tmp_path, change, kwargs, message):

@@ -115,6 +115,7 @@ class Platform:
             "PM_CAMPAIGNS_DIR": str(self.specs),
             "MLFLOW_TRACKING_URI": f"sqlite:///{self.mlflow_db}",
             "PM_DATABASE_URL": f"sqlite:///{self.campaign_db}",
+            "PM_TUNE_TRIALS": "0",  # the champion is trained without a hyperparameter search: seconds, not more
         }
 
     def state(self, data: Path) -> dict:

@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
@@ -299,6 +300,74 @@ def test_a_user_table_without_its_label_column_stops_pmp_train(platform, tmp_pat
     platform.fails(
         argv, tmp_path, code=2, line=("label column 'churn' not in the table", "churned"), one_line=True
     )
+
+
+def _xlsx(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("xl/workbook.xml", "<workbook/>")
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "write", "needles"),
+    [
+        (
+            "an Excel workbook named .csv",
+            "customers.csv",
+            _xlsx,
+            ("not a text table", "ZIP archive", ".xlsx"),
+        ),
+        (
+            "a Parquet file named .csv",
+            "customers.csv",
+            lambda p: pd.DataFrame({"a": [1]}).to_parquet(p),
+            ("not a text table: the file is a Parquet file; name it .parquet",),
+        ),
+        (
+            "binary bytes",
+            "customers.csv",
+            lambda p: p.write_bytes(bytes(range(256)) * 8),
+            ("not a text table: it holds NUL bytes, the first at byte offset 0",),
+        ),
+        (
+            "a CSV named .parquet",
+            "customers.parquet",
+            lambda p: p.write_text("id,churned\n1,0\n"),
+            ("not a readable Parquet file (ArrowInvalid",),
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_text_table_stops_pmp_train(platform, tmp_path, case, name, write, needles):
+    path = tmp_path / name
+    write(path)
+    argv = ["train", "--table", str(path), "--label", "churned"]
+    line = platform.fails(argv, tmp_path, code=2, line=(str(path), *needles), one_line=True).err
+    assert "codec" not in line, line
+
+
+def test_repeated_ids_stop_pmp_train(platform, tmp_path):
+    path = _user_table(tmp_path / "customers.csv", "utf-8")
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([*rows, *rows[1:21]]) + "\n")  # customers 0-19 twice
+    argv = ["train", "--table", str(path), "--label", "churned", "--id", "id"]
+    needles = (
+        "customers.csv: id column 'id' repeats 20 ids over 20 extra rows (e.g. '0' on 2 rows)",
+        "--group-by-id",
+    )
+    platform.fails(argv, tmp_path, code=2, line=needles, one_line=True)
+
+
+def test_a_table_under_the_name_of_a_model_of_another_schema_stops_pmp_train(platform, tmp_path):
+    # The platform's churn champion was trained on balance, logins and spend; this table has city and spend.
+    path = _user_table(tmp_path / "customers.csv", "utf-8")
+    argv = ["train", "--table", str(path), "--label", "churned", "--id", "id", "--name", "churn"]
+    needles = (
+        "model 'churn' v1 (champion) has another input schema (columns only in this table: city; columns only in "
+        "the registered model: balance, logins)",
+        "--force",
+    )
+    platform.fails(argv, tmp_path, code=2, line=needles, one_line=True)
 
 
 def test_a_utf8_byte_order_mark_is_accepted_and_dropped(tmp_path):

@@ -38,6 +38,19 @@ def test_score_metrics_match_sklearn(scored):
     assert 0.6 < m["auc"] < 0.9
 
 
+def test_ranking_metrics_of_the_rank_key_and_calibration_metrics_of_the_probability(scored):
+    y, p = scored
+    steps = np.clip(np.round(p, 1), 0.05, 0.95)  # a step map of p that ties most rows
+    m = score_metrics(y, steps, rank=p)
+    assert m["auc"] == roc_auc_score(y, p) > roc_auc_score(y, steps)
+    assert m["ks"] == ks_statistic(y, p)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p))
+    assert m["log_loss"] == pytest.approx(log_loss(y, steps))
+    assert m["brier"] == pytest.approx(brier_score_loss(y, steps))
+    with pytest.raises(ValueError, match="differ in length"):
+        score_metrics(y, p, rank=p[:-1])
+
+
 def test_ks_on_hand_made_arrays():
     # Perfect separation: KS = 1; identical scores: KS = 0.
     assert ks_statistic([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(1.0)

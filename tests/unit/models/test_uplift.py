@@ -1,5 +1,5 @@
-"""Uplift learners on a simulated randomised experiment: they find the heterogeneity, stay deterministic, use the
-fit-time categories, and the selection keeps the best Qini."""
+"""Uplift learners on a simulated randomised experiment: they find the heterogeneity, stay deterministic and use the
+fit-time categories (the choice among them: test_uplift_selection.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from pipelines.models.uplift import (
     LEARNERS,
-    ClassTransformation,
+    RLearner,
+    SharedTLearner,
     SLearner,
     TLearner,
     XLearner,
-    select_best,
     uplift_config,
 )
 from pipelines.models.uplift_metrics import (
@@ -90,7 +90,7 @@ def test_no_heterogeneity_gives_no_verdict(name):
 
 def test_learners_are_deterministic(heterogeneous):
     (X, y, t), (Xh, *_) = heterogeneous
-    for cls in (SLearner, XLearner):
+    for cls in (SLearner, XLearner, RLearner, SharedTLearner):
         a = cls(FAST).fit(X, y, t).predict_uplift(Xh)
         b = cls(FAST).fit(X, y, t).predict_uplift(Xh)
         np.testing.assert_array_equal(a, b)
@@ -107,15 +107,27 @@ def test_categories_use_fit_time_lists(heterogeneous):
     assert np.isfinite(model.predict_uplift(unseen)).all()
 
 
-def test_select_best_returns_the_top_qini(heterogeneous):
-    (X, y, t), (Xh, yh, th, _) = heterogeneous
-    learners = {"s": SLearner(FAST), "ct": ClassTransformation(FAST)}
-    name, learner, table = select_best(learners, X, y, t, Xh, yh, th)
-    assert list(table.columns) == ["learner", "qini", "auuc", "uplift_at_30", "fit_seconds"]
-    assert sorted(table["learner"]) == ["ct", "s"]
-    assert table["qini"].is_monotonic_decreasing
-    assert name == table["learner"].iloc[0] and learner is learners[name]
-    assert qini_coefficient(yh, th, learner.predict_uplift(Xh)) == pytest.approx(table["qini"].iloc[0])
+def test_r_learner_residualises_with_the_treated_share_and_regresses_the_pseudo_outcome(heterogeneous):
+    (X, y, t), (Xh, _, _, effect) = heterogeneous
+    model = RLearner(FAST).fit(X, y, t)
+    assert model.e == pytest.approx(np.mean(t))
+    assert model.tau.dump_model()["objective"].startswith("regression")
+    s = model.predict_uplift(Xh)
+    # tau estimates the effect itself: positive for persuadables, negative for do-not-disturb customers
+    assert s[effect > 0].mean() > 0.03 and s[effect < 0].mean() < 0
+    with pytest.raises(ValueError, match="propensity"):
+        RLearner(FAST, propensity=1.0)
+
+
+def test_shared_t_learner_group_boosters_start_from_the_pooled_one(heterogeneous):
+    (X, y, t), (Xh, _, _, effect) = heterogeneous
+    model = SharedTLearner(FAST).fit(X, y, t)
+    # the group boosters only correct the pooled baseline, with half the leaves
+    assert set(model.groups) == {0.0, 1.0}
+    for booster in model.groups.values():
+        assert max(tree["num_leaves"] for tree in booster.dump_model()["tree_info"]) <= FAST.num_leaves // 2
+    s = model.predict_uplift(Xh)
+    assert np.all(np.abs(s) < 1) and s[effect > 0].mean() > s[effect == 0].mean() > s[effect < 0].mean()
 
 
 def test_learner_input_checks():

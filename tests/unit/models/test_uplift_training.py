@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.models.uplift import LEARNERS, uplift_config
 from pipelines.models.uplift_metrics import HETEROGENEITY, NO_HETEROGENEITY
+from pipelines.models.uplift_selection import DEFAULT_LEARNERS
 from pipelines.models.uplift_training import (
     TEST_METRICS,
     champion_verdict,
@@ -92,11 +93,17 @@ def test_heterogeneous_experiment_is_found_promoted_and_logged(first, store):
     assert 0 < m["qini_ci_low"] < m["qini"] < m["qini_ci_high"]
     assert m["qini_share_of_oracle"] >= 0.8, result.summary()
     assert result.promoted and result.version == "1" and result.champion_version is None
-    assert sorted(result.learners["learner"]) == sorted(LEARNERS)
+    assert sorted(result.learners["learner"]) == sorted(DEFAULT_LEARNERS)
     assert result.learner == result.learners["learner"].iloc[0]
     assert (m["n_train"], m["n_valid"], m["n_test"]) == (20_000, 10_000, 10_000)
-    # progress: each fit, the selection, the evaluation
-    assert sum(line.startswith("fitting ") for line in lines) == 4
+    # the selection cross-fits on train + valid (3 folds) and reports each learner's mean and standard error
+    assert (result.learners["qini_se"] > 0).all()
+    assert (
+        result.model.encoder is not None and m[f"cv_qini_{result.learner}"] == result.learners["qini"].iloc[0]
+    )
+    # progress: each cross-fit, the refit, the selection, the evaluation
+    assert sum(line.startswith("cross-fitting ") for line in lines) == len(DEFAULT_LEARNERS)
+    assert any(line.startswith(f"refitting {result.learner} on all 30,000 rows") for line in lines)
     assert any(line.startswith(f"selected {result.learner}") for line in lines)
     assert any(line.startswith("test qini") for line in lines)
 
@@ -105,7 +112,10 @@ def test_heterogeneous_experiment_is_found_promoted_and_logged(first, store):
     expected = {
         *TEST_METRICS,
         "incremental_at_30",
-        *(f"valid_qini_{name}" for name in LEARNERS),
+        *(f"cv_qini_{name}" for name in DEFAULT_LEARNERS),
+        *(f"cv_qini_se_{name}" for name in DEFAULT_LEARNERS),
+        "selection_lead",
+        "selection_lead_se",
         "n_train",
         "n_valid",
         "n_test",
@@ -119,6 +129,7 @@ def test_heterogeneous_experiment_is_found_promoted_and_logged(first, store):
     assert run.data.metrics["qini"] == pytest.approx(m["qini"])
     assert run.data.tags["verdict"] == HETEROGENEITY and run.data.params["learner"] == result.learner
     assert run.data.params["label"] == "converted" and run.data.params["run.treatment"] == "treated"
+    assert run.data.params["run.selection_folds"] == "3"
     version = client.get_model_version("uplift", "1")
     assert version.tags["verdict"] == HETEROGENEITY and version.tags["promotion"] == "promoted"
     assert str(client.get_model_version_by_alias("uplift", "champion").version) == "1"
@@ -126,6 +137,8 @@ def test_heterogeneous_experiment_is_found_promoted_and_logged(first, store):
     assert {f"evaluation/{n}" for n in ("learners.csv", "qini_curve.csv", "qini_curve.png")} <= files
     learners = pd.read_csv(client.download_artifacts(result.run_id, "evaluation/learners.csv"))
     assert list(learners["learner"]) == list(result.learners["learner"])
+    assert {"qini_se", "qini_fold_1", "qini_fold_3"} <= set(learners.columns)
+    assert "± SE" in result.summary() and "selection: " in result.summary()
     curve = pd.read_csv(client.download_artifacts(result.run_id, "evaluation/qini_curve.csv"))
     assert len(curve) == 101 and {"incremental_oracle", "incremental_by_response"} <= set(curve.columns)
     features = json.loads(
@@ -206,8 +219,14 @@ def test_no_heterogeneity_gives_the_fallback_verdict(tmp_path):
         tracking_uri=uri,
         model_name="flat",
         learners={"t_learner": LEARNERS["t_learner"](FAST), "s_learner": LEARNERS["s_learner"](FAST)},
+        valid_in_folds=False,
+        progress=(lines := []).append,
     )
     assert result.verdict == NO_HETEROGENEITY, result.summary()
+    # the validation rows stayed out of the folds and the refit: the chosen learner's check on them is logged
+    assert any(line.startswith(f"refitting {result.learner} on all 10,000 rows") for line in lines)
+    assert -1 < result.metrics["valid_qini"] < 1
+    assert "validation rows (not in the folds)" in result.summary()
     assert result.metrics["qini_ci_low"] < 0 < result.metrics["qini_ci_high"]
     assert set(result.learners["learner"]) == {"t_learner", "s_learner"}
     # registered and, as the first version, promoted: the verdict tells campaigns to fall back
