@@ -316,13 +316,25 @@ def _champion_metrics(
                 ),
             )
         p = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel()
+        rank = _raw_rank(champion, test_input[needed]) if metrics_fn is None else None
     except Exception as exc:  # a champion that cannot score blocks automatic promotion, never the run
         return (
             str(current.version),
             None,
             f"champion v{current.version} could not score the test frame: {exc}",
         )
-    return str(current.version), (metrics_fn or _test_metrics)(y_test, p), None
+    if metrics_fn is not None:
+        return str(current.version), metrics_fn(y_test, p), None
+    return str(current.version), _test_metrics(y_test, p, rank=rank), None
+
+
+def _raw_rank(champion, frame: pd.DataFrame) -> np.ndarray | None:
+    """The champion's raw booster score on ``frame`` when it has one (a propensity model), else None: challengers
+    are ranked on their raw score, so the champion must be too. A champion pickled with step-isotonic calibration
+    ties customers its booster tells apart; ranked on its probabilities it would lose AUC to the steps."""
+    model = getattr(champion.unwrap_python_model(), "model", None)
+    raw_score = getattr(model, "raw_score", None)
+    return None if raw_score is None else np.asarray(raw_score(frame), dtype=float).ravel()
 
 
 def record_promotion(

@@ -185,3 +185,36 @@ def test_lists_keep_the_probability_and_take_deciles_from_the_raw_ranking(parts,
     new = score_customers(ScoringModel("unit", "2", "champion", "", models["auto"]), test)
     scores = new.groupby("decile")["score"]
     assert (scores.min().to_numpy()[:-1] >= scores.max().to_numpy()[1:]).all()
+
+
+def test_an_old_step_champion_is_compared_on_its_raw_ranking(parts, models, tmp_path):
+    """Challengers report ranking figures of their raw score; a champion registered with step calibration must be
+    scored the same way, or its steps' ties would hand the challenger AUC it did not earn."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.models.personal_columns import synthetic_example
+    from pipelines.models.propensity import pyfunc_input, pyfunc_model
+    from pipelines.models.registry import CHAMPION, _champion_metrics, log_registered_pyfunc, mlflow_store
+
+    _, valid, test = parts
+    old = _old_style_model(models["isotonic"], valid, "isotonic")
+    test_input = pyfunc_input(test, FEATURES, CATEGORICAL)
+    y = test["churned"].to_numpy()
+    raw, steps = old.raw_score(test), old.predict_proba(test)
+    assert roc_auc_score(y, steps) < roc_auc_score(y, raw)  # the steps tie customers the booster tells apart
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with mlflow_store(uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.create_experiment("old-champion", artifact_location=(tmp_path / "a").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            example = synthetic_example(test_input)
+            version = log_registered_pyfunc(
+                client, "old_steps", pyfunc_model(old, "predict_proba"), example, old.predict_proba(example)
+            )
+        client.set_registered_model_alias("old_steps", CHAMPION, version)
+        got_version, metrics, problem = _champion_metrics(client, "old_steps", test_input, y)
+    assert (got_version, problem) == (version, None)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(y, raw), abs=1e-12)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y, np.clip(steps, 1e-15, 1 - 1e-15)), rel=1e-6)
