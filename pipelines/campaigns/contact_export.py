@@ -1,8 +1,9 @@
 """Campaign list exports and their audit: who may export contact details, and how a file is released.
 
-A list export is a run's target list (:func:`pipelines.campaigns.store.read_targets`) written to CSV or Parquet;
-with contact details it also carries ``full_name``, ``phone`` and ``email`` joined from the lake's ``customers``
-table at export time (the campaign database holds no personal data).
+A list export is a run's target list (:func:`pipelines.campaigns.store.read_targets`) made readable
+(:func:`readable_list`: reason codes in plain language, a score percentile and probability) and written to CSV,
+Parquet or Excel (.xlsx); with contact details it also carries ``full_name``, ``phone`` and ``email`` joined from
+the lake's ``customers`` table at export time (the campaign database holds no personal data).
 
 Who may export contact details (:func:`authorise_contact`):
 
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, Table, insert, inspect, select, text
 from sqlalchemy import exc as sa_exc
@@ -60,9 +62,14 @@ from pipelines.campaigns.store_schema import (
     safe_url,
 )
 from pipelines.config import Settings
+from pipelines.features.plain import format_value, plain_of
 
 CONTACT_COLUMNS = ("full_name", "phone", "email")
-EXPORT_SUFFIXES = (".csv", ".parquet")
+EXPORT_SUFFIXES = (".csv", ".parquet", ".xlsx")
+REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
+# Models whose score is not a probability (an estimated uplift, random fallback scores): no probability column.
+NOT_PROBABILITY_MODELS = ("uplift", "random")
+EXCEL_MAX_ROWS = 1_048_575  # an .xlsx sheet holds 1,048,576 rows, one of them the header
 CONTACT_FILE_MODE = 0o600
 _LOCK_KEY = "pmp.list_exports"
 
@@ -153,7 +160,8 @@ def export_list(
     groups: Sequence[str] = ("treatment",),
     with_contact: bool = False,
 ) -> ExportRecord:
-    """Write a run's target list to ``out`` (.csv or .parquet) and record it; with ``with_contact`` only for an
+    """Write a run's readable target list (:func:`readable_list`) to ``out`` (.csv, .parquet or .xlsx) and record
+    it; with ``with_contact`` only for an
     identity :func:`authorise_contact` allows (checked before anything is read or written), in mode 0600, released
     as the module docstring describes. Returns the record; raises ExportRefused, ExportFailed, or the store's
     errors (unknown campaign or run) with nothing written."""
@@ -161,20 +169,90 @@ def export_list(
 
     out = Path(out).expanduser().absolute()
     if out.suffix.lower() not in EXPORT_SUFFIXES:
-        raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+        raise ValueError(f"--out must end in {', '.join(EXPORT_SUFFIXES)}, got {out.name}")
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name ending in .csv or .parquet")
+        raise ValueError(f"--out {out} is a folder; give a file name ending in {', '.join(EXPORT_SUFFIXES)}")
     if with_contact:
         authorise_contact(engine, settings)
     run_id = store.resolve_run(engine, campaign, run)
     groups = tuple(groups)
     frame = store.read_targets(engine, campaign, run_id, groups=groups)
+    if out.suffix.lower() == ".xlsx" and len(frame) > EXCEL_MAX_ROWS:
+        raise ValueError(
+            f"{out.name}: {len(frame):,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most); "
+            "export to .csv or .parquet"
+        )
+    runs = store.list_runs(engine, campaign)
+    model = runs.loc[runs["run_id"] == run_id, "model_name"]
+    probability = not model.empty and model.iloc[0] not in NOT_PROBABILITY_MODELS
+    frame = readable_list(frame, _reason_values(settings, run_id, frame), probability=probability)
     if with_contact:
         contact = storage.read_table(
             settings.lake_dir, "customers", columns=["customer_id", *CONTACT_COLUMNS]
         )
         frame = frame.merge(contact, on="customer_id", how="left", validate="one_to_one")
     return _release(engine, settings, frame, out, campaign, run_id, groups, with_contact)
+
+
+def readable_list(
+    targets: pd.DataFrame, values: pd.DataFrame | None = None, probability: bool = True
+) -> pd.DataFrame:
+    """``targets`` (:func:`store.read_targets`) as campaign staff read it: ``reason_1..3`` in plain language from
+    the feature catalogue (:mod:`pipelines.features.plain`, with the customer's value from ``values``,
+    indexed by customer_id, when it holds the feature), and after ``score`` (kept as stored):
+
+    - ``score_percentile``: 1-100 among the rows of this list, 100 = the highest scores (the share of rows scoring
+      at most this one, rounded up), so it rises with the score;
+    - ``probability`` (with ``probability``): the calibrated score rounded to 3 decimals (Excel shows it as a
+      percentage). Left out for scores that are not probabilities (uplift, random).
+    """
+    frame = targets.copy()
+    for column in REASON_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _plain_reasons(frame, column, values)
+    at = frame.columns.get_loc("score") + 1
+    percentile = np.ceil(frame["score"].rank(method="max", pct=True).to_numpy(dtype=np.float64) * 100)
+    frame.insert(at, "score_percentile", pd.array(np.clip(percentile, 1, 100), dtype="Int64"))
+    if probability:
+        frame.insert(at + 1, "probability", frame["score"].astype("float64").round(3))
+    return frame
+
+
+def _plain_reasons(frame: pd.DataFrame, column: str, values: pd.DataFrame | None) -> pd.Series:
+    """The plain-language phrase of each row's reason in ``column``, with its value where ``values`` has it."""
+    names = frame[column]
+    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    for name in names.dropna().unique():
+        rows = names == name
+        plain = plain_of(name)
+        if values is not None and name in values.columns:
+            customer_values = values[name].reindex(frame.loc[rows, "customer_id"]).to_numpy(dtype=object)
+            out[rows] = [format_value(plain, v) for v in customer_values]
+        else:
+            out[rows] = format_value(plain, None)
+    return out
+
+
+def _reason_values(settings: Settings, run_id: str, targets: pd.DataFrame) -> pd.DataFrame | None:
+    """The run's own feature values of the reason features (from ``features.parquet`` in the run's folder,
+    the wide table it was scored on), indexed by customer_id; None when the folder no longer has it (the reasons
+    then read without values)."""
+    import pyarrow.parquet as pq
+
+    from pipelines.data import storage
+    from pipelines.runs import run_dir
+
+    path = run_dir(settings.runs_dir, run_id) / "features.parquet"
+    if not path.is_file():
+        return None
+    present = set(pq.read_schema(path).names)
+    wanted = set(pd.unique(targets[[c for c in REASON_COLUMNS if c in targets.columns]].to_numpy().ravel()))
+    columns = sorted(n for n in wanted if isinstance(n, str) and n in present)
+    if not columns or "customer_id" not in present:
+        return None
+    wide = storage.read_frame(path, columns=["customer_id", *columns])
+    wide = wide[wide["customer_id"].isin(targets["customer_id"])]
+    return wide.set_index("customer_id")
 
 
 def _release(
@@ -250,8 +328,8 @@ def _record(
 
 
 def _write_new(path: Path, frame: pd.DataFrame, suffix: str, mode: int | None) -> None:
-    """Writes ``frame`` as ``suffix`` (.csv or .parquet) to a file that must not exist yet, created with ``mode``
-    (None: the umask's default), flushed to disk."""
+    """Writes ``frame`` as ``suffix`` (.csv, .parquet or .xlsx) to a file that must not exist yet, created with
+    ``mode`` (None: the umask's default), flushed to disk."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, 0o666 if mode is None else mode)
     if mode is not None:
@@ -263,9 +341,34 @@ def _write_new(path: Path, frame: pd.DataFrame, suffix: str, mode: int | None) -
             os.fsync(handle.fileno())
     else:
         with os.fdopen(fd, "wb") as handle:
-            frame.to_parquet(handle, index=False)
+            if suffix == ".xlsx":
+                _write_excel(handle, frame)
+            else:
+                frame.to_parquet(handle, index=False)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _write_excel(handle, frame: pd.DataFrame) -> None:
+    """One sheet ``list``: a bold header row that stays in view (frozen), columns as wide as their longest text
+    (from the first 1,000 rows, at most 60 characters), ``probability`` shown as a percentage."""
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    with pd.ExcelWriter(handle, engine="openpyxl") as writer:
+        frame.to_excel(writer, sheet_name="list", index=False)
+        sheet = writer.sheets["list"]
+        sheet.freeze_panes = "A2"
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        sample = frame.head(1000)
+        for i, column in enumerate(frame.columns, start=1):
+            longest = sample[column].map(lambda v: 0 if pd.isna(v) else len(str(v)), na_action=None).max()
+            width = min(max(len(str(column)), 0 if pd.isna(longest) else int(longest)) + 2, 60)
+            sheet.column_dimensions[get_column_letter(i)].width = width
+            if column == "probability":
+                for (cell,) in sheet.iter_rows(min_row=2, min_col=i, max_col=i):
+                    cell.number_format = "0.0%"
 
 
 def _fsync_dir(folder: Path) -> None:

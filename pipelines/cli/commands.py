@@ -270,7 +270,7 @@ def lists_export(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.with_data_dir(args.data)
     out = Path(args.out)
     if out.suffix.lower() not in contact_export.EXPORT_SUFFIXES:
-        raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
+        raise ValueError(f"--out must end in {', '.join(contact_export.EXPORT_SUFFIXES)}, got {out.name}")
     engine = store_schema.make_engine(settings.database_url)
     groups = ("treatment", "holdout") if args.all_groups else ("treatment",)
     try:

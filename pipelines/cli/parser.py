@@ -186,10 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     lists = sub.add_parser("lists", help="campaign lists for campaign staff")
     lists_sub = lists.add_subparsers(dest="action", required=True, metavar="ACTION")
-    export = lists_sub.add_parser("export", help="write a run's target list to CSV or Parquet")
+    export = lists_sub.add_parser(
+        "export",
+        help="write a run's target list to CSV, Parquet or Excel, reasons in plain language, score as percentile",
+    )
     export.add_argument("--campaign", required=True, help="campaign name")
     export.add_argument("--run", default="latest", help="a run id, or latest (default)")
-    export.add_argument("--out", required=True, help="FILE.csv or FILE.parquet")
+    export.add_argument("--out", required=True, help="FILE.csv, FILE.parquet or FILE.xlsx")
     export.add_argument("--all-groups", action="store_true", help="include the holdout rows (group column)")
     export.add_argument(
         "--with-contact",

@@ -1,6 +1,8 @@
 """The feature catalogue: every column of the customer wide table with its definition, window and source table,
 and the window contract a snapshot obeys.
 
+Each feature also carries its plain-language wording (:class:`pipelines.features.plain.Plain`), how a reason code
+naming it reads in a list export; a feature cannot be defined without one.
 ``wide_table.build_features`` computes exactly these columns (a test checks the two lists are the same);
 ``docs/features.md`` is rendered from here: ``python -m pipelines.features.catalogue``.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES
+from pipelines.features.plain import Plain
 
 ID = "customer_id"
 TXN_WINDOWS = (7, 30, 90, 180)
@@ -44,39 +47,126 @@ class WindowContract:
 
 @dataclass(frozen=True)
 class Feature:
+    """One column of the wide table; ``plain`` is how a reason code naming it reads to campaign staff."""
+
     name: str
     definition: str
     window: str
     source: str
+    plain: Plain
+
+
+_CATEGORY_WORDS = {
+    "gender": "gender",
+    "income_band": "income band",
+    "occupation": "occupation",
+    "card_tier": "card tier",
+    "acquisition_channel": "joined through",
+}
+_WINDOW_WORDS = {7: "last 7 days", 30: "last 30 days", 90: "last 3 months", 180: "last 6 months"}
 
 
 def _catalogue() -> tuple[Feature, ...]:
     f: list[Feature] = []
     add = f.append
-    add(Feature("age_years", "as_of year minus birth year", "static", "customers"))
-    add(Feature("tenure_days", "days from signup to as_of", "static", "customers"))
-    add(Feature("city_tier", "city tier of the home address (1-4)", "static", "customers"))
-    add(Feature("credit_limit", "credit limit", "static", "customers"))
+    add(
+        Feature(
+            "age_years",
+            "as_of year minus birth year",
+            "static",
+            "customers",
+            Plain("age", "aged {v}", "years"),
+        )
+    )
+    add(
+        Feature(
+            "tenure_days",
+            "days from signup to as_of",
+            "static",
+            "customers",
+            Plain("time as a customer", "customer for {v} days", "days"),
+        )
+    )
+    add(
+        Feature(
+            "city_tier",
+            "city tier of the home address (1-4)",
+            "static",
+            "customers",
+            Plain("city tier", "lives in a tier {v} city", "count"),
+        )
+    )
+    add(
+        Feature(
+            "credit_limit",
+            "credit limit",
+            "static",
+            "customers",
+            Plain("credit limit", "credit limit {v}", "amount"),
+        )
+    )
     for c in STATIC_CATEGORIES:
-        add(Feature(c, f"{c.replace('_', ' ')} (category)", "static", "customers"))
+        words = _CATEGORY_WORDS[c]
+        add(
+            Feature(
+                c,
+                f"{c.replace('_', ' ')} (category)",
+                "static",
+                "customers",
+                Plain(words, f"{words}: {{v}}", "category"),
+            )
+        )
     for w in TXN_WINDOWS:
-        add(Feature(f"txn_count_{w}d", "number of transactions", f"{w}d", "transactions"))
-        add(Feature(f"spend_{w}d", "sum of transaction amounts", f"{w}d", "transactions"))
+        when = _WINDOW_WORDS[w]
+        add(
+            Feature(
+                f"txn_count_{w}d",
+                "number of transactions",
+                f"{w}d",
+                "transactions",
+                Plain(
+                    f"number of card transactions ({when})", f"{{v}} card transactions in the {when}", "count"
+                ),
+            )
+        )
+        add(
+            Feature(
+                f"spend_{w}d",
+                "sum of transaction amounts",
+                f"{w}d",
+                "transactions",
+                Plain(f"card spending ({when})", f"spent {{v}} in the {when}", "amount"),
+            )
+        )
     add(
         Feature(
             "days_since_last_txn",
             f"days since the last transaction ({LOOKBACK_DAYS + 1} if none)",
             "180d",
             "transactions",
+            Plain("days since last card transaction", "{v} days since last card transaction", "days"),
         )
     )
-    add(Feature("avg_ticket_90d", "spend_90d / txn_count_90d (null if none)", "90d", "transactions"))
+    add(
+        Feature(
+            "avg_ticket_90d",
+            "spend_90d / txn_count_90d (null if none)",
+            "90d",
+            "transactions",
+            Plain("average purchase (last 3 months)", "average purchase {v} (last 3 months)", "amount"),
+        )
+    )
     add(
         Feature(
             "spend_trend_30d_vs_prior_90d",
             "spend_30d / (monthly mean spend over days 31-120 before as_of + 1)",
             "120d",
             "transactions",
+            Plain(
+                "spending last month against the 3 months before",
+                "spent {v} times the usual monthly amount last month",
+                "ratio",
+            ),
         )
     )
     add(
@@ -85,31 +175,92 @@ def _catalogue() -> tuple[Feature, ...]:
             "txn_count_30d / (monthly mean count over days 31-120 + 1)",
             "120d",
             "transactions",
+            Plain(
+                "card use last month against the 3 months before",
+                "used the card {v} times as often as usual last month",
+                "ratio",
+            ),
         )
     )
-    add(Feature("active_days_30d", "distinct days with a transaction", "30d", "transactions"))
-    for flag, what in (("cross_border", "is_cross_border"), ("installment", "is_installment")):
-        add(Feature(f"{flag}_share_180d", f"share of transactions with {what}", "180d", "transactions"))
-    for channel in ("online", "mobile_wallet"):
+    add(
+        Feature(
+            "active_days_30d",
+            "distinct days with a transaction",
+            "30d",
+            "transactions",
+            Plain(
+                "days with card use (last 30 days)", "used the card on {v} days in the last 30 days", "count"
+            ),
+        )
+    )
+    for flag, what, words in (
+        ("cross_border", "is_cross_border", "abroad"),
+        ("installment", "is_installment", "in instalments"),
+    ):
         add(
             Feature(
-                f"{channel}_share_180d", f"share of transactions on channel {channel}", "180d", "transactions"
+                f"{flag}_share_180d",
+                f"share of transactions with {what}",
+                "180d",
+                "transactions",
+                Plain(
+                    f"share of purchases {words} (6 months)",
+                    f"{{v}} % of purchases {words} (6 months)",
+                    "share",
+                ),
+            )
+        )
+    for channel, words in (("online", "online"), ("mobile_wallet", "by mobile wallet")):
+        add(
+            Feature(
+                f"{channel}_share_180d",
+                f"share of transactions on channel {channel}",
+                "180d",
+                "transactions",
+                Plain(
+                    f"share of purchases {words} (6 months)",
+                    f"{{v}} % of purchases {words} (6 months)",
+                    "share",
+                ),
             )
         )
     for cat in MERCHANT_CATEGORIES:
+        words = cat.replace("_", " ")
         add(
             Feature(
-                f"cat_{cat}_spend_share_180d", f"share of spend at {cat} merchants", "180d", "transactions"
+                f"cat_{cat}_spend_share_180d",
+                f"share of spend at {cat} merchants",
+                "180d",
+                "transactions",
+                Plain(
+                    f"share of spending on {words} (6 months)",
+                    f"{{v}} % of spending on {words} (6 months)",
+                    "share",
+                ),
             )
         )
     for w in LOGIN_WINDOWS:
-        add(Feature(f"logins_{w}d", "app logins", f"{w}d", "app_events"))
+        when = _WINDOW_WORDS[w]
+        add(
+            Feature(
+                f"logins_{w}d",
+                "app logins",
+                f"{w}d",
+                "app_events",
+                Plain(f"app logins ({when})", f"{{v}} app logins in the {when}", "count"),
+            )
+        )
     add(
         Feature(
             "logins_trend_30d_vs_prior_90d",
             "logins_30d / (monthly mean logins over days 31-120 + 1)",
             "120d",
             "app_events",
+            Plain(
+                "app use last month against the 3 months before",
+                "logged in {v} times as often as usual last month",
+                "ratio",
+            ),
         )
     )
     add(
@@ -118,22 +269,76 @@ def _catalogue() -> tuple[Feature, ...]:
             f"days since the last app login ({LOOKBACK_DAYS + 1} if none)",
             "180d",
             "app_events",
+            Plain("days since last app login", "{v} days since last app login", "days"),
         )
     )
     for e in APP_EVENT_TYPES:
         if e != "login":
-            add(Feature(f"{e}_90d", f"app events of type {e}", "90d", "app_events"))
+            words = e.replace("_", " ")
+            add(
+                Feature(
+                    f"{e}_90d",
+                    f"app events of type {e}",
+                    "90d",
+                    "app_events",
+                    Plain(
+                        f"app {words}s (last 3 months)", f"{{v}} app {words}s in the last 3 months", "count"
+                    ),
+                )
+            )
     add(
         Feature(
-            "aum_last", "assets under management at the last month end before as_of", "last month", "balances"
+            "aum_last",
+            "assets under management at the last month end before as_of",
+            "last month",
+            "balances",
+            Plain("assets held with us", "assets of {v} at last month end", "amount"),
         )
     )
-    add(Feature("aum_change_1m", "aum_last / AUM one month earlier - 1", "2 months", "balances"))
-    add(Feature("aum_change_3m", "aum_last / AUM three months earlier - 1", "4 months", "balances"))
-    add(Feature("aum_mean_6m", "mean month-end AUM", "6 months", "balances"))
-    add(Feature("card_balance_last", "card balance at the last month end", "last month", "balances"))
     add(
-        Feature("credit_utilisation", "card_balance_last / credit_limit", "last month", "balances, customers")
+        Feature(
+            "aum_change_1m",
+            "aum_last / AUM one month earlier - 1",
+            "2 months",
+            "balances",
+            Plain("change in assets last month", "assets {dir} {v} % last month", "change"),
+        )
+    )
+    add(
+        Feature(
+            "aum_change_3m",
+            "aum_last / AUM three months earlier - 1",
+            "4 months",
+            "balances",
+            Plain("change in assets over 3 months", "assets {dir} {v} % over 3 months", "change"),
+        )
+    )
+    add(
+        Feature(
+            "aum_mean_6m",
+            "mean month-end AUM",
+            "6 months",
+            "balances",
+            Plain("average assets (6 months)", "average assets {v} over 6 months", "amount"),
+        )
+    )
+    add(
+        Feature(
+            "card_balance_last",
+            "card balance at the last month end",
+            "last month",
+            "balances",
+            Plain("card balance", "card balance {v} at last month end", "amount"),
+        )
+    )
+    add(
+        Feature(
+            "credit_utilisation",
+            "card_balance_last / credit_limit",
+            "last month",
+            "balances, customers",
+            Plain("share of credit limit used", "{v} % of credit limit used", "share"),
+        )
     )
     add(
         Feature(
@@ -141,15 +346,27 @@ def _catalogue() -> tuple[Feature, ...]:
             "campaigns the customer was contacted in (treatment, sent)",
             "180d",
             "campaign_contacts",
+            Plain("campaign contacts (6 months)", "contacted in {v} campaigns in the last 6 months", "count"),
         )
     )
-    add(Feature("campaign_conversions_180d", "campaign conversions", "180d", "responses"))
+    add(
+        Feature(
+            "campaign_conversions_180d",
+            "campaign conversions",
+            "180d",
+            "responses",
+            Plain(
+                "campaign responses (6 months)", "responded to {v} campaigns in the last 6 months", "count"
+            ),
+        )
+    )
     add(
         Feature(
             "days_since_last_contact",
             f"days since the last campaign contact ({LOOKBACK_DAYS + 1} if none)",
             "180d",
             "campaign_contacts",
+            Plain("days since last campaign contact", "{v} days since last campaign contact", "days"),
         )
     )
     return tuple(f)
@@ -157,6 +374,7 @@ def _catalogue() -> tuple[Feature, ...]:
 
 CATALOGUE = _catalogue()
 FEATURE_NAMES = tuple(f.name for f in CATALOGUE)
+BY_NAME = {f.name: f for f in CATALOGUE}
 CATEGORICAL_FEATURES = STATIC_CATEGORIES
 assert not set(FEATURE_NAMES) & {c for t in TABLES.values() for c in t.pii_columns}, (
     "PII must never be a feature"

@@ -244,12 +244,30 @@ def _file_text(path: Path) -> tuple[str, bool]:
                 parts.extend(str(v) for v in column.combine_chunks().dictionary.to_pylist() if v is not None)
             parts.append(name)
         return "\n".join(parts), True
+    if suffix == ".xlsx":
+        return _xlsx_text(path), True
     data = path.read_bytes()
     if b"\x00" in data[:65536] or suffix in _BINARY_SUFFIXES:
         # a pickle, a database, a binary model: its strings stand between non-printable bytes, as whole values
         return _NON_PRINTABLE.sub("\n", data.decode("latin-1")), True
     prose = suffix in {".md", ".html", ".htm", ".txt", ".log", ".py"}
     return data.decode("utf-8", errors="replace"), not prose
+
+
+def _xlsx_text(path: Path) -> str:
+    """The cell text of an Excel workbook (a zip of XML parts, whose compressed bytes a byte scan cannot read):
+    the shared strings and the sheets' inline values, one value a line."""
+    import html
+    import zipfile
+
+    with zipfile.ZipFile(path) as book:
+        parts = [
+            book.read(name).decode("utf-8", errors="replace")
+            for name in book.namelist()
+            if name == "xl/sharedStrings.xml" or name.startswith("xl/worksheets/")
+        ]
+    cells = re.findall(r"<(?:t|v)(?:\s[^>]*)?>([^<]*)</(?:t|v)>", "\n".join(parts))
+    return "\n".join(html.unescape(c) for c in cells)
 
 
 def _scan_files(

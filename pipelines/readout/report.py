@@ -21,8 +21,18 @@ import numpy as np
 import pandas as pd
 
 from pipelines.readout.funnel import UTM_COLUMNS
-from pipelines.readout.stats import SEGMENT_COLUMNS, Readout, require_columns, return_on_spend
+from pipelines.readout.stats import (
+    MIN_GROUP_N,
+    MIN_RESPONSES,
+    SEGMENT_COLUMNS,
+    Readout,
+    require_columns,
+    return_on_spend,
+)
 from pipelines.templating import data_uri, render
+
+# What a segment too small to read shows instead of a lift (see pipelines.readout.stats.MIN_GROUP_N).
+TOO_FEW = "too few to read"
 
 # --------------------------------------------------------------------------------------------------------------
 # Chart
@@ -36,11 +46,27 @@ def lift_by_decile_chart(
     title: str | None = None,
     level: float = 0.95,
 ) -> Path:
-    """Write a PNG of the absolute lift (percentage points) per segment with its interval as error bars and a
-    zero line, from the rows of a :attr:`Readout.segments` table whose ``by`` is ``by`` (score decile by default;
-    any segment column works). Bars are coloured by whether the interval lies above zero, spans it, or lies below.
-    ``level`` only labels the interval (the table's own level). Returns the path; ValueError when no row has
-    that ``by``.
+    """Write :func:`lift_by_decile_figure` as a PNG at ``path`` and return the path."""
+    from pipelines.models.evaluate import _pyplot
+
+    fig = lift_by_decile_figure(table, by=by, title=title, level=level)
+    try:
+        path = Path(path)
+        fig.savefig(path)
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def lift_by_decile_figure(
+    table: pd.DataFrame, *, by: str = "decile", title: str | None = None, level: float = 0.95
+):
+    """A figure of the absolute lift (percentage points) per segment with its interval as error bars and a zero
+    line, from the rows of a :attr:`Readout.segments` table whose ``by`` is ``by`` (score decile by default; any
+    segment column works). Bars are coloured by whether the interval lies above zero, spans it, or lies below;
+    a segment too small to read gets no bar, only a "too few" mark. ``level`` only labels the interval (the
+    table's own level). The layout is constrained and the title wrapped until it fits inside the figure. The
+    caller closes the figure. ValueError when no row has that ``by``.
     """
     from matplotlib.patches import Patch
 
@@ -54,38 +80,60 @@ def lift_by_decile_chart(
     if by == "decile":
         rows = rows.sort_values("segment", kind="stable")
     plt = _pyplot()
-    path = Path(path)
-    lift_pts = rows["lift_abs"].to_numpy(dtype=float) * 100
-    low = rows["lift_ci_low"].to_numpy(dtype=float) * 100
-    high = rows["lift_ci_high"].to_numpy(dtype=float) * 100
+    unread = rows["too_few"].astype(bool).to_numpy()
+    lift_pts = np.where(unread, 0.0, rows["lift_abs"].to_numpy(dtype=float) * 100)
+    low = np.where(unread, 0.0, rows["lift_ci_low"].to_numpy(dtype=float) * 100)
+    high = np.where(unread, 0.0, rows["lift_ci_high"].to_numpy(dtype=float) * 100)
     labels = [str(s) for s in rows["segment"]]
-    kinds = np.where(low > 0, "above", np.where(high < 0, "below", "spans"))
+    kinds = np.where(unread, "few", np.where(low > 0, "above", np.where(high < 0, "below", "spans")))
     palette = {"above": "#2e7d32", "spans": "#90a4ae", "below": "#c62828"}
     names = {"above": "interval above 0", "spans": "interval spans 0", "below": "interval below 0"}
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4), dpi=100)
-    try:
-        ax.bar(x, lift_pts, color=[palette[k] for k in kinds], width=0.7)
-        ax.errorbar(
-            x, lift_pts, yerr=[lift_pts - low, high - lift_pts], fmt="none", ecolor="black", capsize=3
-        )
-        ax.axhline(0, color="black", linewidth=0.8)
-        rotate = len(rows) > 12 or max(map(len, labels)) > 6
-        ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
-        ax.set_xlabel("score decile (1 = highest scores)" if by == "decile" else by)
-        ax.set_ylabel("lift, percentage points")
-        ax.set_title(
-            title or f"Absolute lift by {'score decile' if by == 'decile' else by} ({level:.0%} interval)"
-        )
-        ax.legend(
-            handles=[Patch(color=palette[k], label=names[k]) for k in palette if k in set(kinds)], fontsize=8
-        )
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
+    read = ~unread
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4), dpi=100, layout="constrained")
+    ax.bar(x[read], lift_pts[read], color=[palette[k] for k in kinds[read]], width=0.7)
+    ax.errorbar(
+        x[read],
+        lift_pts[read],
+        yerr=[lift_pts[read] - low[read], high[read] - lift_pts[read]],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+    )
+    for i in x[unread]:
+        ax.annotate("too few", (i, 0), ha="center", va="bottom", fontsize=7, color="#555", rotation=90)
+    ax.axhline(0, color="black", linewidth=0.8)
+    rotate = len(rows) > 12 or max(map(len, labels)) > 6
+    ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xlabel("score decile (1 = highest scores)" if by == "decile" else by)
+    ax.set_ylabel("lift, percentage points")
+    handles = [Patch(color=palette[k], label=names[k]) for k in palette if k in set(kinds)]
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _fit_title(
+        fig,
+        ax,
+        title or f"Absolute lift by {'score decile' if by == 'decile' else by} ({level:.0%} interval)",
+    )
+    return fig
+
+
+def _fit_title(fig, ax, text: str) -> None:
+    """Set ``text`` as the axes title, wrapped onto more lines until it lies inside the figure's width: a title
+    centred over the axes that is wider than the figure is cut on both sides (a long campaign id did that)."""
+    import textwrap
+
+    handle = ax.set_title(text)
+    width = len(text)
+    while width > 10:
+        fig.canvas.draw()
+        box, frame = handle.get_window_extent(), fig.bbox
+        if box.x0 >= frame.x0 and box.x1 <= frame.x1:
+            return
+        width = min(width - 1, int(width * frame.width / box.width * 0.95))
+        handle.set_text(textwrap.fill(text, max(width, 10), break_long_words=True))
+    fig.canvas.draw()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -117,8 +165,17 @@ def _int_text(v: Any) -> str:
     return "–" if _missing(v) else f"{int(v):,}"
 
 
-def _p_text(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+def _p_text(p: Any) -> str:
+    """A p-value for a table cell: ``< 0.0001`` below that, else 3 decimals (4 below 0.001)."""
+    if _missing(p):
+        return "–"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _p_phrase(p: float) -> str:
+    """A p-value in a sentence: ``p < 0.0001`` or ``p = 0.034``, never ``p = < 0.0001``."""
+    text = _p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def _fact_text(v: Any) -> str:
@@ -171,7 +228,7 @@ def _headline(result: Readout, facts: Mapping[str, Any], level: str) -> dict[str
         "lift": _pts(o.lift_abs),
         "lift_low": _pts(o.lift_ci_low),
         "lift_high": _pts(o.lift_ci_high),
-        "p_value": _p_text(o.p_value),
+        "p_value": _p_phrase(o.p_value),
         "test": "Fisher's exact test" if o.test == "fisher" else "pooled z-test",
         "verdict": f"significant at {o.alpha:g}" if o.significant else f"not significant at {o.alpha:g}",
         "relative": (
@@ -206,10 +263,16 @@ def _segment_table(rows: pd.DataFrame, level: str) -> _Table:
                 _rate_text(r.treated_rate),
                 _int_text(r.control_n),
                 _rate_text(r.control_rate),
-                _pts(r.lift_abs),
-                f"{_pts(r.lift_ci_low)} to {_pts(r.lift_ci_high)}",
-                _p_text(r.p_value),
-                f"{r.incremental_responses:,.1f}",
+                *(
+                    (TOO_FEW, "–", "–", "–")
+                    if r.too_few
+                    else (
+                        _pts(r.lift_abs),
+                        f"{_pts(r.lift_ci_low)} to {_pts(r.lift_ci_high)}",
+                        _p_text(r.p_value),
+                        f"{r.incremental_responses:,.1f}",
+                    )
+                ),
             )
             for r in rows.itertuples(index=False)
         ),
@@ -217,24 +280,39 @@ def _segment_table(rows: pd.DataFrame, level: str) -> _Table:
     )
 
 
-def _funnel_table(stages: pd.DataFrame) -> _Table:
-    groups = list(dict.fromkeys(stages["group"].astype(str)))
-    by = {(str(r.group), r.stage): r for r in stages.itertuples(index=False)}
-    headers: list[str] = ["stage"]
-    for g in groups:
-        headers += [g, "stage rate", "of selected"]
-    rows = []
-    for stage in dict.fromkeys(stages["stage"]):
-        row = [str(stage)]
-        for g in groups:
-            r = by.get((g, stage))
-            row += (
-                ["–"] * 3
-                if r is None
-                else [_int_text(r.customers), _rate_text(r.stage_rate), _rate_text(r.rate_from_selected)]
-            )
-        rows.append(tuple(row))
-    return _Table(headers=tuple(headers), rows=tuple(rows), numeric=(False, *[True] * (len(headers) - 1)))
+def _funnel_tables(stages: pd.DataFrame) -> list[dict[str, Any]]:
+    """One table per group: the nested count and its two rates, then the customers off the path."""
+    tables = []
+    for g, rows in stages.groupby(stages["group"].astype(str), sort=False):
+        tables.append(
+            {
+                "group": g,
+                "off_path": bool((rows["off_path"] > 0).any()),
+                "table": _Table(
+                    headers=(
+                        "stage",
+                        "customers",
+                        "of stage before",
+                        "of sent",
+                        "off path",
+                        "any route, of selected",
+                    ),
+                    rows=tuple(
+                        (
+                            str(r.stage),
+                            _int_text(r.customers),
+                            _rate_text(r.stage_rate),
+                            _rate_text(r.rate_from_sent),
+                            _int_text(r.off_path),
+                            _rate_text(r.rate_from_selected),
+                        )
+                        for r in rows.itertuples(index=False)
+                    ),
+                    numeric=(False, *[True] * 5),
+                ),
+            }
+        )
+    return tables
 
 
 def _channel_table(channels: pd.DataFrame, limit: int) -> _Table:
@@ -245,7 +323,7 @@ def _channel_table(channels: pd.DataFrame, limit: int) -> _Table:
         (
             *(str(getattr(r, c)) for c in utm),
             *(_int_text(getattr(r, m)) for m in measures),
-            *(_rate_text(getattr(r, m)) for m in rates),
+            *("–" if _missing(getattr(r, m)) else f"{getattr(r, m):.1%}" for m in rates),
         )
         for r in channels.head(limit).itertuples(index=False)
     )
@@ -348,7 +426,14 @@ def render_report(
         "alert": {"headline": lines[0], "details": lines[1:]} if lines else None,
         "chart": image,
         "sections": sections,
-        "funnel": None if funnel is None else {"table": _funnel_table(funnel) if len(funnel) else None},
+        "small_cells": (
+            f"{TOO_FEW.capitalize()}: fewer than {MIN_GROUP_N} customers in a group or fewer than {MIN_RESPONSES} "
+            "responders in both groups together; one customer more or less would swing such a lift by many points, "
+            "so it shows no lift, interval or p-value."
+        )
+        if segments["too_few"].astype(bool).any()
+        else None,
+        "funnel": None if funnel is None else {"tables": _funnel_tables(funnel) if len(funnel) else []},
         "channels": None
         if channels is None
         else {

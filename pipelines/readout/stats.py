@@ -218,7 +218,17 @@ SEGMENT_COLUMNS = (
     "lift_rel",
     "p_value",
     "incremental_responses",
+    "too_few",
 )
+
+# A segment is read only when each group holds at least MIN_GROUP_N customers and the two groups together at
+# least MIN_RESPONSES responders. Below 30 a single customer moves a group's rate by more than 3 points (one
+# holdout customer who responds is a 100 % rate), and with fewer than 5 responders the lift is the noise of a
+# handful of events: such a cell keeps its counts and rates but no lift, interval or p-value (``too_few``).
+MIN_GROUP_N = 30
+MIN_RESPONSES = 5
+# The columns blanked (NaN) in a segment that is too small to read.
+_UNREAD_COLUMNS = ("lift_abs", "lift_ci_low", "lift_ci_high", "lift_rel", "p_value", "incremental_responses")
 
 
 @dataclass(frozen=True)
@@ -257,10 +267,15 @@ class Readout:
         for by, table in self.segments.groupby("by", sort=False):
             lines.append(f"by {by}:")
             for row in table.itertuples(index=False):
+                reading = (
+                    "too few to read"
+                    if row.too_few
+                    else f"lift {row.lift_abs:+.3%} [{row.lift_ci_low:+.3%}, {row.lift_ci_high:+.3%}]  "
+                    f"p={row.p_value:.3g}"
+                )
                 lines.append(
                     f"  {row.segment!s:>12}  treated {row.treated_rate:.3%} (n={row.treated_n:,})  "
-                    f"control {row.control_rate:.3%} (n={row.control_n:,})  lift {row.lift_abs:+.3%} "
-                    f"[{row.lift_ci_low:+.3%}, {row.lift_ci_high:+.3%}]  p={row.p_value:.3g}"
+                    f"control {row.control_rate:.3%} (n={row.control_n:,})  {reading}"
                 )
         return "\n".join(lines)
 
@@ -304,11 +319,30 @@ def _outcome(series: pd.Series, positive: Any) -> np.ndarray:
     )
 
 
-def _lift_row(by: str, segment: Any, result: Lift) -> dict[str, Any]:
+def too_few_to_read(n1: int, x1: int, n0: int, x0: int) -> bool:
+    """Whether a cell is too small to read a lift from (see ``MIN_GROUP_N`` and ``MIN_RESPONSES``)."""
+    return min(n1, n0) < MIN_GROUP_N or x1 + x0 < MIN_RESPONSES
+
+
+def _segment_row(by: str, segment: Any, n1: int, x1: int, n0: int, x0: int, alpha: float) -> dict[str, Any]:
+    """One row of the segment table: the lift of a readable cell, else its counts and rates flagged ``too_few``."""
+    if not too_few_to_read(n1, x1, n0, x0):
+        result = lift(n1, x1, n0, x0, alpha)
+        return {
+            "by": by,
+            "segment": segment,
+            **{c: getattr(result, c) for c in SEGMENT_COLUMNS[2:-1]},
+            "too_few": False,
+        }
+    rates = {"treated_rate": x1 / n1 if n1 else np.nan, "control_rate": x0 / n0 if n0 else np.nan}
+    counts = {"treated_n": n1, "treated_conv": x1, "control_n": n0, "control_conv": x0}
     return {
         "by": by,
         "segment": segment,
-        **{c: getattr(result, c) for c in SEGMENT_COLUMNS[2:]},
+        **counts,
+        **rates,
+        **dict.fromkeys(_UNREAD_COLUMNS, np.nan),
+        "too_few": True,
     }
 
 
@@ -328,7 +362,8 @@ def readout(
 
     Rows whose treatment value is neither ``treated`` nor ``control`` are ignored. ``expected_share`` is the
     planned treated share; with it the split is tested for sample-ratio mismatch at ``SRM_ALPHA``. The outcome is
-    boolean, 0/1, or equal to ``positive``. Segments with an empty group are left out of the segment table.
+    boolean, 0/1, or equal to ``positive``. Segments too small to read (:func:`too_few_to_read`, an empty group included)
+    keep their counts and rates, with ``too_few`` set and the lift, its interval and the p-value NaN.
     Raises ValueError naming a missing column, or a treated/control value that is absent (listing those seen).
     """
     require_columns(frame, [treatment_col, outcome_col, *segment_cols])
@@ -363,8 +398,7 @@ def readout(
         for segment, row in counts.iterrows():
             n1, x1 = int(row.get(("size", True), 0)), int(row.get(("sum", True), 0))
             n0, x0 = int(row.get(("size", False), 0)), int(row.get(("sum", False), 0))
-            if n1 and n0:
-                rows.append(_lift_row(col, segment, lift(n1, x1, n0, x0, alpha)))
+            rows.append(_segment_row(col, segment, n1, x1, n0, x0, alpha))
     segments = pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
     return Readout(overall, srm, expected_share, segments, str(treated), str(control))
 
@@ -372,7 +406,7 @@ def readout(
 def response_floor_alert(result: Readout, floor: float = 0.01, worst: int = 3) -> str | None:
     """An alert when the treated response rate is below ``floor``, else None.
 
-    The diagnosis names, for each segment column, up to ``worst`` segments whose treated rate is below the floor
+    The diagnosis names, for each segment column, up to ``worst`` readable (not ``too_few``) segments whose treated rate is below the floor
     (lowest first), and segments where treatment did no better than control.
     """
     overall = result.overall
@@ -386,7 +420,8 @@ def response_floor_alert(result: Readout, floor: float = 0.01, worst: int = 3) -
         lines.append("The split failed the sample-ratio check: fix the assignment before reading the rates.")
     if overall.lift_ci_high <= 0:
         lines.append("Contact did not raise the response rate at all (lift interval at or below zero).")
-    for by, table in result.segments.groupby("by", sort=False):
+    readable = result.segments[~result.segments["too_few"].astype(bool)]
+    for by, table in readable.groupby("by", sort=False):
         low = table[table["treated_rate"] < floor].sort_values("treated_rate").head(worst)
         if len(low):
             names = ", ".join(f"{r.segment} {r.treated_rate:.2%}" for r in low.itertuples(index=False))

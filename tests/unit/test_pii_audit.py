@@ -191,3 +191,16 @@ def test_surnames_inside_a_pickle_are_found(settings, lake):
     assert (hit.place, hit.column, hit.count) == (str(model), "customers.full_name", len(long_enough))
     model.write_bytes(pickle.dumps({"categories": {"segment": ["Young professional", "green"]}}))
     assert audit_pii(settings, progress=None).hits == []
+
+
+def test_contact_details_inside_an_excel_file_are_found(settings, lake):
+    """An .xlsx is a zip of XML: its cells are compressed, so a byte scan would see nothing."""
+    _, customers = lake
+    contact = customers[["customer_id", "phone", "email"]].head(20)
+    book = settings.runs_dir / "churn_training__2025-04-01" / "copy.xlsx"
+    contact.to_excel(book, index=False)
+    assert not any(p.encode() in book.read_bytes() for p in contact["phone"])
+    hits = {(hit.place, hit.column): hit.count for hit in audit_pii(settings, progress=None).hits}
+    assert hits == {(str(book), "customers.phone"): 20, (str(book), "customers.email"): 20}
+    pd.DataFrame({"customer_id": contact["customer_id"], "score": 0.5}).to_excel(book, index=False)
+    assert audit_pii(settings, progress=None).hits == []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipelines.readout.funnel import FUNNEL_STAGES, channel_quality, funnel
+from pipelines.readout.funnel import FUNNEL_STAGES, SIDE_STEPS, channel_quality, funnel
 from tests.unit.readout._frames import lake_frames as _lake_frames
 
 
@@ -30,9 +31,32 @@ def test_funnel_on_a_hand_made_campaign():
     assert treated.loc["converted", "rate_from_sent"] == pytest.approx(0.25)
     assert np.isnan(treated.loc["sent", "stage_rate"])
     holdout = table[table["group"] == "holdout"].set_index("stage")
-    assert holdout.loc["sent", "customers"] == 0 and holdout.loc["converted", "customers"] == 1
+    # the holdout is never sent: its organic conversion is recorded, off the path, and read over the selected
+    assert holdout.loc["sent", "customers"] == 0 and holdout.loc["converted", "customers"] == 0
+    assert holdout.loc["converted", ["recorded", "off_path"]].tolist() == [1, 1]
     assert holdout.loc["converted", "rate_from_selected"] == pytest.approx(0.5)
     assert np.isnan(holdout.loc["converted", "rate_from_sent"])
+
+
+def test_funnel_rates_stay_within_100_percent_when_later_events_skip_earlier_ones():
+    """Conversions and visits recorded without a click (as the lake holds them) once read 489 % over clicks."""
+    contacts, responses = _lake_frames()
+    skipped = pd.DataFrame(
+        {"campaign_id": "c1", "customer_id": [c for c in (2, 3, 4) for _ in range(2)]}
+        | {"event_type": ["visited", "converted"] * 3, "event_ts": pd.Timestamp("2025-03-03")}
+    )
+    table = funnel(contacts, pd.concat([responses, skipped], ignore_index=True), "c1")
+    treated = table[table["group"] == "treatment"].set_index("stage")
+    recorded = treated["recorded"]
+    assert recorded["converted"] / recorded["card_bound"] > 1  # what the un-nested funnel divided
+    for column in ("stage_rate", "rate_from_sent", "rate_from_selected"):
+        assert (table[column].dropna() <= 1).all(), table[["group", "stage", column]]
+    path = treated.loc[[s for s in FUNNEL_STAGES if s not in SIDE_STEPS], "customers"]
+    assert path.is_monotonic_decreasing
+    assert treated.loc["converted", "customers"] == 1 and treated.loc["converted", "off_path"] == 3
+    assert treated.loc["visited", "off_path"] == 2  # 3 (only opened) and 4 (nothing) visited without a click
+    assert (treated["recorded"] == treated["customers"] + treated["off_path"]).all()
+    assert treated.loc["app_installed", "stage_rate"] == pytest.approx(1 / 2)  # over visited, a side step
 
 
 def test_funnel_of_an_unknown_campaign_is_a_lookup_error():

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
+import html
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.readout.funnel import channel_quality, funnel
-from pipelines.readout.report import lift_by_decile_chart, render_report
-from pipelines.readout.stats import readout, response_floor_alert, return_on_spend
+from pipelines.readout.report import (
+    TOO_FEW,
+    _p_phrase,
+    lift_by_decile_chart,
+    lift_by_decile_figure,
+    render_report,
+)
+from pipelines.readout.stats import MIN_GROUP_N, readout, response_floor_alert, return_on_spend
 from tests.unit.readout._frames import experiment as _experiment
 from tests.unit.readout._frames import lake_frames as _lake_frames
 
@@ -135,7 +143,7 @@ def test_report_headline_trust_and_every_section(tmp_path):
         assert f"{100 * o.lift_abs:+.2f} percentage points" in text
         assert f"95% CI {100 * o.lift_ci_low:+.2f} to {100 * o.lift_ci_high:+.2f}" in text
         assert f"{o.lift_rel:+.1%} (95% CI {o.lift_rel_ci_low:+.1%} to {o.lift_rel_ci_high:+.1%})" in text
-        assert f"p = {o.p_value:.4f} (pooled z-test)" in text
+        assert f"p = {o.p_value:.3f} (pooled z-test)" in text
         assert f"Incremental responses: {o.incremental_responses:,.1f}" in text
         ros = return_on_spend(o, 0.5, 40.0)
         assert f"incremental value {ros.incremental_value:,.2f}" in text and f"cost {ros.cost:,.2f}" in text
@@ -153,8 +161,13 @@ def test_report_headline_trust_and_every_section(tmp_path):
     assert "![absolute lift by decile with 95% intervals](lift_by_decile.png)" in decile_part
     rows = [line for line in decile_part.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(r.split("|")[1]) for r in rows] == list(range(1, 11))
-    funnel_part = markdown.split("## Funnel")[1].split("## ")[0]
-    assert "| converted | 1 | 100.00% | 25.00% | 1 | – | 50.00% |" in funnel_part
+    funnel_part = markdown.split("## Funnel")[1].split("\n## ")[0]
+    treated_part, holdout_part = funnel_part.split("### holdout")
+    assert "| converted | 1 | 100.00% | 25.00% | 0 | 25.00% |" in treated_part
+    # the holdout's organic conversion is off the path, said so, and read over the selected only
+    assert "| converted | 0 | – | – | 1 | 50.00% |" in holdout_part
+    assert "Some holdout customers reached a stage without a recorded earlier one" in holdout_part
+    assert "Some treatment" not in treated_part
 
 
 def test_report_escapes_text_and_is_standalone_html(tmp_path):
@@ -236,3 +249,96 @@ def test_report_of_the_cli_style_readout_keeps_describe_unchanged(tmp_path):
     before = result.describe()
     _report(result, tmp_path)
     assert result.describe() == before and before.startswith("readout: B vs A\ntreated ")
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [
+        (3e-9, "p < 0.0001"),
+        (0.0000999, "p < 0.0001"),
+        (0.00042, "p = 0.0004"),
+        (0.0341, "p = 0.034"),
+        (0.5, "p = 0.500"),
+    ],
+)
+def test_p_values_read_as_a_phrase_never_p_equals_less_than(p, text):
+    assert _p_phrase(p) == text
+
+
+def test_a_tiny_p_value_reads_p_less_than_in_both_reports():
+    result = _decile_readout(n=200_000)
+    assert result.overall.p_value < 1e-4
+    markdown, page = render_report(result, title="t")
+    for text in (markdown, html.unescape(page)):
+        assert "; p < 0.0001 (pooled z-test)" in text and "p = <" not in text
+    assert "| < 0.0001 |" in markdown and '<td class="num">&lt; 0.0001</td>' in page
+
+
+def test_a_small_segment_is_flagged_not_read_as_a_lift(tmp_path):
+    frame = _experiment(n=20_000)
+    # one holdout customer, who did not buy, in a segment of 60 treated customers: once a lift of many points
+    treated_rows = frame.index[frame["arm"] == "B"][:60]
+    control_row = frame.index[frame["arm"] == "A"][:1]
+    frame["tier"] = "main"
+    frame.loc[treated_rows.append(control_row), "tier"] = "tiny"
+    frame.loc[control_row, "bought"] = 0
+    result = readout(
+        frame, treatment_col="arm", treated="B", control="A", outcome_col="bought", segment_cols=("tier",)
+    )
+    rows = result.segments.set_index("segment")
+    assert rows.loc["tiny", "control_n"] == 1 < MIN_GROUP_N and bool(rows.loc["tiny", "too_few"])
+    assert rows.loc["tiny", ["lift_abs", "lift_ci_low", "lift_ci_high", "p_value"]].isna().all()
+    assert not rows.loc["main", "too_few"] and rows.loc["main", "lift_abs"] == pytest.approx(
+        rows.loc["main", "treated_rate"] - rows.loc["main", "control_rate"]
+    )
+    # the figures written beside the report carry the flag and no lift
+    result.segments.to_csv(tmp_path / "segments.csv", index=False)
+    written = pd.read_csv(tmp_path / "segments.csv").set_index("segment")
+    assert bool(written.loc["tiny", "too_few"]) and pd.isna(written.loc["tiny", "lift_abs"])
+    assert "tiny" in result.describe() and "too few to read" in result.describe()
+    markdown, page = render_report(result, title="t")
+    tiny = [line for line in markdown.splitlines() if line.startswith("| tiny |")]
+    assert tiny == [
+        f"| tiny | 60 | {rows.loc['tiny', 'treated_rate']:.2%} | 1 | 0.00% | {TOO_FEW} | – | – | – |"
+    ]
+    assert "<td>tiny</td>" in page and f'<td class="num">{TOO_FEW}</td>' in page
+    assert f"fewer than {MIN_GROUP_N} customers in a group" in markdown
+    # the chart draws no bar for it
+    fig = lift_by_decile_figure(result.segments, by="tier")
+    try:
+        assert len(fig.axes[0].patches) == 1
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_the_chart_title_fits_inside_the_figure_even_when_long():
+    result = _decile_readout()
+    title = "uplift-spring-cashback-2026-05-campaign-with-a-long-id__run_7f3a9c: lift by decile"
+    fig = lift_by_decile_figure(result.segments, title=title)
+    try:
+        renderer = fig.canvas.get_renderer()
+        handle = fig.axes[0].title
+        box = handle.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+        assert handle.get_text().replace("\n", "").replace(" ", "") == title.replace(" ", "")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_the_html_report_is_self_contained_and_its_tables_fit(tmp_path):
+    result = _decile_readout()
+    drawn = lift_by_decile_chart(result.segments, tmp_path / "lift_by_decile.png")
+    _, page = render_report(
+        result, title="t", chart=drawn, channels=channel_quality(*reversed(_lake_frames()), "c1")
+    )
+    parsed = _parse(page)
+    # every image is a data: URI of the drawn PNG, no relative link: it renders the same from any folder
+    assert "img" in parsed.tags and _inline_images(parsed) == [drawn.read_bytes()]
+    assert "lift_by_decile.png" not in page and len(page) < 200_000
+    # every table sits in a scrolling wrapper and text cells may wrap, so a wide UTM table cannot push the page
+    assert page.count("<table>") == page.count('<div class="wide"><table>') > 0
+    assert ".wide { max-width: 100%; overflow-x: auto; }" in page and "overflow-wrap: anywhere" in page

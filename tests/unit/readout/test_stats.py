@@ -378,6 +378,12 @@ def test_a_lake_campaign_is_read_out_into_the_results_table_and_mlflow(bank, tmp
         "funnel.csv",
         "channel_quality.csv",
     } <= {p.name for p in folder.iterdir()}
+    # the written figures: a nested funnel (no rate over 100 %), and a self-contained page
+    stages = pd.read_csv(folder / "funnel.csv")
+    assert {"recorded", "off_path"} <= set(stages.columns)
+    assert (stages[["stage_rate", "rate_from_sent", "rate_from_selected"]].fillna(0) <= 1).all().all()
+    page = (folder / "report.html").read_text()
+    assert 'src="' not in page.replace('src="data:', "") and "p = <" not in page
     assert row.srm_p_value is None or pd.isna(
         row.srm_p_value
     )  # a lake campaign has no planned split on record
