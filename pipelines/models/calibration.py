@@ -4,7 +4,8 @@ The booster's raw score (log-odds) is what ranks customers: AUC, lift, gains and
 calibrator only turns it into a probability, always with a strictly increasing function, so it can neither
 reorder customers nor tie two customers whose raw scores differ.
 
-- ``platt``: ``sigmoid(a * raw + b)``, a logistic regression on the validation scores (two parameters).
+- ``platt``: ``sigmoid(a * raw + b)``, a logistic regression on the validation scores (two parameters); a slope
+  below :data:`MIN_PLATT_SLOPE` (a booster no better than chance there) is raised to it, at the base rate.
 - ``isotonic``: centred isotonic regression (Oron & Flournoy, 2017). Plain isotonic regression is a step function:
   a few dozen steps tie thousands of customers, cost AUC against the raw score, and put probabilities of exactly
   0 and 1 on its end blocks (a top score of 1.0, an infinite log-loss on one surprise). Here each isotonic block
@@ -44,6 +45,10 @@ AUTO_ISOTONIC_MIN_CASES = 1000
 TAIL_SLOPE = 1e-3
 
 
+# The smallest Platt slope fitted: a map must rise with the raw score (see fit_calibrator).
+MIN_PLATT_SLOPE = 1e-6
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -73,7 +78,13 @@ def fit_calibrator(kind: str, raw: np.ndarray, y: np.ndarray, seed: int) -> dict
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e6, solver="lbfgs", random_state=seed).fit(raw.reshape(-1, 1), y)
-        return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if a < MIN_PLATT_SLOPE:
+            # A booster that ranks no better than chance (or backwards) on the calibration frame: a falling map
+            # would reorder its customers. Keep the order, and say what is known: about the base rate for all.
+            a = MIN_PLATT_SLOPE
+            b = _logit(float(np.clip(y.mean(), 1e-6, 1 - 1e-6))) - a * float(raw.mean())
+        return {"a": a, "b": b}
     if kind != "isotonic":
         raise ValueError(f"no calibrator of kind {kind!r} (platt or isotonic)")
     return _fit_centred_isotonic(raw, y)
@@ -116,6 +127,7 @@ def apply_calibrator(kind: str, params: Mapping[str, Any], raw: np.ndarray) -> n
 __all__ = [
     "AUTO_ISOTONIC_MIN_CASES",
     "CALIBRATIONS",
+    "MIN_PLATT_SLOPE",
     "TAIL_SLOPE",
     "apply_calibrator",
     "choose_calibration",

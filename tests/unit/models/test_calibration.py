@@ -218,3 +218,15 @@ def test_an_old_step_champion_is_compared_on_its_raw_ranking(parts, models, tmp_
     assert (got_version, problem) == (version, None)
     assert metrics["auc"] == pytest.approx(roc_auc_score(y, raw), abs=1e-12)
     assert metrics["log_loss"] == pytest.approx(log_loss(y, np.clip(steps, 1e-15, 1 - 1e-15)), rel=1e-6)
+
+
+def test_platt_on_a_backwards_ranking_keeps_the_order_at_the_base_rate():
+    """Labels that fall as the raw score rises: a fitted Platt slope would be negative and reorder customers."""
+    raw, y = _raw_scores(4000, seed=3)
+    backwards = 1 - y
+    params = fit_calibrator("platt", raw, backwards, seed=0)
+    p = apply_calibrator("platt", params, raw)
+    assert params["a"] > 0
+    assert roc_auc_score(backwards, p) == roc_auc_score(backwards, raw)
+    assert p.mean() == pytest.approx(backwards.mean(), abs=0.01)
+    assert p.max() - p.min() < 0.01  # about the base rate for everyone
