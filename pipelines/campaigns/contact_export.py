@@ -161,9 +161,8 @@ def export_list(
     with_contact: bool = False,
 ) -> ExportRecord:
     """Write a run's readable target list (:func:`readable_list`) to ``out`` (.csv, .parquet or .xlsx) and record
-    it; with ``with_contact`` only for an
-    identity :func:`authorise_contact` allows (checked before anything is read or written), in mode 0600, released
-    as the module docstring describes. Returns the record; raises ExportRefused, ExportFailed, or the store's
+    it; with ``with_contact`` only for an identity :func:`authorise_contact` allows (checked before anything is
+    read or written), in mode 0600, released as the module docstring describes. Returns the record; raises ExportRefused, ExportFailed, or the store's
     errors (unknown campaign or run) with nothing written."""
     from pipelines.data import storage
 

@@ -147,6 +147,8 @@ def score_customers(
     for every row of the wide table, in the wide table's order. Deciles rank by a propensity model's raw score
     (ties only where raw scores tie), by the score itself for other models. Scores ``chunk_rows`` rows at a time
     so memory stays flat on large bases, with progress on ``progress``."""
+    from pipelines.models.propensity import score_and_rank
+
     say = say_to(progress)
     missing = [f for f in model.model.features if f not in wide.columns]
     if missing:
@@ -167,7 +169,7 @@ def score_customers(
     ) as t:
         for start in range(0, len(wide), chunk_rows):
             chunk = wide.iloc[start : start + chunk_rows]
-            scores[start : start + len(chunk)], ranks[start : start + len(chunk)] = _score_and_rank(
+            scores[start : start + len(chunk)], ranks[start : start + len(chunk)] = score_and_rank(
                 model.model, chunk
             )
             t.advance(len(chunk))
@@ -175,16 +177,6 @@ def score_customers(
         raise ScoringError(f"{model.name} v{model.version} produced non-finite scores")
     ids = wide[ID].to_numpy()
     return pd.DataFrame({ID: ids, SCORE: scores, DECILE: assign_deciles(ranks, ids)})
-
-
-def _score_and_rank(model: Any, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(score, ranking key) of a chunk: a propensity model's calibrated probability and raw score (predicted
-    once, calibrated from it); for uplift and random scorers, the score twice."""
-    if hasattr(model, "raw_score") and hasattr(model, "calibrate"):
-        raw = model.raw_score(chunk)
-        return model.calibrate(raw), raw
-    score = model.predict_proba(chunk)
-    return score, score
 
 
 def reason_codes(model: ScoringModel, wide: pd.DataFrame, top: int = 3) -> pd.DataFrame:

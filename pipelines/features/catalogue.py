@@ -193,28 +193,16 @@ def _catalogue() -> tuple[Feature, ...]:
             ),
         )
     )
-    for flag, what, words in (
-        ("cross_border", "is_cross_border", "abroad"),
-        ("installment", "is_installment", "in instalments"),
+    for key, definition, words in (
+        ("cross_border", "with is_cross_border", "abroad"),
+        ("installment", "with is_installment", "in instalments"),
+        ("online", "on channel online", "online"),
+        ("mobile_wallet", "on channel mobile_wallet", "by mobile wallet"),
     ):
         add(
             Feature(
-                f"{flag}_share_180d",
-                f"share of transactions with {what}",
-                "180d",
-                "transactions",
-                Plain(
-                    f"share of purchases {words} (6 months)",
-                    f"{{v}} % of purchases {words} (6 months)",
-                    "share",
-                ),
-            )
-        )
-    for channel, words in (("online", "online"), ("mobile_wallet", "by mobile wallet")):
-        add(
-            Feature(
-                f"{channel}_share_180d",
-                f"share of transactions on channel {channel}",
+                f"{key}_share_180d",
+                f"share of transactions {definition}",
                 "180d",
                 "transactions",
                 Plain(

@@ -105,7 +105,8 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
     """The ``uplift`` model: the learners cross-fitted on the training campaigns, the best by mean fold Qini
     refitted on them (``uplift_selection.DEFAULT_SELECTION``), checked on the validation campaign, judged on the
     out-of-time test campaign (Qini with bootstrap CI, AUUC, uplift@30, verdict) against ranking by the response
-    score and, with the generator's truth, against the oracle; registered with champion/challenger on Qini. Runs :func:`campaign_history` first when this run has no history yet (``pmp train uplift``)."""
+    score and, with the generator's truth, against the oracle; registered with champion/challenger on Qini. Runs
+    :func:`campaign_history` first when this run has no history yet (``pmp train uplift``)."""
     from pipelines.features import history
     from pipelines.features.catalogue import CATEGORICAL_FEATURES
     from pipelines.models.uplift_training import train_uplift

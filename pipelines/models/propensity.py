@@ -396,6 +396,17 @@ def fit_model(
     return model
 
 
+def score_and_rank(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(score, ranking key) of ``frame``: for a propensity model (:class:`CalibratedModel`) its calibrated
+    probability and its raw score, predicted once; for any other scorer (uplift, random) ``predict_proba`` twice
+    over. Lists (deciles) and champion comparisons rank by the key, as the model's own evaluation does."""
+    if hasattr(model, "raw_score") and hasattr(model, "calibrate"):
+        raw = model.raw_score(frame)
+        return model.calibrate(raw), raw
+    score = model.predict_proba(frame)
+    return score, score
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The MLflow pyfunc
 

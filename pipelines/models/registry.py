@@ -39,6 +39,7 @@ from pipelines.models.propensity import (
     pyfunc_input,
     pyfunc_model,
     pyfunc_parts,
+    score_and_rank,
 )
 from pipelines.progress import Progress, say_to
 
@@ -315,8 +316,10 @@ def _champion_metrics(
                     "the two cannot be compared on the same test frame (promote by hand if intended)"
                 ),
             )
-        p = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel()
-        rank = _raw_rank(champion, test_input[needed]) if metrics_fn is None else None
+        if metrics_fn is None:  # a propensity champion: ranked on its raw score, as the challenger is
+            p, rank = score_and_rank(champion.unwrap_python_model().model, test_input[needed])
+        else:
+            p, rank = np.asarray(champion.predict(test_input[needed]), dtype=float).ravel(), None
     except Exception as exc:  # a champion that cannot score blocks automatic promotion, never the run
         return (
             str(current.version),
@@ -325,16 +328,9 @@ def _champion_metrics(
         )
     if metrics_fn is not None:
         return str(current.version), metrics_fn(y_test, p), None
+    # A champion pickled with step-isotonic calibration ties customers its booster tells apart: ranked on its
+    # probabilities it would lose AUC to the steps, not to the challenger.
     return str(current.version), _test_metrics(y_test, p, rank=rank), None
-
-
-def _raw_rank(champion, frame: pd.DataFrame) -> np.ndarray | None:
-    """The champion's raw booster score on ``frame`` when it has one (a propensity model), else None: challengers
-    are ranked on their raw score, so the champion must be too. A champion pickled with step-isotonic calibration
-    ties customers its booster tells apart; ranked on its probabilities it would lose AUC to the steps."""
-    model = getattr(champion.unwrap_python_model(), "model", None)
-    raw_score = getattr(model, "raw_score", None)
-    return None if raw_score is None else np.asarray(raw_score(frame), dtype=float).ravel()
 
 
 def record_promotion(

@@ -57,12 +57,10 @@ def funnel(contacts: pd.DataFrame, responses: pd.DataFrame, campaign_id: str) ->
     rows = []
     for g in sorted(set(group), key=lambda v: (v != "treatment", v)):
         members = cont[group == g]
-        selected = int(members["customer_id"].nunique())
+        ids = set(members["customer_id"])
+        selected = len(ids)
         sent = set(members.loc[members["sent_at"].notna(), "customer_id"])
-        recorded = {
-            "sent": sent,
-            **{e: reached_event[e] & set(members["customer_id"]) for e in RESPONSE_EVENTS},
-        }
+        recorded = {"sent": sent, **{e: reached_event[e] & ids for e in RESPONSE_EVENTS}}
         path = sent
         reached = {}
         for stage in FUNNEL_STAGES:
