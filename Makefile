@@ -15,12 +15,13 @@ DATA ?= data
 CUSTOMERS ?= 20000
 MONTHS ?= 12
 
-.PHONY: run test bench lint format clean help
+.PHONY: run serve test bench lint format clean help
 
 help:
 	@echo "make run    generate the demo bank ($(CUSTOMERS) customers, $(MONTHS) months), then train, score and write"
 	@echo "           the campaign lists through Airflow (churn_training, campaign_scoring__*), and print a summary"
 	@echo "           (the tasks' output goes to $(DATA)/runs/pmp_run__<date>/run.log)"
+	@echo "make serve  the staff app on http://127.0.0.1:8000/ (after make run; users in $(DATA)/web/demo-passwords.txt)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring, uplift)"
 	@echo "make lint   ruff"
@@ -37,6 +38,11 @@ $(UV):
 run: .venv/.synced
 	$(RUN) pmp synth --customers $(CUSTOMERS) --months $(MONTHS) --out $(DATA)
 	PM_RETRY_DELAY_SECONDS=5 $(RUN) pmp run --data $(DATA)
+	$(RUN) pmp users demo --data $(DATA)
+
+# The staff app over the data folder of make run (campaigns, readouts, lists, the campaign builder).
+serve: .venv/.synced
+	$(RUN) pmp serve --data $(DATA)
 
 # Two workers on the two cores; a test module stays on one worker, so its module fixtures (a trained bank, a
 # private PostgreSQL server) are built once.

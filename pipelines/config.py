@@ -34,7 +34,16 @@ ENV_PREFIX = "PM_"
 _ROLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 # What MLFLOW_TRACKING_URI may name: a database store or a tracking server (a folder store is refused by MLflow 3).
 _MLFLOW_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
-_PATHS = ("home", "data_dir", "expectations_dir", "campaigns_dir", "mlruns_dir", "airflow_home", "dags_dir")
+_PATHS = (
+    "home",
+    "data_dir",
+    "expectations_dir",
+    "campaigns_dir",
+    "mlruns_dir",
+    "airflow_home",
+    "dags_dir",
+    "web_dir",
+)
 
 
 def is_checkout(root: Path = PROJECT_ROOT) -> bool:
@@ -109,6 +118,11 @@ class Settings(BaseSettings):
     staff_role: str = Field("pmp_staff", pattern=_ROLE_NAME)
     contact_role: str = Field("pmp_contact", pattern=_ROLE_NAME)
     contact_users: Annotated[tuple[str, ...], NoDecode] = ()
+    # The staff app (pmp serve): its users file (users.toml: name, role, scrypt hash), its session key and the demo
+    # passwords live here (default <data>/web, git-ignored; docs/staff-app.md). A session key set in
+    # PM_WEB_SECRET_KEY is used instead of the generated one (several app processes must share one).
+    web_dir: Path | None = None
+    web_secret_key: str = Field("", repr=False)
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +160,8 @@ class Settings(BaseSettings):
         ):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, home / under_home)
+        if self.web_dir is None:
+            object.__setattr__(self, "web_dir", Path(self.data_dir).expanduser() / "web")
         for name in _PATHS:
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
@@ -179,6 +195,8 @@ class Settings(BaseSettings):
             values["database_url"] = (
                 ""  # the default database moves with the data folder; an explicit one stays
             )
+        if self.web_dir == self.data_dir / "web":
+            values["web_dir"] = None  # so does the staff app's folder
         return Settings(**{**values, "data_dir": Path(data_dir)})
 
 

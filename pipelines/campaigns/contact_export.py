@@ -107,14 +107,19 @@ def os_account() -> str:
         return f"uid {uid}"
 
 
-def _identity(conn: Connection) -> str:
+def _identity(conn: Connection, web_user: str | None = None) -> str:
     if conn.dialect.name == "postgresql":
-        return conn.execute(text("SELECT session_user")).scalar_one()
-    return os_account()
+        who = conn.execute(text("SELECT session_user")).scalar_one()
+        return f"{web_user} (staff app, as {who})" if web_user else who
+    return f"{web_user} (staff app)" if web_user else os_account()
 
 
-def _check_contact(conn: Connection, settings: Settings) -> str:
-    """The identity, if it may export contact details; ExportRefused otherwise."""
+def _check_contact(conn: Connection, settings: Settings, web_user: str | None = None) -> str:
+    """The identity, if it may export contact details; ExportRefused otherwise. For a staff-app user
+    (``web_user``, whose privileged role the app has checked) PostgreSQL still requires the app's own database
+    role to be a member of the contact role; on SQLite the app's sign-in is the authentication."""
+    if web_user and conn.dialect.name != "postgresql":
+        return _identity(conn, web_user)
     who = _identity(conn)
     if conn.dialect.name == "postgresql":
         role = settings.contact_role
@@ -133,7 +138,7 @@ def _check_contact(conn: Connection, settings: Settings) -> str:
                 f"PostgreSQL role {who} may not export contact details: only members of role {role} may "
                 f"(an administrator grants it with GRANT {role} TO {who}); nothing was written"
             )
-        return who
+        return _identity(conn, web_user)
     if who not in settings.contact_users:
         listed = ", ".join(settings.contact_users) or "nobody"
         raise ExportRefused(
@@ -144,11 +149,11 @@ def _check_contact(conn: Connection, settings: Settings) -> str:
 
 
 @database_errors
-def authorise_contact(engine: Engine, settings: Settings) -> str:
-    """The identity exporting (PostgreSQL ``session_user``, SQLite OS account) if it may export contact details;
-    raises ExportRefused, one line naming it and what grants it, otherwise."""
+def authorise_contact(engine: Engine, settings: Settings, web_user: str | None = None) -> str:
+    """The identity exporting (PostgreSQL ``session_user``, SQLite OS account, or a staff-app user) if it may
+    export contact details; raises ExportRefused, one line naming it and what grants it, otherwise."""
     with engine.connect() as conn:
-        return _check_contact(conn, settings)
+        return _check_contact(conn, settings, web_user)
 
 
 def export_list(
@@ -159,11 +164,14 @@ def export_list(
     out: Path,
     groups: Sequence[str] = ("treatment",),
     with_contact: bool = False,
+    web_user: str | None = None,
 ) -> ExportRecord:
     """Write a run's readable target list (:func:`readable_list`) to ``out`` (.csv, .parquet or .xlsx) and record
     it; with ``with_contact`` only for an identity :func:`authorise_contact` allows (checked before anything is
-    read or written), in mode 0600, released as the module docstring describes. Returns the record; raises ExportRefused, ExportFailed, or the store's
-    errors (unknown campaign or run) with nothing written."""
+    read or written), in mode 0600, released as the module docstring describes. ``web_user``: the staff-app user
+    the export is made for (recorded as ``<user> (staff app)``; the app has checked their role). Returns the
+    record; raises ExportRefused, ExportFailed, or the store's errors (unknown campaign or run) with nothing
+    written."""
     from pipelines.data import storage
 
     out = Path(out).expanduser().absolute()
@@ -172,25 +180,37 @@ def export_list(
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in {', '.join(EXPORT_SUFFIXES)}")
     if with_contact:
-        authorise_contact(engine, settings)
-    run_id = store.resolve_run(engine, campaign, run)
+        authorise_contact(engine, settings, web_user)
     groups = tuple(groups)
-    frame = store.read_targets(engine, campaign, run_id, groups=groups)
+    run_id, frame = read_list(engine, settings, campaign, run, groups)
     if out.suffix.lower() == ".xlsx" and len(frame) > EXCEL_MAX_ROWS:
         raise ValueError(
             f"{out.name}: {len(frame):,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most); "
             "export to .csv or .parquet"
         )
-    runs = store.list_runs(engine, campaign)
-    model = runs.loc[runs["run_id"] == run_id, "model_name"]
-    probability = not model.empty and model.iloc[0] not in NOT_PROBABILITY_MODELS
-    frame = readable_list(frame, _reason_values(settings, run_id, frame), probability=probability)
     if with_contact:
         contact = storage.read_table(
             settings.lake_dir, "customers", columns=["customer_id", *CONTACT_COLUMNS]
         )
         frame = frame.merge(contact, on="customer_id", how="left", validate="one_to_one")
-    return _release(engine, settings, frame, out, campaign, run_id, groups, with_contact)
+    return _release(engine, settings, frame, out, campaign, run_id, groups, with_contact, web_user)
+
+
+def read_list(
+    engine: Engine,
+    settings: Settings,
+    campaign: str,
+    run: str = "latest",
+    groups: Sequence[str] = ("treatment",),
+) -> tuple[str, pd.DataFrame]:
+    """(run id, the run's target list of ``groups`` as :func:`readable_list` makes it): what an export writes
+    before any contact details, and what the staff app previews."""
+    run_id = store.resolve_run(engine, campaign, run)
+    frame = store.read_targets(engine, campaign, run_id, groups=tuple(groups))
+    runs = store.list_runs(engine, campaign)
+    model = runs.loc[runs["run_id"] == run_id, "model_name"]
+    probability = not model.empty and model.iloc[0] not in NOT_PROBABILITY_MODELS
+    return run_id, readable_list(frame, _reason_values(settings, run_id, frame), probability=probability)
 
 
 def readable_list(
@@ -263,6 +283,7 @@ def _release(
     run_id: str,
     groups: tuple[str, ...],
     with_contact: bool,
+    web_user: str | None = None,
 ) -> ExportRecord:
     table = contact_exports if with_contact else list_exports
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +293,7 @@ def _release(
         _write_new(partial, frame, out.suffix.lower(), CONTACT_FILE_MODE if with_contact else None)
         digest = file_sha256(partial)
         row_id, who = _record(
-            engine, settings, table, with_contact, campaign, run_id, groups, len(frame), out, digest
+            engine, settings, table, with_contact, campaign, run_id, groups, len(frame), out, digest, web_user
         )
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -300,11 +321,12 @@ def _record(
     n_rows: int,
     out: Path,
     digest: str,
+    web_user: str | None = None,
 ) -> tuple[str, str]:
     """Inserts the audit row in one committed transaction; returns (row id, identity)."""
     try:
         with begin_write(engine, _LOCK_KEY) as conn:
-            who = _check_contact(conn, settings) if with_contact else _identity(conn)
+            who = _check_contact(conn, settings, web_user) if with_contact else _identity(conn, web_user)
             row_id = uuid.uuid4().hex
             values = {
                 "id": row_id,

@@ -434,15 +434,27 @@ def _problem(error: dict) -> str:
     return f"{msg[0].lower()}{msg[1:]} (got {error.get('input')!r})"
 
 
+def spec_problems(data: Any) -> tuple[CampaignSpec | None, list[tuple[str, str]]]:
+    """The spec in already-parsed YAML and no problems, or None and every problem as (field path, message), e.g.
+    ``("audience[0].column", "unknown audience column 'tenure' ...")``: the wording :func:`parse_spec` reports,
+    shared with the staff app's campaign form (``pipelines.campaigns.spec_form``)."""
+    if not isinstance(data, dict):
+        return None, [("(spec)", f"a campaign spec must be a mapping of fields, got {type(data).__name__}")]
+    try:
+        return CampaignSpec.model_validate(data), []
+    except ValidationError as e:
+        return None, [(_field_path(err["loc"]), _problem(err)) for err in e.errors()]
+
+
 def parse_spec(data: Any, source: str = "<spec>") -> CampaignSpec:
     """A spec from already-parsed YAML; ``source`` names it in errors."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a campaign spec must be a mapping of fields, got {type(data).__name__}")
-    try:
-        return CampaignSpec.model_validate(data)
-    except ValidationError as e:
-        lines = [f"  {_field_path(err['loc'])}: {_problem(err)}" for err in e.errors()]
-        raise SpecError(f"{source}: invalid campaign spec\n" + "\n".join(lines)) from None
+    spec, problems = spec_problems(data)
+    if spec is None:
+        lines = [f"  {path}: {message}" for path, message in problems]
+        raise SpecError(f"{source}: invalid campaign spec\n" + "\n".join(lines))
+    return spec
 
 
 def load_spec(path: str | Path) -> CampaignSpec:

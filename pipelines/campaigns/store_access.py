@@ -4,7 +4,8 @@ The schema step (:func:`pipelines.campaigns.store_schema.ensure_schema`) calls :
 sure of, in the schema the tables live in (``current_schema()``)::
 
     staff role   (PM_STAFF_ROLE, default pmp_staff)     USAGE on the schema; SELECT on campaign_runs,
-                 campaign_targets, campaign_exclusions, campaign_segments, campaign_results; INSERT on list_exports
+                 campaign_targets, campaign_exclusions, campaign_segments, campaign_results; INSERT on list_exports;
+                 SELECT and INSERT on campaign_spec_history (the staff app's campaign form records its edits)
     contact role (PM_CONTACT_ROLE, default pmp_contact) all of the staff role's, plus INSERT and SELECT on
                  contact_exports and SELECT on list_exports
 
@@ -56,6 +57,7 @@ def wanted_privileges(staff_role: str, contact_role: str) -> list[tuple[str, str
     for role in (staff_role, contact_role):
         wanted += [(role, table, "SELECT") for table in STAFF_TABLES]
         wanted.append((role, "list_exports", "INSERT"))
+        wanted += [(role, "campaign_spec_history", "SELECT"), (role, "campaign_spec_history", "INSERT")]
     wanted += [
         (contact_role, "contact_exports", "INSERT"),
         (contact_role, "contact_exports", "SELECT"),

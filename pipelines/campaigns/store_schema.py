@@ -11,6 +11,9 @@ Tables::
     campaign_results     campaign_id PK: the readout of a campaign
     contact_exports      id PK: the audit of list exports with contact details (who, when, run, rows, file, sha256)
     list_exports         id PK: the same for exports without contact details
+    campaign_spec_history id PK: every change to a campaigns/<name>.yaml made in the staff app (who, when,
+                         campaign, action, the new file's sha256, unified diff); written by
+                         pipelines.campaigns.spec_history, insert-only
 
 No personal data is stored: customers appear by ``customer_id`` only. On PostgreSQL ``ensure_schema`` also creates
 the staff and contact roles and their grants (:mod:`pipelines.campaigns.store_access`). What is written, and how, is
@@ -244,6 +247,23 @@ def _export_audit_table(name: str) -> Table:
 contact_exports = _export_audit_table("contact_exports")
 # Exports without contact details (no personal data): the staff role may insert.
 list_exports = _export_audit_table("list_exports")
+
+# Written by pipelines.campaigns.spec_history only (the staff app's campaign form): insert-only, like the audits.
+SPEC_ACTIONS = ("created", "edited", "not_applied")
+campaign_spec_history = Table(
+    "campaign_spec_history",
+    metadata,
+    Column("id", String(32), primary_key=True, default=lambda: uuid.uuid4().hex),
+    Column("changed_at", _UTCDateTime, nullable=False),
+    Column("changed_by", String, nullable=False),
+    Column("campaign", String, nullable=False),
+    Column("action", String, nullable=False),
+    Column("spec_sha256", String(64), nullable=False),  # of the file as written (not_applied: as left)
+    Column("diff", Text, nullable=False),  # unified diff a/campaigns/X.yaml -> b/campaigns/X.yaml
+    CheckConstraint(f"action IN {SPEC_ACTIONS!r}", name="action"),
+    Index(None, "campaign", "changed_at"),
+    implicit_returning=False,
+)
 
 SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
 
@@ -485,6 +505,7 @@ __all__ = [
     "campaign_results",
     "campaign_runs",
     "campaign_segments",
+    "campaign_spec_history",
     "campaign_targets",
     "check_database",
     "contact_exports",

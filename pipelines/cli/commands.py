@@ -367,3 +367,70 @@ def audit_pii(args: argparse.Namespace, settings: Settings) -> int:
         print(hit.line())
     print(result.summary())
     return 1 if result.hits else 0
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The staff app (pipelines.web) on --host/--port until Ctrl-C."""
+    from pipelines.web.serve import serve as serve_app
+
+    settings = settings.with_data_dir(args.data)
+    try:
+        serve_app(settings, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        print("staff app stopped")
+    return 0
+
+
+def users_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Add a staff-app user (or change their role and password): the password from stdin, a prompt, or generated."""
+    import getpass
+    import secrets
+
+    from pipelines.web import users
+
+    settings = settings.with_data_dir(args.data)
+    if args.generate:
+        password = secrets.token_urlsafe(12)
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ; nothing was changed")
+    user = users.add_user(users.users_path(settings.web_dir), args.name, args.role, password)
+    print(f"user {user.name}: {users.ROLE_TEXT[user.role]}, in {users.users_path(settings.web_dir)}")
+    if args.generate:
+        print(f"password: {password}")
+    return 0
+
+
+def users_list(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.web import users
+
+    settings = settings.with_data_dir(args.data)
+    path = users.users_path(settings.web_dir)
+    found = users.load_users(path)
+    if not found:
+        print(f"no users in {path}")
+    for user in found.values():
+        print(f"{user.name:<20} {users.ROLE_TEXT[user.role]}")
+    return 0
+
+
+def users_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The demo's users (one per role, generated passwords) unless users exist; then how to open the app."""
+    from pipelines.web import users
+
+    settings = settings.with_data_dir(args.data)
+    passwords, made = users.ensure_demo_users(settings.web_dir)
+    data = f" --data {args.data}" if args.data else ""
+    if made:
+        print(f"staff app: demo users {', '.join(made)} created; their passwords are in {passwords}")
+    else:
+        print(
+            f"staff app: users already in {users.users_path(settings.web_dir)} (demo passwords: {passwords})"
+        )
+    print(
+        f"open the staff app: make serve  (or: .tools/bin/uv run pmp serve{data}), then http://127.0.0.1:8000/"
+    )
+    return 0

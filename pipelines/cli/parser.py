@@ -285,6 +285,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_pii.set_defaults(func=commands.audit_pii)
 
+    serve = sub.add_parser("serve", help="the staff app: campaigns, readouts, lists and the campaign builder")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=commands.serve)
+
+    users = sub.add_parser("users", help="the staff app's users and roles")
+    users_sub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    users_add = users_sub.add_parser("add", help="add a user, or change a user's role and password")
+    users_add.add_argument("name", help="user name (lower case)")
+    users_add.add_argument(
+        "--role",
+        required=True,
+        choices=("viewer", "manager", "privileged"),
+        help="viewer: results; manager: also the builder and lists without contact details; privileged: also "
+        "contact details",
+    )
+    secret = users_add.add_mutually_exclusive_group()
+    secret.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    secret.add_argument("--generate", action="store_true", help="generate a password and print it once")
+    users_add.set_defaults(func=commands.users_add)
+    users_list = users_sub.add_parser("list", help="the users and their roles")
+    users_list.set_defaults(func=commands.users_list)
+    users_demo = users_sub.add_parser(
+        "demo", help="one demo user per role with generated passwords (make run)"
+    )
+    users_demo.set_defaults(func=commands.users_demo)
+
     for command in (
         synth,
         validate,
@@ -297,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         readout,
         airflow,
         audit_pii,
+        serve,
+        users_add,
+        users_list,
+        users_demo,
     ):
         command.add_argument("--data", default=None, help="data folder (default PM_DATA_DIR or ./data)")
     return parser

@@ -273,13 +273,7 @@ def _pinned_model(settings: Settings, folder: Path):
 def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: Progress = None) -> dict:
     """Contact policy, audience rules, selection, holdout and reason codes -> ``targets.parquet`` and
     ``exclusions.parquet``. Fails the run on a sample-ratio mismatch."""
-    from pipelines.campaigns import store, store_schema
-    from pipelines.campaigns.policy import (
-        apply_policy,
-        invalid_customers,
-        lake_contact_history,
-        select_audience,
-    )
+    from pipelines.campaigns import store_schema
     from pipelines.campaigns.score import (
         GROUP,
         HOLDOUT,
@@ -292,48 +286,19 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     )
     from pipelines.campaigns.spec import SpecError
     from pipelines.campaigns.store_schema import SEGMENT_COLUMNS
+    from pipelines.jobs.audience import choose_audience, read_scored
 
     say = say_to(progress)
     spec = load_campaign(settings, name)
     as_of = resolve_as_of(settings, as_of)
     run_id = campaign_run_id(name, as_of)
     folder = _attempt_dir(settings, name, as_of)
-    wide = storage.read_frame(folder / "features.parquet")
-    scores = storage.read_frame(folder / "scores.parquet")
-    scored = wide.merge(scores, on="customer_id", how="inner", validate="one_to_one")
-    segments = storage.read_frame(folder / "segments.parquet")
-    scored = scored.merge(segments, on="customer_id", how="left", validate="one_to_one")
-
-    customers = storage.read_table(
-        settings.lake_dir, "customers", columns=["customer_id", "do_not_contact", "marketing_opt_out"]
-    )
-    policy = spec.contact_policy
-    lookback = max(
-        policy.recent_contact_days, policy.frequency_cap.window_days if policy.frequency_cap else 0
-    )
+    scored = read_scored(folder)
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
-    since = pd.Timestamp(as_of) - pd.Timedelta(days=lookback)
-    lake_history = lake_contact_history(settings.lake_dir, as_of, lookback_days=lookback)
-    # Contacts of the platform's own runs reach the lake with the response feed; the database already counts them.
-    lake_history = lake_history.loc[~lake_history["campaign"].isin(store.list_runs(engine)["run_id"])]
-    history = pd.concat(
-        [lake_history, store.contact_history(engine, before=as_of, since=since.date())], ignore_index=True
-    )
-    invalid = invalid_customers(settings.lake_dir, as_of, policy.invalid_customer)
-    eligible, exclusions = apply_policy(scored, customers, history, invalid, spec, as_of)
-    candidates = eligible
-    if storage.read_json(folder / "model.json").get("selected_by") == "uplift":
-        # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.
-        hurt = eligible["score"].to_numpy(np.float64) <= 0
-        if hurt.any():
-            say(f"{int(hurt.sum()):,} eligible customers have an estimated uplift <= 0: not selected")
-            candidates = eligible.loc[~hurt].reset_index(drop=True)
-    selected = select_audience(candidates, spec.selection)
-    say(
-        f"{len(scored):,} scored, {len(exclusions):,} excluded, {len(eligible):,} eligible, "
-        f"{len(selected):,} selected ({spec.selection.mode})"
-    )
+    by_uplift = storage.read_json(folder / "model.json").get("selected_by") == "uplift"
+    chosen = choose_audience(settings, spec, scored, as_of, engine, by_uplift=by_uplift, say=say)
+    eligible, exclusions, selected = chosen.eligible, chosen.exclusions, chosen.selected
     if selected.empty:
         raise SpecError(
             f"campaign {name!r}: nobody selected at {as_of} ({len(eligible):,} eligible after the policy); "

@@ -44,14 +44,15 @@ def readout_campaign(
 
     Computes the lift with CI and p-value, the SRM check, lift by decile and segment, the funnel, UTM channel
     quality, the response-floor alert, the power statement, and with the generator's truth the true lift. Writes
-    ``runs/readout__<campaign_id>/`` (report.md/.html, lift_by_decile.png, CSVs, readout.json), one
-    ``campaign_results`` row and one MLflow run in ``campaign-readouts`` (all replaced on a re-readout).
+    ``runs/readout__<campaign_id>/`` (report.md/.html, report_context.json, lift_by_decile.png, CSVs,
+    readout.json), one ``campaign_results`` row and one MLflow run in ``campaign-readouts`` (all replaced on a
+    re-readout).
     Refuses to read out before the window has closed (``as_of``, default today).
     """
     from pipelines.campaigns import store, store_schema
     from pipelines.campaigns.power import powered_statement
     from pipelines.readout.funnel import channel_quality, funnel
-    from pipelines.readout.report import lift_by_decile_chart, render_report
+    from pipelines.readout.report import CONTEXT_FILE, lift_by_decile_chart, render_context, report_context
     from pipelines.readout.stats import readout, response_floor_alert, return_on_spend
     from pipelines.synthetic import oracle
 
@@ -148,7 +149,7 @@ def readout_campaign(
         chart = lift_by_decile_chart(
             result.segments, folder / "lift_by_decile.png", title=f"{campaign_id}: lift by decile"
         )
-    markdown, html = render_report(
+    context = report_context(
         result,
         title=f"Readout: {campaign_id}",
         facts=facts,
@@ -159,8 +160,11 @@ def readout_campaign(
         true_lift=true_lift,
         chart=chart,
     )
+    markdown, html = render_context(context)
     storage.write_text_atomic(folder / "report.md", markdown)
     storage.write_text_atomic(folder / "report.html", html)
+    # The same report for the staff app, which renders it inside its own layout (aggregates only, no customer).
+    storage.write_json_atomic(folder / CONTEXT_FILE, context)
     storage.write_text_atomic(
         folder / "readout.md", result.describe() + ("\n\n" + alert if alert else "") + "\n"
     )

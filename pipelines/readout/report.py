@@ -3,11 +3,17 @@
 - :func:`lift_by_decile_chart` draws the lift by score decile (or any segment column) with its intervals.
 - :func:`render_report` formats a :class:`~pipelines.readout.stats.Readout` (with the funnel, the channel quality,
   the alert …) into the templates ``templates/readout.md.j2`` and ``templates/readout.html.j2``: this module
-  decides what each number reads like, the templates decide the wording and the layout.
+  decides what each number reads like, the templates decide the wording and the layout. It is
+  :func:`report_context` (every number as text, in plain dicts and lists that JSON keeps) then
+  :func:`render_context`.
+- The readout job stores that context beside the report (``report_context.json``); the staff app reads it back
+  with :func:`load_report_context` and shows :func:`render_body` (``templates/readout_body.html.j2``, the same
+  content as the standalone page, style in ``templates/readout_style.css.j2``) inside its own layout.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import mimetypes
 from collections.abc import Mapping
@@ -33,6 +39,11 @@ from pipelines.templating import data_uri, render
 
 # What a segment too small to read shows instead of a lift (see pipelines.readout.stats.MIN_GROUP_N).
 TOO_FEW = "too few to read"
+
+# The report's context as JSON, beside report.html; its version changes when the templates need other keys, so an
+# older file is not rendered with templates that no longer fit it (the app links its report.html instead).
+CONTEXT_FILE = "report_context.json"
+CONTEXT_VERSION = 1
 
 # --------------------------------------------------------------------------------------------------------------
 # Chart
@@ -369,6 +380,40 @@ def render_report(
     inputs leave their section out. All text is escaped for Markdown and for HTML (templates ``readout.md.j2``,
     ``readout.html.j2``). Raises FileNotFoundError when ``chart`` is not a file.
     """
+    context = report_context(
+        result,
+        title=title,
+        facts=facts,
+        funnel=funnel,
+        channels=channels,
+        alert=alert,
+        power_note=power_note,
+        true_lift=true_lift,
+        chart=chart,
+        channel_rows=channel_rows,
+    )
+    return render_context(context)
+
+
+def report_context(
+    result: Readout,
+    *,
+    title: str,
+    facts: Mapping[str, Any] | None = None,
+    funnel: pd.DataFrame | None = None,
+    channels: pd.DataFrame | None = None,
+    alert: str | None = None,
+    power_note: str | None = None,
+    true_lift: float | None = None,
+    chart: str | Path | None = None,
+    channel_rows: int = 15,
+) -> dict[str, Any]:
+    """The context of the readout templates for :func:`render_report`'s arguments: every number already text, in
+    plain dicts, lists, str, bool and None only (a table is ``{"headers", "rows", "numeric"}``), so it survives
+    ``json.dumps``/``json.loads`` unchanged and renders the same page afterwards. It holds aggregates only (the
+    facts as given, segment, funnel and channel counts), never a customer; the chart is its ``data:`` URI.
+    Raises FileNotFoundError when ``chart`` is not a file.
+    """
     facts = dict(facts or {})
     o = result.overall
     level = f"{1 - o.alpha:.0%}"
@@ -409,6 +454,7 @@ def render_report(
             }
         )
     context = {
+        "context_version": CONTEXT_VERSION,
         "title": title,
         "facts": _Table(
             headers=("fact", "value"),
@@ -441,4 +487,52 @@ def render_report(
             "hidden": f"{len(channels) - channel_rows:,}" if len(channels) > channel_rows else None,
         },
     }
+    return _plain(context)
+
+
+def _plain(value: Any, where: str = "context") -> Any:
+    """``value`` as JSON's own types: a table to a dict of lists, tuples to lists, numpy scalars to Python ones;
+    TypeError naming the key for anything else, so nothing reaches the JSON file as a silent ``str()``."""
+    if isinstance(value, _Table):
+        value = {"headers": value.headers, "rows": value.rows, "numeric": value.numeric}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(
+        f"report context {where} is a {type(value).__name__}, not JSON text, number, list or dict"
+    )
+
+
+def render_context(context: Mapping[str, Any]) -> tuple[str, str]:
+    """``(markdown, html)`` of a :func:`report_context` (fresh, or read back by :func:`load_report_context`): the
+    templates ``readout.md.j2`` and ``readout.html.j2`` (the standalone page: ``readout_style.css.j2`` and
+    ``readout_body.html.j2`` inside ``<html>``)."""
     return render("readout.md.j2", **context), render("readout.html.j2", **context)
+
+
+def render_body(context: Mapping[str, Any]) -> str:
+    """Only the report's content, ``readout_body.html.j2`` (autoescaped; no ``<html>``, ``<head>`` or ``<style>``),
+    for a page with its own layout: the staff app shows it with ``readout_style.css.j2`` in its ``<style>``. All
+    of it sits inside ``<div class="readout">``, the scope of every style rule."""
+    return render("readout_body.html.j2", **context)
+
+
+def load_report_context(folder: Path) -> dict[str, Any] | None:
+    """The report context that the readout job stored in ``folder`` (``runs/readout__<campaign_id>/``), or None
+    when there is none: a readout written before the context was stored, or by another :data:`CONTEXT_VERSION`
+    (show its ``report.html`` instead). ValueError naming the file when it is not a context."""
+    path = Path(folder) / CONTEXT_FILE
+    if not path.is_file():
+        return None
+    try:
+        context = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON report context: {exc}") from exc
+    if not isinstance(context, dict) or not {"title", "headline", "sections"} <= context.keys():
+        raise ValueError(f"{path} is not a report context: no title, headline or sections")
+    return context if context.get("context_version") == CONTEXT_VERSION else None

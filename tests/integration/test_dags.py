@@ -529,6 +529,7 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
     folder = settings.runs_dir / f"readout__{run_id}"
     for name_ in ("report.md", "report.html", "lift_by_decile.png", "funnel.csv", "channel_quality.csv"):
         assert (folder / name_).is_file(), name_
+    assert (folder / "report_context.json").is_file()  # what the staff app renders inside its own layout
     report = (folder / "report.md").read_text()
     assert (
         "Lift by score decile" in report and "(lift_by_decile.png)" in report and "Lift by persona" in report

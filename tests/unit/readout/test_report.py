@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,11 +14,17 @@ import pytest
 
 from pipelines.readout.funnel import channel_quality, funnel
 from pipelines.readout.report import (
+    CONTEXT_FILE,
+    CONTEXT_VERSION,
     TOO_FEW,
     _p_phrase,
     lift_by_decile_chart,
     lift_by_decile_figure,
+    load_report_context,
+    render_body,
+    render_context,
     render_report,
+    report_context,
 )
 from pipelines.readout.stats import MIN_GROUP_N, readout, response_floor_alert, return_on_spend
 from tests.unit.readout._frames import experiment as _experiment
@@ -113,8 +121,13 @@ def _inline_images(parsed: _Html) -> list[bytes]:
 
 
 def _report(result, tmp_path, **kwargs):
+    return render_report(result, **_report_args(result, tmp_path, **kwargs))
+
+
+def _report_args(result, tmp_path, **kwargs) -> dict:
+    """render_report's arguments for a realistic report: every section, a title and facts to escape."""
     contacts, responses = _lake_frames()
-    args = {
+    return {
         "title": "Readout <script>alert(1)</script> & co",
         "facts": {
             "campaign_id": "cmp-1",
@@ -130,7 +143,6 @@ def _report(result, tmp_path, **kwargs):
         "chart": _png_file(tmp_path / "lift_by_decile.png"),
         **kwargs,
     }
-    return render_report(result, **args)
 
 
 def test_report_headline_trust_and_every_section(tmp_path):
@@ -342,3 +354,138 @@ def test_the_html_report_is_self_contained_and_its_tables_fit(tmp_path):
     # every table sits in a scrolling wrapper and text cells may wrap, so a wide UTM table cannot push the page
     assert page.count("<table>") == page.count('<div class="wide"><table>') > 0
     assert ".wide { max-width: 100%; overflow-x: auto; }" in page and "overflow-wrap: anywhere" in page
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The context as JSON, the body for the staff app, and the standalone page around it
+
+
+def _css_selectors(css: str) -> list[str]:
+    return [sel.strip() for rule in re.findall(r"([^{}]+)\{[^}]*\}", css) for sel in rule.split(",")]
+
+
+def test_the_standalone_page_is_the_body_inside_a_page_with_the_scoped_style(tmp_path):
+    from pipelines.templating import render
+
+    result = _decile_readout()
+    context = report_context(result, **_report_args(result, tmp_path))
+    _, page = render_context(context)
+    body, css = render_body(context), render("readout_style.css.j2")
+    title = "Readout &lt;script&gt;alert(1)&lt;/script&gt; &amp; co"
+    head = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>\nbody {{ max-width: 980px; margin: 2em auto; padding: 0 1em; }}\n"
+    )
+    assert page == f"{head}{css}</style>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n"
+    parsed = _parse(page)
+    assert parsed.tags[:9] == ["html", "head", "meta", "meta", "title", "style", "body", "main", "div"]
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == [
+        "Headline",
+        "Trust and power",
+        "Alert",
+        "Lift by score decile (1 = highest scores)",
+        "Lift by segment",
+        "Funnel",
+        "Channel quality (UTM)",
+    ]
+    # every rule is scoped under the body's wrapper, so inside the app the style cannot reach the app's nav
+    selectors = _css_selectors(css)
+    assert len(selectors) >= 15 and all(s.split()[0] == ".readout" for s in selectors), selectors
+    assert "<" not in css and "body" not in css
+    assert body.startswith('<div class="readout">\n<h1>') and body.endswith("</div>\n")
+
+
+def test_the_context_is_plain_json_and_renders_the_same_report_after_a_round_trip(tmp_path):
+    from pipelines.data import storage
+
+    result = _decile_readout()
+    args = _report_args(result, tmp_path)
+    context = report_context(result, **args)
+    text = json.dumps(
+        context
+    )  # no default=: a tuple, a dataclass or a numpy value would fail or not round-trip
+    assert json.loads(text) == context and context["context_version"] == CONTEXT_VERSION
+    assert context["headline"]["counts"] == {
+        "headers": ["", "treated (B)", "holdout (A)"],
+        "rows": context["headline"]["counts"]["rows"],
+        "numeric": [False, True, True],
+    }
+    assert render_context(json.loads(text)) == render_report(result, **args)
+    # stored the way the readout job stores it (sorted keys), then read back for the app
+    storage.write_json_atomic(tmp_path / "run" / CONTEXT_FILE, context)
+    loaded = load_report_context(tmp_path / "run")
+    assert loaded == context and render_context(loaded) == render_report(result, **args)
+    # the chart's data: URI is the bulk; the rest is a few dozen rows of text
+    assert len(text) - len(context["chart"]["inline"]) < 30_000
+
+
+def test_the_body_for_the_app_has_the_headline_and_the_inline_chart_but_no_page(tmp_path):
+    result = _decile_readout()
+    o = result.overall
+    body = render_body(report_context(result, **_report_args(result, tmp_path)))
+    for tag in ("<!DOCTYPE", "<html", "<head", "<style", "<body", "<main", "<title"):
+        assert tag not in body, tag
+    parsed = _parse(body)
+    assert parsed.tags[:2] == ["div", "h1"] and _inline_images(parsed) == [PNG]
+    assert '<p><img src="data:image/png;base64,' in body
+    assert f"{o.treated_rate:.2%}" in body and f"{o.control_rate:.2%}" in body
+    assert f"<strong>{100 * o.lift_abs:+.2f} percentage points</strong>" in body
+    assert f"Incremental responses: {o.incremental_responses:,.1f}" in body
+    # autoescaped like the page
+    assert "<h1>Readout &lt;script&gt;alert(1)&lt;/script&gt; &amp; co</h1>" in body and "<script" not in body
+
+
+def test_load_report_context_is_none_for_an_older_readout_and_names_a_broken_file(tmp_path):
+    assert load_report_context(tmp_path) is None  # a readout written before the context was stored
+    result = _decile_readout()
+    context = report_context(result, title="t")
+    (tmp_path / CONTEXT_FILE).write_text(json.dumps({**context, "context_version": CONTEXT_VERSION + 1}))
+    assert load_report_context(tmp_path) is None  # another version: the app links report.html instead
+    (tmp_path / CONTEXT_FILE).write_text('{"title": "t"')
+    with pytest.raises(ValueError, match=f"{CONTEXT_FILE} is not a JSON report context"):
+        load_report_context(tmp_path)
+    (tmp_path / CONTEXT_FILE).write_text('{"title": "t"}')
+    with pytest.raises(ValueError, match=f"{CONTEXT_FILE} is not a report context"):
+        load_report_context(tmp_path)
+
+
+def test_a_context_value_that_is_not_json_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"report context context\.title is a PosixPath"):
+        report_context(_decile_readout(), title=Path("t"))
+
+
+def test_the_readout_job_stores_the_context_beside_the_page_without_personal_data(
+    bank, tmp_path, monkeypatch
+):
+    from pipelines.config import Settings
+    from pipelines.data import storage
+    from pipelines.jobs.readouts import readout_campaign
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lake").symlink_to(bank / "lake", target_is_directory=True)
+    settings = Settings(data_dir=data, mlruns_dir=tmp_path / "mlruns")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    contacts = storage.read_table(settings.lake_dir, "campaign_contacts")
+    campaign = sorted(contacts["campaign_id"].unique())[0]
+    row = readout_campaign(settings, campaign)
+    folder = Path(row["report"]).parent
+    text = (folder / CONTEXT_FILE).read_text()
+    context = load_report_context(folder)
+    assert context is not None and context["title"] == f"Readout: {campaign}"
+    # the stored context renders exactly the page written beside it
+    markdown, page = render_context(context)
+    assert page == (folder / "report.html").read_text() and markdown == (folder / "report.md").read_text()
+    assert f"{row['treated_n']:,}" in render_body(context)
+    # aggregates only: no name, phone or e-mail of the campaign's customers
+    people = storage.read_table(
+        settings.lake_dir, "customers", columns=["customer_id", "full_name", "phone", "email"]
+    )
+    people = people[
+        people["customer_id"].isin(contacts.loc[contacts["campaign_id"] == campaign, "customer_id"])
+    ]
+    assert len(people) > 100
+    for column in ("full_name", "phone", "email"):
+        assert not any(str(v) in text for v in people[column].dropna().head(300)), column

@@ -1,0 +1,207 @@
+"""The staff app through Flask's test client, over a real SQLite campaign database with a stored run: sign-in,
+roles, CSRF, the audited downloads, one-line errors. The browser tests (test_browser.py) drive the same app in a
+real chromium over a trained bank."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from pipelines.campaigns import store_schema
+from pipelines.campaigns.contact_export import read_exports
+from pipelines.config import PROJECT_ROOT, Settings
+from pipelines.data import storage
+from pipelines.web import users
+from pipelines.web.app import create_app
+from tests.stored_runs import store_run
+
+PASSWORD = "correct horse battery"
+RUN_ID = "campaign_scoring__2026-01-01__churn-retention-sms"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    home = tmp_path_factory.mktemp("web_app")
+    campaigns = home / "campaigns"
+    shutil.copytree(PROJECT_ROOT / "campaigns", campaigns)
+    settings = Settings(home=home, data_dir=home / "data", campaigns_dir=campaigns)
+    engine = store_schema.make_engine(settings.database_url)
+    store_schema.ensure_schema(engine)
+    store_run(engine, RUN_ID, "churn-retention-sms", date(2026, 1, 1), list(range(1, 41)), holdout=8)
+    customers = pd.DataFrame(
+        {
+            "customer_id": range(1, 41),
+            "full_name": [f"Person {i}" for i in range(1, 41)],
+            "phone": [f"+44 7700 9000{i:02d}" for i in range(1, 41)],
+            "email": [f"p{i}@example.com" for i in range(1, 41)],
+        }
+    )
+    storage.write_part(
+        pa.Table.from_pandas(customers, preserve_index=False), settings.lake_dir, "customers", 0
+    )
+    for name, role in (("vera", "viewer"), ("mona", "manager"), ("pia", "privileged")):
+        users.add_user(users.users_path(settings.web_dir), name, role, PASSWORD)
+    return settings
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+def _token(client, path: str = "/") -> str:
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def _signed_in(app, name: str):
+    client = app.test_client()
+    token = _token(client, "/login")
+    response = client.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def test_pages_need_a_sign_in_and_a_wrong_password_is_refused(app):
+    client = app.test_client()
+    response = client.get(f"/runs/{RUN_ID}")
+    assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
+    token = _token(client, "/login")
+    refused = client.post(
+        "/login", data={"username": "vera", "password": "wrong password!", "csrf_token": token}
+    )
+    assert refused.status_code == 401 and "Wrong user name or password" in refused.get_data(as_text=True)
+    unknown = client.post("/login", data={"username": "nobody", "password": PASSWORD, "csrf_token": token})
+    assert unknown.status_code == 401
+
+
+def test_sign_in_returns_to_a_page_of_this_site_only(app):
+    client = app.test_client()
+    token = _token(client, "/login")
+    form = {"username": "vera", "password": PASSWORD, "csrf_token": token}
+    away = client.post("/login?next=//evil.example/x", data=form)
+    assert away.headers["Location"] == "/"
+    client = app.test_client()
+    token = _token(client, "/login")
+    back = client.post(f"/login?next=/runs/{RUN_ID}", data={**form, "csrf_token": token})
+    assert back.headers["Location"] == f"/runs/{RUN_ID}"
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(app):
+    client = app.test_client()
+    response = client.post("/login", data={"username": "vera", "password": PASSWORD})
+    assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+    manager = _signed_in(app, "mona")
+    response = manager.post(f"/runs/{RUN_ID}/list/download", data={"format": "csv", "groups": "treatment"})
+    assert response.status_code == 400
+
+
+def test_a_viewer_reads_results_but_no_lists(app):
+    viewer = _signed_in(app, "vera")
+    page = viewer.get(f"/runs/{RUN_ID}").get_data(as_text=True)
+    assert 'data-group="treatment">32<' in page and 'data-group="holdout">8<' in page
+    assert "Treatment list" not in page and "New campaign" not in page
+    assert viewer.get(f"/runs/{RUN_ID}/list").status_code == 403
+    assert viewer.get("/audit").status_code == 403
+    assert viewer.get("/campaigns/new").status_code == 403
+    token = _token(viewer, "/")
+    asked = viewer.post(
+        f"/runs/{RUN_ID}/list/download",
+        data={"format": "csv", "groups": "treatment", "contact": "1", "csrf_token": token},
+    )
+    assert asked.status_code == 403
+
+
+def test_a_manager_downloads_the_list_without_contact_details_and_it_is_audited(app, settings):
+    manager = _signed_in(app, "mona")
+    page = manager.get(f"/runs/{RUN_ID}/list").get_data(as_text=True)
+    assert "32 customers to contact" in page and "with contact details" not in page
+    token = _token(manager, f"/runs/{RUN_ID}/list")
+    refused = manager.post(
+        f"/runs/{RUN_ID}/list/download",
+        data={"format": "csv", "groups": "treatment", "contact": "1", "csrf_token": token},
+    )
+    assert refused.status_code == 403
+    response = manager.post(
+        f"/runs/{RUN_ID}/list/download", data={"format": "csv", "groups": "treatment", "csrf_token": token}
+    )
+    assert response.status_code == 200
+    frame = pd.read_csv(io.BytesIO(response.data))
+    assert len(frame) == 32 and "phone" not in frame.columns and "score_percentile" in frame.columns
+    audit = read_exports(store_schema.make_engine(settings.database_url))
+    row = audit.iloc[0]
+    assert row["exported_by"] == "mona (staff app)" and not row["contact"] and row["n_rows"] == 32
+    assert row["sha256"] == response.headers["X-Export-Sha256"]
+    assert not any((settings.web_dir / "downloads").rglob("*.csv")), "the sent file stays on disk"
+
+
+def test_a_privileged_user_downloads_contact_details_as_excel_audited_by_name(app, settings):
+    privileged = _signed_in(app, "pia")
+    token = _token(privileged, f"/runs/{RUN_ID}/list")
+    response = privileged.post(
+        f"/runs/{RUN_ID}/list/download",
+        data={"format": "xlsx", "groups": "all", "contact": "1", "csrf_token": token},
+    )
+    assert response.status_code == 200
+    frame = pd.read_excel(io.BytesIO(response.data))
+    assert len(frame) == 40 and {"full_name", "phone", "email"} <= set(frame.columns)
+    audit = read_exports(store_schema.make_engine(settings.database_url))
+    row = audit.loc[audit["contact"]].iloc[0]
+    assert row["exported_by"] == "pia (staff app)" and row["target_groups"] == "treatment,holdout"
+    assert row["n_rows"] == 40
+    audit_page = privileged.get("/audit").get_data(as_text=True)
+    assert "pia (staff app)" in audit_page and "with contact details" in audit_page
+
+
+def test_signing_out_needs_the_token_and_ends_the_session(app):
+    viewer = _signed_in(app, "vera")
+    assert viewer.post("/logout").status_code == 400
+    token = _token(viewer, "/")
+    assert viewer.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert viewer.get("/").status_code == 302
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(settings):
+    broken = Settings(**{**settings.model_dump(), "database_url": "postgresql://pmp@127.0.0.1:9/campaigns"})
+    viewer = _signed_in(create_app(broken), "vera")
+    response = viewer.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503 and "Campaign database unavailable" in page
+    assert "Traceback" not in page and "127.0.0.1:9" in page
+
+
+def test_demo_users_are_made_once_with_private_passwords(tmp_path):
+    passwords, made = users.ensure_demo_users(tmp_path)
+    assert made == ["viewer", "manager", "privileged"]
+    assert passwords.stat().st_mode & 0o777 == 0o600
+    assert users.users_path(tmp_path).stat().st_mode & 0o777 == 0o600
+    text = passwords.read_text()
+    found = users.load_users(users.users_path(tmp_path))
+    for name in made:
+        password = re.search(rf"^{name}\s+(\S+)", text, re.M).group(1)
+        assert users.authenticate(found, name, password) is not None
+        assert password not in users.users_path(tmp_path).read_text()
+    assert users.ensure_demo_users(tmp_path) == (passwords, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[users.a]\nrole = "boss"\npassword = "x$y"\n', "role must be one of"),
+        ('[users.a]\nrole = "viewer"\npassword = "plain"\n', "must be a password hash"),
+        ("[users\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_users_file_is_named_with_its_entry(tmp_path, text, problem):
+    path = Path(tmp_path) / "users.toml"
+    path.write_text(text)
+    with pytest.raises(users.UsersError, match=problem) as caught:
+        users.load_users(path)
+    assert str(path) in str(caught.value)
