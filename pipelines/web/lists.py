@@ -43,7 +43,10 @@ def preview(run_id: str):
 
     campaign = _campaign_of(run_id)
     _, frame = read_list(engine(), settings_of(), campaign, run_id, GROUPS["treatment"])
-    shown = frame.head(PREVIEW_ROWS)
+    # The preview leaves out what every row repeats (the run id) and shows scores to 4 decimals.
+    shown = frame.head(PREVIEW_ROWS).drop(columns=["run_id"], errors="ignore")
+    if "score" in shown.columns:
+        shown = shown.assign(score=shown["score"].map("{:.4f}".format))
     return render_template(
         "web/list.html.j2",
         run_id=run_id,

@@ -72,7 +72,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for row in frame.to_dict("records"):
         row["lift_text"] = _lift_text(row)
-        row["logical_date"] = str(row["logical_date"])
+        row["logical_date"] = pd.Timestamp(row["logical_date"]).date().isoformat()
         rows.append(row)
     return rows
 

@@ -335,3 +335,100 @@ def test_named_volumes_are_declared_used_and_the_bind_mount_exists(compose, serv
         assert folder in made, (
             f"the image must create {folder}, so that a new volume mounted there is writable"
         )
+
+
+# ==================================================================================================== staff app
+STAFF_APP = "staff-app"
+# Every container that reads campaign specs (the DAG files, the tasks, pmp) or writes them (the staff app's builder).
+SPEC_READERS = (*AIRFLOW_COMPONENTS, "airflow-init", "pmp", STAFF_APP)
+
+
+def test_the_staff_app_serves_on_localhost_with_its_own_session_key(raw, services, example):
+    assert STAFF_APP in services, f"{COMPOSE.name} has no {STAFF_APP} service"
+    app = services[STAFF_APP]
+    assert not app.get("profiles"), (
+        f"{STAFF_APP} must start with the default services, not in {app['profiles']}"
+    )
+    assert app.get("image") == services["pmp"]["image"] and app.get("user") == services["pmp"]["user"], (
+        f"{STAFF_APP} must run the project's image as the same user as pmp"
+    )
+    # The pmp service's entrypoint runs `pmp <command words>`.
+    assert command_words(app, "entrypoint") == command_words(services["pmp"], "entrypoint"), (
+        f"{STAFF_APP} must start through the pmp entrypoint"
+    )
+    words = command_words(app)
+    assert words[:1] == ["serve"] and "--port" in words and "--host" in words, f"{STAFF_APP} runs pmp {words}"
+    assert words[words.index("--host") + 1] == "0.0.0.0", (
+        "inside its container the app must listen on every address"
+    )
+    port = words[words.index("--port") + 1]
+
+    # Published on 127.0.0.1 unless PM_BIND_ADDRESS says otherwise, also when .env lacks the variable.
+    written = raw["services"][STAFF_APP]["ports"]
+    assert len(written) == 1 and written[0].rsplit(":", 1)[-1] == port, (
+        f"{STAFF_APP} must publish the port it serves ({port}): {written}"
+    )
+    unset = {key: value for key, value in example.items() if key not in ("PM_BIND_ADDRESS", "STAFF_APP_PORT")}
+    assert interpolated(written[0], unset) == f"127.0.0.1:8000:{port}", (
+        f"by default {STAFF_APP} must be published as 127.0.0.1:8000 only, not {interpolated(written[0], unset)!r}"
+    )
+    assert app["ports"] == [f"127.0.0.1:{example['STAFF_APP_PORT']}:{port}"], app["ports"]
+
+    assert health_active(app) and str(app.get("restart")) == "unless-stopped", app.get("healthcheck")
+    probe = " ".join(app["healthcheck"]["test"][1:])
+    assert re.search(rf"http://(127\.0\.0\.1|localhost):{port}/login\b", probe), (
+        f"{STAFF_APP}'s health check must ask the sign-in page on the port it serves ({port}): {probe!r}"
+    )
+
+    written_env = environment(raw["services"][STAFF_APP])
+    assert re.fullmatch(r"\$\{PM_WEB_SECRET_KEY:\?[^}]+\}", written_env.get("PM_WEB_SECRET_KEY", "")), (
+        f"{STAFF_APP} must require PM_WEB_SECRET_KEY (${{PM_WEB_SECRET_KEY:?...}}), has "
+        f"{written_env.get('PM_WEB_SECRET_KEY')!r}"
+    )
+    assert "PM_WEB_SECRET_KEY" in example and not example["PM_WEB_SECRET_KEY"]
+    with pytest.raises(MissingVariable, match="PM_WEB_SECRET_KEY"):
+        interpolated(raw["services"][STAFF_APP], {**example, "CAMPAIGNS_DB_PASSWORD": "x"})
+
+    env = environment(app)
+    scheduler = environment(services["airflow-scheduler"])
+    for key in ("PM_DATABASE_URL", "MLFLOW_TRACKING_URI"):
+        assert env.get(key) == scheduler[key], f"{STAFF_APP} must use the tasks' {key}, has {env.get(key)!r}"
+    leaked = sorted(key for key in env if key.startswith("AIRFLOW__"))
+    assert not leaked, f"{STAFF_APP} is no Airflow component and needs none of Airflow's secrets: {leaked}"
+
+    for target, condition in (
+        ("postgres", "service_healthy"),
+        ("campaigns-init", ONE_SHOT_CONDITION),
+        ("mlflow", "service_healthy"),
+    ):
+        assert depends_on(app).get(target, {}).get("condition") == condition, (
+            f"{STAFF_APP} must depend on {target} ({condition})"
+        )
+
+
+def test_campaign_specs_and_the_data_are_volumes_the_staff_app_shares(compose, services, image_env):
+    specs_dir, data_dir = image_env["PM_CAMPAIGNS_DIR"], image_env["PM_DATA_DIR"]
+    app = volume_mounts(services[STAFF_APP])
+    assert app.get(data_dir) == "pm-data", (
+        f"{STAFF_APP} must mount pm-data at {data_dir}: its users (web/) and the run folders it shows"
+    )
+    source = app.get(specs_dir)
+    assert source and source in (compose.get("volumes") or {}), (
+        f"{STAFF_APP} must mount a named volume at PM_CAMPAIGNS_DIR={specs_dir} (the builder writes specs there), "
+        f"has {app}"
+    )
+    for name in SPEC_READERS:
+        if name in services:
+            assert volume_mounts(services[name]).get(specs_dir) == source, (
+                f"{name} must mount {source} at {specs_dir}: the specs the staff app saves are read there"
+            )
+    for name in ("airflow-dag-processor", "airflow-scheduler"):
+        assert name in services and volume_mounts(services[name]).get(data_dir) == "pm-data", name
+
+    # A new volume is a copy of the image's folder: group 0 must be able to write it (any AIRFLOW_UID).
+    made_writable = [
+        rest
+        for word, rest in final_stage(dockerfile_instructions())
+        if word == "RUN" and re.search(r"chmod -R g\+rwX .*" + re.escape(specs_dir) + r"(\s|$)", rest)
+    ]
+    assert made_writable, f"the image must make {specs_dir} writable by group 0 (chmod -R g+rwX)"

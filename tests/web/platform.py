@@ -53,6 +53,7 @@ class Platform:
             "PM_DATA_DIR": str(s.data_dir),
             "PM_CAMPAIGNS_DIR": str(s.campaigns_dir),
             "PM_DATABASE_URL": s.database_url,
+            "PM_WEB_DIR": str(s.web_dir),
             "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
             "OMP_WAIT_POLICY": "PASSIVE",
         }

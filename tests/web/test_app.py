@@ -4,6 +4,7 @@ real chromium over a trained bank."""
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 from pipelines.campaigns import store_schema
 from pipelines.campaigns.contact_export import read_exports
+from pipelines.campaigns.spec_history import read_history
 from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.data import storage
 from pipelines.web import users
@@ -205,3 +207,61 @@ def test_a_bad_users_file_is_named_with_its_entry(tmp_path, text, problem):
     with pytest.raises(users.UsersError, match=problem) as caught:
         users.load_users(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_downloads_and_spec_changes_are_audited_with_the_database_role(settings, postgres_url):
+    on_pg = Settings(
+        **{**settings.model_dump(), "database_url": postgres_url, "campaigns_dir": settings.home / "pg"}
+    )
+    shutil.copytree(settings.campaigns_dir, on_pg.campaigns_dir)
+    engine = store_schema.make_engine(on_pg.database_url)
+    store_schema.ensure_schema(engine)
+    store_run(engine, RUN_ID, "churn-retention-sms", date(2026, 1, 1), list(range(1, 41)), holdout=8)
+    app = create_app(on_pg)
+    privileged = _signed_in(app, "pia")
+    assert 'data-group="treatment">32<' in privileged.get(f"/runs/{RUN_ID}").get_data(as_text=True)
+    token = _token(privileged, f"/runs/{RUN_ID}/list")
+    response = privileged.post(
+        f"/runs/{RUN_ID}/list/download",
+        data={"format": "csv", "groups": "treatment", "contact": "1", "csrf_token": token},
+    )
+    assert response.status_code == 200 and "phone" in pd.read_csv(io.BytesIO(response.data)).columns
+    row = read_exports(engine).iloc[0]
+    assert row["exported_by"] == "pia (staff app, as postgres)" and row["contact"]
+
+    manager = _signed_in(app, "mona")
+    form = {
+        "csrf_token": _token(manager, "/campaigns/churn-winback/edit"),
+        **_edit_form(manager, "churn-winback"),
+        "channel": "email",
+    }
+    previewed = manager.post("/campaigns/churn-winback/edit", data={**form, "action": "preview"})
+    assert "no scored base for model churn" in previewed.get_data(as_text=True)
+    fingerprint = re.search(r'name="previewed" value="([^"]+)"', previewed.get_data(as_text=True)).group(1)
+    saved = manager.post(
+        "/campaigns/churn-winback/edit", data={**form, "action": "save", "previewed": fingerprint}
+    )
+    assert saved.status_code == 302, saved.get_data(as_text=True)[-2000:]
+    assert "channel: email" in (on_pg.campaigns_dir / "churn-winback.yaml").read_text()
+    history = read_history(engine, "churn-winback")
+    assert history.iloc[0]["changed_by"] == "mona" and "+channel: email" in history.iloc[0]["diff"]
+
+
+def _edit_form(client, name: str) -> dict[str, str]:
+    """The values the edit page's form holds (inputs, selected options, checked boxes, text areas)."""
+    page = client.get(f"/campaigns/{name}/edit").get_data(as_text=True)
+    form = {}
+    for tag in re.findall(r"<input [^>]*>", page):
+        field = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if field is None or 'type="radio"' in tag or ('type="checkbox"' in tag and "checked" not in tag):
+            continue
+        form[field.group(1)] = html.unescape(value.group(1)) if value else ""
+    for field, options in re.findall(r'<select [^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        form[field] = html.unescape(chosen.group(1)) if chosen else ""
+    for field, text in re.findall(r'<textarea [^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
+        form[field] = html.unescape(text)
+    form.pop("csrf_token", None)
+    return form
