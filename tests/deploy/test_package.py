@@ -73,8 +73,14 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_carries_the_dags_specs_suites_and_templates(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for resource in RESOURCES:
-        shipped = {n.split("/")[-1] for n in names if n.startswith(f"pipelines/_bundle/{resource}/")}
-        in_checkout = {p.name for p in (PROJECT_ROOT / resource).iterdir() if p.is_file()}
+        prefix = f"pipelines/_bundle/{resource}/"
+        shipped = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
+        folder = PROJECT_ROOT / resource  # with sub-folders (templates/web/)
+        in_checkout = {
+            str(p.relative_to(folder))
+            for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        }
         assert shipped == in_checkout, (resource, sorted(in_checkout ^ shipped))
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 

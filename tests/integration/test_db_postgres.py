@@ -47,6 +47,7 @@ def test_tables_live_in_the_test_schema(engine, postgres_url):
         (schema, "campaign_results"),
         (schema, "campaign_runs"),
         (schema, "campaign_segments"),
+        (schema, "campaign_spec_history"),
         (schema, "campaign_targets"),
     ]
     store_schema.ensure_schema(engine)  # idempotent on PostgreSQL too
