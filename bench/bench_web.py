@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from pipelines.campaigns import store, store_schema  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 from pipelines.web import users  # noqa: E402
-from tests.web.platform import Platform, launch_chromium, served  # noqa: E402
+from tests.web.platform import Platform, form_values, launch_chromium, served  # noqa: E402
 
 PASSWORD = "bench-password-1"
 GOAL_S = 2.0
@@ -109,7 +109,7 @@ def main() -> int:
             rest = [client.get(path)[0] for _ in range(args.repeat)]
             print(f"{name:<26}{first:>11.3f}{statistics.median(rest):>12.3f}")
         _, edit = client.get(f"/campaigns/{run['campaign']}/edit")
-        form = _form_of(edit)
+        form = {**form_values(edit), "csrf_token": client.token(edit)}
         preview = [
             client.post(f"/campaigns/{run['campaign']}/edit", {**form, "action": "preview"})[0]
             for _ in range(args.repeat)
@@ -131,23 +131,6 @@ def main() -> int:
         if args.screenshots:
             _screenshots(url, run, Path(args.screenshots))
     return 0
-
-
-def _form_of(page: str) -> dict[str, str]:
-    """The edit form's values: inputs (checked boxes only), selected options, text areas."""
-    import html
-
-    form = {}
-    for tag in re.findall(r"<input [^>]*>", page):
-        field, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
-        if field and 'type="radio"' not in tag and ('type="checkbox"' not in tag or "checked" in tag):
-            form[field.group(1)] = html.unescape(value.group(1)) if value else ""
-    for field, options in re.findall(r'<select [^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
-        chosen = re.search(r'<option value="([^"]*)" selected', options)
-        form[field] = html.unescape(chosen.group(1)) if chosen else ""
-    for field, text in re.findall(r'<textarea [^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
-        form[field] = html.unescape(text)
-    return form
 
 
 def _references(platform: Platform, run, web_dir: Path) -> None:

@@ -27,7 +27,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 # The resource folders the wheel carries inside the package (pyproject.toml, [tool.hatch...force-include]).
 BUNDLE_DIR = PACKAGE_DIR / "_bundle"
-RESOURCES = ("dags", "campaigns", "expectations", "templates")
+RESOURCES = ("dags", "campaigns", "expectations", "templates", "sources")
 
 ENV_PREFIX = "PM_"
 # A PostgreSQL role name the schema step can create and quote safely.
@@ -39,6 +39,7 @@ _PATHS = (
     "data_dir",
     "expectations_dir",
     "campaigns_dir",
+    "sources_dir",
     "mlruns_dir",
     "airflow_home",
     "dags_dir",
@@ -53,8 +54,8 @@ def is_checkout(root: Path = PROJECT_ROOT) -> bool:
 
 
 def resource_dir(name: str) -> Path:
-    """A read-only resource folder (``dags``, ``campaigns``, ``expectations``, ``templates``): the checkout's
-    top-level folder, or the copy inside the installed package."""
+    """A read-only resource folder (``dags``, ``campaigns``, ``expectations``, ``templates``, ``sources``): the
+    checkout's top-level folder, or the copy inside the installed package."""
     if name not in RESOURCES:
         raise ValueError(f"unknown resource folder {name!r}; known: {', '.join(RESOURCES)}")
     return PROJECT_ROOT / name if is_checkout() else BUNDLE_DIR / name
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     data_dir: Path | None = None  # default: <home>/data
     expectations_dir: Path = Field(default_factory=lambda: resource_dir("expectations"))
     campaigns_dir: Path = Field(default_factory=lambda: resource_dir("campaigns"))
+    # Source mappings (``sources/<name>.yaml``, docs/bring-your-own-data.md) that ``pmp ingest --source`` reads.
+    sources_dir: Path = Field(default_factory=lambda: resource_dir("sources"))
     mlruns_dir: Path | None = None  # default: <home>/mlruns
     database_url: str = ""
     # An Airflow connection id to take the campaign database URL from, in place of PM_DATABASE_URL (resolved by the

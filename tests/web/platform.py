@@ -147,3 +147,23 @@ def sign_in(page, url: str, role: str) -> None:
     page.fill("#password", PASSWORDS[role])
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/")
+
+
+def form_values(page: str) -> dict[str, str]:
+    """What a browser would post from the forms of ``page`` (HTML text): inputs (ticked boxes only, no radio
+    buttons), each select's chosen option, text areas; without the CSRF token."""
+    import html
+    import re
+
+    form = {}
+    for tag in re.findall(r"<input [^>]*>", page):
+        field, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
+        if field and 'type="radio"' not in tag and ('type="checkbox"' not in tag or "checked" in tag):
+            form[field.group(1)] = html.unescape(value.group(1)) if value else ""
+    for field, options in re.findall(r'<select [^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        form[field] = html.unescape(chosen.group(1)) if chosen else ""
+    for field, text in re.findall(r'<textarea [^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
+        form[field] = html.unescape(text)
+    form.pop("csrf_token", None)
+    return form

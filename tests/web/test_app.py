@@ -4,7 +4,6 @@ real chromium over a trained bank."""
 
 from __future__ import annotations
 
-import html
 import io
 import re
 import shutil
@@ -23,6 +22,7 @@ from pipelines.data import storage
 from pipelines.web import users
 from pipelines.web.app import create_app
 from tests.stored_runs import store_run
+from tests.web.platform import form_values
 
 PASSWORD = "correct horse battery"
 RUN_ID = "campaign_scoring__2026-01-01__churn-retention-sms"
@@ -233,7 +233,7 @@ def test_on_postgresql_downloads_and_spec_changes_are_audited_with_the_database_
     manager = _signed_in(app, "mona")
     form = {
         "csrf_token": _token(manager, "/campaigns/churn-winback/edit"),
-        **_edit_form(manager, "churn-winback"),
+        **form_values(manager.get("/campaigns/churn-winback/edit").get_data(as_text=True)),
         "channel": "email",
     }
     previewed = manager.post("/campaigns/churn-winback/edit", data={**form, "action": "preview"})
@@ -246,22 +246,3 @@ def test_on_postgresql_downloads_and_spec_changes_are_audited_with_the_database_
     assert "channel: email" in (on_pg.campaigns_dir / "churn-winback.yaml").read_text()
     history = read_history(engine, "churn-winback")
     assert history.iloc[0]["changed_by"] == "mona" and "+channel: email" in history.iloc[0]["diff"]
-
-
-def _edit_form(client, name: str) -> dict[str, str]:
-    """The values the edit page's form holds (inputs, selected options, checked boxes, text areas)."""
-    page = client.get(f"/campaigns/{name}/edit").get_data(as_text=True)
-    form = {}
-    for tag in re.findall(r"<input [^>]*>", page):
-        field = re.search(r'name="([^"]+)"', tag)
-        value = re.search(r'value="([^"]*)"', tag)
-        if field is None or 'type="radio"' in tag or ('type="checkbox"' in tag and "checked" not in tag):
-            continue
-        form[field.group(1)] = html.unescape(value.group(1)) if value else ""
-    for field, options in re.findall(r'<select [^>]*name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
-        chosen = re.search(r'<option value="([^"]*)" selected', options)
-        form[field] = html.unescape(chosen.group(1)) if chosen else ""
-    for field, text in re.findall(r'<textarea [^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
-        form[field] = html.unescape(text)
-    form.pop("csrf_token", None)
-    return form
