@@ -46,6 +46,25 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.success else 1
 
 
+def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.data.ingest import ingest_source
+    from pipelines.data.mapping import load_mapping
+
+    settings = settings.with_data_dir(args.data)
+    mapping = load_mapping(args.source, settings.sources_dir)
+    report = ingest_source(
+        mapping,
+        settings.data_dir,
+        months=args.months,
+        dry_run=args.dry_run,
+        expectations_dir=settings.expectations_dir,
+        progress=print,
+    )
+    if report.report_dir:
+        print(f"report: {report.report_dir}/report.md   next: pmp validate --data {settings.data_dir}")
+    return 0
+
+
 def train(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.jobs.training import train_churn, value_train
     from pipelines.models.propensity import TrainConfig

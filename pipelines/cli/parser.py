@@ -36,6 +36,18 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _months(value: str) -> list[str]:
+    months = [m.strip() for m in value.split(",") if m.strip()]
+    for month in months:
+        try:
+            date.fromisoformat(f"{month}-01")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected months YYYY-MM[,YYYY-MM...], got {month!r}") from None
+    if not months:
+        raise argparse.ArgumentTypeError("expected months YYYY-MM[,YYYY-MM...]")
+    return months
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 1 <= number <= 65535:
@@ -84,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_as_of, default=None, help="run date (default: the day after the data)"
     )
     validate.set_defaults(func=commands.validate)
+
+    ingest = sub.add_parser(
+        "ingest", help="load an external source into the lake through its mapping (sources/NAME.yaml)"
+    )
+    ingest.add_argument(
+        "--source", required=True, help="a mapping's name in the sources folder, or a mapping file's path"
+    )
+    ingest.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="map a sample, count faults and run the gates on it; write nothing",
+    )
+    ingest.add_argument(
+        "--months", type=_months, default=None, help="only these months, YYYY-MM[,YYYY-MM...] (default: all)"
+    )
+    ingest.set_defaults(func=commands.ingest)
 
     train = sub.add_parser(
         "train", help="train, register and maybe promote a model on a customer table (CSV or Parquet)"
@@ -317,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (
         synth,
         validate,
+        ingest,
         train,
         run,
         score,

@@ -61,6 +61,14 @@ def list_months(root: Path, table: str) -> list[str]:
     return sorted(m.group(1) for p in base.iterdir() if p.is_dir() and (m := _month_dir(p.name)))
 
 
+def has_table(root: Path, table: str) -> bool:
+    """Whether the lake holds ``table``: its folder has at least one Parquet part file (temp and marker files,
+    names starting with ``.`` or ``_``, do not count). A source without the table (a retailer's lake without
+    ``balances``) has no folder, or an empty one."""
+    base = table_dir(root, table)
+    return base.is_dir() and any(not _hidden(f.name) for f in base.rglob("*.parquet") if f.is_file())
+
+
 def _month_dir(name: str) -> re.Match | None:
     """The match of a ``month=YYYY-MM`` folder name with a real month (01-12), else None."""
     m = _MONTH_DIR.match(name)

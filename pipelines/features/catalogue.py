@@ -19,6 +19,9 @@ TXN_WINDOWS = (7, 30, 90, 180)
 LOGIN_WINDOWS = (7, 30, 90)
 LOOKBACK_DAYS = 180
 STATIC_CATEGORIES = ("gender", "income_band", "occupation", "card_tier", "acquisition_channel")
+# Without these there is no wide table; without an optional one its features are left out (not filled in).
+REQUIRED_TABLES = ("customers", "transactions")
+OPTIONAL_TABLES = ("app_events", "balances", "campaign_contacts", "responses")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class Feature:
     window: str
     source: str
     plain: Plain
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The lake tables the feature is computed from (``source``, e.g. ``"balances, customers"``)."""
+        return tuple(t.strip() for t in self.source.split(","))
 
 
 _CATEGORY_WORDS = {
@@ -364,6 +372,20 @@ CATALOGUE = _catalogue()
 FEATURE_NAMES = tuple(f.name for f in CATALOGUE)
 BY_NAME = {f.name: f for f in CATALOGUE}
 CATEGORICAL_FEATURES = STATIC_CATEGORIES
+assert {t for f in CATALOGUE for t in f.inputs} == {*REQUIRED_TABLES, *OPTIONAL_TABLES}, "unknown input table"
+
+
+def left_out_features(absent_tables) -> dict[str, str]:
+    """The features that cannot be computed without ``absent_tables``, in catalogue order, each with why:
+    ``{"aum_last": "no balances table", ...}`` (the first absent table among the feature's inputs)."""
+    absent = set(absent_tables)
+    return {
+        f.name: f"no {next(t for t in f.inputs if t in absent)} table"
+        for f in CATALOGUE
+        if absent.intersection(f.inputs)
+    }
+
+
 assert not set(FEATURE_NAMES) & {c for t in TABLES.values() for c in t.pii_columns}, (
     "PII must never be a feature"
 )

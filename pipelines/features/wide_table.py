@@ -5,6 +5,11 @@ catalogue (``catalogue.CATALOGUE``) names each column with its definition, windo
 ``docs/features.md`` is rendered from it and a test checks that the built columns and the catalogue are the same
 list.
 
+A source may lack an optional table (a retailer: no ``balances``, no ``app_events``): the features computed from
+it are left out of the wide table, not filled with zeros, and the frame says which and why in
+``wide.attrs["features_left_out"]`` (:func:`left_out_of`); :func:`write_wide_table` writes that list beside the
+Parquet file. ``customers`` and ``transactions`` are required.
+
 Window aggregates use ``np.bincount`` over customer positions instead of ``groupby``: one pass per column over
 the events already cut to the lookback.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,9 +32,12 @@ from pipelines.features.catalogue import (
     FEATURE_NAMES,
     ID,
     LOGIN_WINDOWS,
+    OPTIONAL_TABLES,
+    REQUIRED_TABLES,
     STATIC_CATEGORIES,
     TXN_WINDOWS,
     WindowContract,
+    left_out_features,
 )
 from pipelines.progress import Progress, track
 
@@ -62,6 +71,22 @@ SOURCE_COLUMNS = {
 }
 
 
+LEFT_OUT = "features_left_out"  # key of wide.attrs and of the JSON beside the Parquet file
+
+
+def available_tables(lake) -> tuple[str, ...]:
+    """The source tables the lake holds (a folder with at least one Parquet part file): the required ones, then
+    the optional ones present. :class:`storage.LakeError` naming the lake and the table when a required one is
+    missing."""
+    for name in REQUIRED_TABLES:
+        if not storage.has_table(lake, name):
+            raise storage.LakeError(
+                f"the lake at {lake} has no {name} table (no Parquet part file under "
+                f"{storage.table_dir(lake, name)}); the wide table needs {' and '.join(REQUIRED_TABLES)}"
+            )
+    return (*REQUIRED_TABLES, *(t for t in OPTIONAL_TABLES if storage.has_table(lake, t)))
+
+
 def load_tables(
     lake,
     as_of: date | pd.Timestamp,
@@ -72,13 +97,15 @@ def load_tables(
     """The source frames a snapshot at ``as_of`` needs, reading only the lookback's month partitions.
 
     ``extra_until`` also reads the months up to that date (a label window); features still ignore them.
-    ``progress`` hears of the tables read.
+    ``progress`` hears of the tables read. Only the tables the lake holds are returned
+    (:func:`available_tables`): an optional table the source lacks is not a key, so its features are left out;
+    a table the lake holds with no partition in the window is an empty frame (no events: counts of 0).
     """
     months = lookback_months(as_of, window)
     if extra_until is not None:
         later = pd.period_range(pd.Timestamp(as_of), pd.Timestamp(extra_until), freq="M")
         months = sorted(set(months) | {p.strftime("%Y-%m") for p in later})
-    names = ("customers", "transactions", "app_events", "balances", "campaign_contacts", "responses")
+    names = available_tables(lake)
     tables = {}
     with track(len(names), "reading the lake", unit="tables", progress=progress) as tracker:
         for name in names:
@@ -268,8 +295,18 @@ def build_features(
     """The wide table at ``as_of``: one row per open customer, columns ``customer_id`` + ``FEATURE_NAMES``.
 
     ``tables`` maps source table names to frames (only the lookback months are needed for event tables). No
-    value at or after ``as_of`` can change any feature.
+    value at or after ``as_of`` can change any feature. An optional table missing from ``tables`` (or None)
+    leaves out the features computed from it (``catalogue.left_out_features``): they are not columns, and
+    ``wide.attrs["features_left_out"]`` lists them with why (``[{"feature": "aum_last", "reason": "no balances
+    table"}, ...]``; ``wide.attrs["tables_absent"]`` the tables). Every other feature has the value it has when
+    all tables are there. ``customers`` and ``transactions`` are required (ValueError naming the missing one).
     """
+    given = sorted(k for k, v in tables.items() if v is not None)
+    for name in REQUIRED_TABLES:
+        if tables.get(name) is None:
+            raise ValueError(f"the wide table needs the {name} table; the tables given are {given}")
+    absent = [t for t in OPTIONAL_TABLES if tables.get(t) is None]
+    left_out = left_out_features(absent)
     window = window or WindowContract()
     as_of = pd.Timestamp(as_of)
     cap = window.lookback_days + 1
@@ -286,23 +323,85 @@ def build_features(
 
     # One helper per event table: each one's arrays are freed before the next table is cut (peak memory).
     out.update(_transaction_features(tables["transactions"], index, as_of, window))
-    out.update(_app_features(tables["app_events"], index, as_of, window))
+    if "app_events" not in absent:
+        out.update(_app_features(tables["app_events"], index, as_of, window))
+    if "balances" not in absent:
+        out.update(_balance_features(tables["balances"], index, as_of, base["credit_limit"].to_numpy()))
+    if "campaign_contacts" not in absent:
+        contacts = tables["campaign_contacts"]
+        contacts = contacts.loc[(contacts["group"] == "treatment") & contacts["sent_at"].notna()]
+        sent = _Cut(contacts, "sent_at", index, as_of, window.lookback_days)
+        out["campaign_contacts_180d"] = sent.count()
+        out["days_since_last_contact"] = sent.days_since_last(None, cap)
+    if "responses" not in absent:
+        responses = tables["responses"]
+        conv = _Cut(
+            responses.loc[responses["event_type"] == "converted"],
+            "event_ts",
+            index,
+            as_of,
+            window.lookback_days,
+        )
+        out["campaign_conversions_180d"] = conv.count()
 
-    out.update(_balance_features(tables["balances"], index, as_of, base["credit_limit"].to_numpy()))
+    kept = [f for f in FEATURE_NAMES if f not in left_out]
+    if set(out) != {ID, *kept}:  # a catalogue source that does not say which table a feature reads
+        raise AssertionError(f"built {sorted(set(out) ^ {ID, *kept})} against the catalogue's inputs")
+    wide = pd.DataFrame(out)[[ID, *kept]]
+    wide.attrs[LEFT_OUT] = [{"feature": f, "reason": why} for f, why in left_out.items()]
+    wide.attrs["tables_absent"] = absent
+    return wide
 
-    contacts = tables["campaign_contacts"]
-    contacts = contacts.loc[(contacts["group"] == "treatment") & contacts["sent_at"].notna()]
-    sent = _Cut(contacts, "sent_at", index, as_of, window.lookback_days)
-    out["campaign_contacts_180d"] = sent.count()
-    responses = tables["responses"]
-    conv = _Cut(
-        responses.loc[responses["event_type"] == "converted"], "event_ts", index, as_of, window.lookback_days
+
+def left_out_of(wide: pd.DataFrame) -> dict[str, str] | None:
+    """``{feature: reason}`` of the features :func:`build_features` left out of ``wide`` (``{}``: none), or None
+    when the frame does not say (it was not returned by ``build_features``: read it back with
+    :func:`read_left_out`)."""
+    entries = wide.attrs.get(LEFT_OUT)
+    return None if entries is None else {e["feature"]: e["reason"] for e in entries}
+
+
+def _left_out_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.left_out.json")
+
+
+def write_wide_table(wide: pd.DataFrame, path: str | Path) -> Path:
+    """Write the wide table to ``path`` (Parquet) and, beside it, ``<stem>.left_out.json``: ``{"features":
+    [...columns...], "features_left_out": [{"feature", "reason"}...], "tables_absent": [...]}`` (written even when
+    nothing was left out, so a reader can tell "all computed" from "not recorded")."""
+    path = Path(path)
+    left_out = left_out_of(wide)
+    if left_out is None:
+        raise ValueError(
+            f"the frame for {path} does not say which features were left out (build_features' attrs)"
+        )
+    storage.write_frame(wide, path)
+    storage.write_json_atomic(
+        _left_out_path(path),
+        {
+            "features": [c for c in wide.columns if c in FEATURE_NAMES],
+            LEFT_OUT: [{"feature": f, "reason": why} for f, why in left_out.items()],
+            "tables_absent": list(wide.attrs.get("tables_absent", [])),
+        },
     )
-    out["campaign_conversions_180d"] = conv.count()
-    out["days_since_last_contact"] = sent.days_since_last(None, cap)
+    return path
 
-    wide = pd.DataFrame(out)
-    return wide[[ID, *FEATURE_NAMES]]
+
+def read_left_out(path: str | Path) -> dict[str, str]:
+    """``{feature: reason}`` recorded by :func:`write_wide_table` beside ``path``; :class:`storage.LakeError`
+    when there is no record."""
+    record = _left_out_path(Path(path))
+    if not record.is_file():
+        raise storage.LakeError(f"{record} does not exist: write the wide table with write_wide_table")
+    return {e["feature"]: e["reason"] for e in storage.read_json(record)[LEFT_OUT]}
+
+
+def read_wide_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A wide table written by :func:`write_wide_table`, with ``attrs["features_left_out"]`` restored (what the
+    gate and the models read)."""
+    wide = storage.read_frame(Path(path), columns)
+    wide.attrs[LEFT_OUT] = [{"feature": f, "reason": why} for f, why in read_left_out(path).items()]
+    return wide
 
 
 def _transaction_features(

@@ -57,10 +57,11 @@ def validate_data(settings: Settings, as_of: Any = None, progress: Progress = No
 
 def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progress = None) -> Path:
     """Build the customer wide table at ``as_of`` (the one feature definition), gate it with the
-    ``customer_features`` suite and write it to ``out``."""
+    ``customer_features`` suite and write it to ``out``, with the features left out for want of an input table
+    beside it (``pipelines.features.wide_table.write_wide_table``)."""
     from pipelines.data.gates import require_valid
     from pipelines.features.gate import validate_features
-    from pipelines.features.wide_table import build_features, load_tables
+    from pipelines.features.wide_table import build_features, load_tables, write_wide_table
 
     say = say_to(progress)
     as_of = resolve_as_of(settings, as_of)
@@ -69,7 +70,9 @@ def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progre
     gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
     say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")
     require_valid(gate)
-    return storage.write_frame(wide, out)
+    return write_wide_table(
+        wide, out
+    )  # and <stem>.left_out.json: the features a source's tables could not give
 
 
 def load_campaign(settings: Settings, name: str):

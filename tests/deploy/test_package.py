@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 
 UV = PROJECT_ROOT / ".tools" / "bin" / "uv"
-RESOURCES = ("dags", "campaigns", "expectations", "templates")
+RESOURCES = ("dags", "campaigns", "expectations", "templates", "sources")
 
 PROBE = r"""
 import json, os, sys
