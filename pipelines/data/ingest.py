@@ -165,7 +165,8 @@ def _set_aside(report: TableReport, writer: _Writer | None, rows: pd.DataFrame, 
     if len(rows):
         report.quarantined[why] = report.quarantined.get(why, 0) + len(rows)
         if writer is not None:
-            writer.write_quarantine(rows, table, why)
+            personal = [c.name for c in schema.TABLES[table].columns if c.pii and c.name in rows.columns]
+            writer.write_quarantine(rows.drop(columns=personal), table, why)
 
 
 def _ingest_table(
@@ -181,7 +182,13 @@ def _ingest_table(
 
     Mapped rows that cannot be placed (no partition date, no ``group_by`` key) are set aside like a fault."""
     table, tm = schema.TABLES[name], m.tables[name]
-    hashed = {tm.spec(c).column for c in tm.columns if tm.spec(c).hash and tm.spec(c).column}
+    # Quarantine files keep the source's own columns to show what was wrong, but never a personal value: the
+    # source columns behind hashed ids and personal canonical columns are left out (pmp audit pii scans them).
+    personal = {
+        tm.spec(c).column
+        for c in tm.columns
+        if tm.spec(c).column and (tm.spec(c).hash or table.column(c).pii)
+    }
     partials: list[pd.DataFrame] = []
     sample: list[pa.Table] = []
     offset = 0
@@ -198,7 +205,7 @@ def _ingest_table(
                 bucket[rule.name] = bucket.get(rule.name, 0) + n
                 if n and rule.action == "quarantine" and writer is not None and not report.stopped:
                     writer.write_quarantine(
-                        caught[rule.name].drop(columns=list(hashed & set(chunk.columns))), name, rule.name
+                        caught[rule.name].drop(columns=list(personal & set(chunk.columns))), name, rule.name
                     )
             tracker.advance(len(chunk))
             if any(report.stopped.values()):

@@ -326,3 +326,17 @@ def test_real_bank_marketing_mapping(tmp_path):
         customers["occupation"].value_counts()["salaried"] == 10_422 + 9_254 + 2_924 + 3_969 + 6_743 + 1_060
     )
     assert customers.loc[0, "birth_year"] == 2008 - 56
+
+
+def test_quarantined_rows_never_keep_a_personal_value(tmp_path):
+    data = _mapping(tmp_path)
+    # A source column mapped onto a personal canonical column (not hashed) is personal too.
+    data["tables"]["customers"]["columns"]["full_name"] = {"column": "country"}
+    data["tables"]["customers"]["faults"] = [
+        {"name": "french", "when": "country == 'FR'", "action": "quarantine"}
+    ]
+    report = ingest_source(load_mapping(_write(tmp_path, data)), tmp_path / "data", progress=None)
+    assert report.tables["customers"].quarantined["french"] == 1
+    q = pd.read_parquet(tmp_path / "data" / "quarantine" / "shop" / "customers" / "french.parquet")
+    assert len(q) == 1 and list(q["when"]) == ["2024-01-20T10:00:00Z"]  # bob's line, without his columns
+    assert not {"country", "email"} & set(q.columns)
