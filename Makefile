@@ -14,6 +14,14 @@ RUN := $(UV) run --frozen --no-sync
 DATA ?= data
 CUSTOMERS ?= 20000
 MONTHS ?= 12
+# make run SOURCE=online-retail: ingest sources/$(SOURCE).yaml into data-$(SOURCE) instead of generating the demo
+# bank, and run the platform there with the campaigns of sources/$(SOURCE).campaigns/ (docs/bring-your-own-data.md).
+SOURCE ?=
+SOURCE_DATA := data-$(SOURCE)
+# Online Retail's file ends on 2011-12-09: run as of the first day after its last whole month.
+ifeq ($(SOURCE),online-retail)
+AS_OF ?= 2011-12-01
+endif
 
 .PHONY: run serve test bench lint format clean help
 
@@ -21,6 +29,8 @@ help:
 	@echo "make run    generate the demo bank ($(CUSTOMERS) customers, $(MONTHS) months), then train, score and write"
 	@echo "           the campaign lists through Airflow (churn_training, campaign_scoring__*), and print a summary"
 	@echo "           (the tasks' output goes to $(DATA)/runs/pmp_run__<date>/run.log)"
+	@echo "make run SOURCE=online-retail   the same on a source mapping (sources/<name>.yaml) ingested into"
+	@echo "           data-<name>, with the campaigns of sources/<name>.campaigns/"
 	@echo "make serve  the staff app on http://127.0.0.1:8000/ (after make run; users in $(DATA)/web/demo-passwords.txt)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  benchmarks that print figures (generator, validation, features vs DuckDB, training, scoring, uplift)"
@@ -35,10 +45,17 @@ $(UV):
 	@touch $@
 
 # A failing task of the demo is retried after 5 s rather than the production 5 minutes.
+ifeq ($(SOURCE),)
 run: .venv/.synced
 	$(RUN) pmp synth --customers $(CUSTOMERS) --months $(MONTHS) --out $(DATA)
 	PM_RETRY_DELAY_SECONDS=5 $(RUN) pmp run --data $(DATA)
 	$(RUN) pmp users demo --data $(DATA)
+else
+run: .venv/.synced
+	$(RUN) pmp ingest --source $(SOURCE) --data $(SOURCE_DATA)
+	PM_CAMPAIGNS_DIR=sources/$(SOURCE).campaigns PM_RETRY_DELAY_SECONDS=5 \
+		$(RUN) pmp run --data $(SOURCE_DATA) $(if $(AS_OF),--as-of $(AS_OF))
+endif
 
 # The staff app over the data folder of make run (campaigns, readouts, lists, the campaign builder).
 serve: .venv/.synced

@@ -1,5 +1,5 @@
 """What every DAG of the project shares: default arguments (owner, retries, the failure callback), the model assets
-and how a champion is published on them, the settings of a task (with the campaign database from an Airflow
+and the lake asset, and how a champion is published on them, the settings of a task (with the campaign database from an Airflow
 connection when one is named), the wrapper that runs one ``pipelines.jobs`` step inside a task, and how campaign
 specs that cannot define a DAG are reported. Not a DAG itself; nothing heavy is imported here."""
 
@@ -62,6 +62,12 @@ def on_task_failure(context: Any) -> None:
 def model_asset(model: str) -> Asset:
     """Updated when a new version of ``model`` becomes champion; the campaign DAGs using it are triggered."""
     return Asset(name=f"{model}_champion", uri=f"model://{model}/champion", group="model")
+
+
+def lake_asset() -> Asset:
+    """Updated when an ingest DAG (``dags/ingest.py``) has written a source into the lake; the event's ``extra``
+    names the source, its tables and the months written. The gates and the training DAGs may listen to it."""
+    return Asset(name="lake", uri="lake://pmp/lake", group="data")
 
 
 def publish_champion(model: str, registered: dict) -> str:

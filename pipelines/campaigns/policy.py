@@ -19,6 +19,7 @@ the history format (:data:`HISTORY_COLUMNS`). The rules themselves are declared 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pandas as pd
 
 from pipelines.campaigns.spec import AudienceRule, CampaignSpec, InvalidCustomerRule, Selection
 from pipelines.data import storage
+from pipelines.features.catalogue import BY_NAME, OPTIONAL_TABLES
 
 ID = "customer_id"
 # Why a customer was excluded, in precedence order: each excluded customer carries the first that applies.
@@ -138,7 +140,10 @@ def _positions_in(sorted_ids: np.ndarray):
 
 
 def invalid_customers(
-    lake_dir: str | Path, as_of: date | pd.Timestamp, rule: InvalidCustomerRule | None
+    lake_dir: str | Path,
+    as_of: date | pd.Timestamp,
+    rule: InvalidCustomerRule | None,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.Index:
     """Customer ids of dead accounts at ``as_of`` (empty when ``rule`` is None).
 
@@ -146,9 +151,17 @@ def invalid_customers(
     app event in ``[as_of - inactive_months months, as_of)``. A customer without a balance row in that month is
     not invalid (low assets cannot be shown). Reads one balance partition, then only ``customer_id`` (plus the
     timestamp in the two edge months) of the event partitions, newest first, stopping once every low-asset
-    customer has shown activity.
+    customer has shown activity. A lake without a ``balances`` table (a retailer) cannot show low assets: nobody
+    is invalid, and ``progress`` hears so in one line rather than the rule passing silently.
     """
     if rule is None:
+        return _empty_ids()
+    if not storage.has_table(lake_dir, "balances"):
+        if progress is not None:
+            progress(
+                "invalid-customer rule not applied: the lake has no balances table (assets cannot be shown), "
+                "so no customer is excluded as invalid"
+            )
         return _empty_ids()
     as_of = pd.Timestamp(as_of)
     closed_months = [
@@ -274,6 +287,20 @@ def _text(values: pd.Series | np.ndarray) -> np.ndarray:
     return pd.Series(np.asarray(values, dtype=object)).astype("str").fillna("").to_numpy(dtype=object)
 
 
+def _missing_columns(missing: list[str]) -> str:
+    """Why audience rule columns are not in the scored frame, in one line: a catalogued feature the source's
+    tables cannot give (a retailer has no balances) is named with the table it needs."""
+    why = []
+    for column in missing:
+        feature = BY_NAME.get(column)
+        needs = [t for t in feature.inputs if t in OPTIONAL_TABLES] if feature else []
+        if needs:
+            why.append(f"{column} is computed from the {' and '.join(needs)} table, which this source lacks")
+    return f"audience rule column(s) {missing} are not in the scored frame" + (
+        f" ({'; '.join(why)}): drop the rule or bring the table" if why else ""
+    )
+
+
 def apply_policy(
     scored: pd.DataFrame,
     customers: pd.DataFrame,
@@ -298,9 +325,7 @@ def apply_policy(
         raise ValueError("scored frame has duplicate customer ids")
     missing = sorted({r.column for r in spec.audience} - set(scored.columns))
     if missing:
-        raise ValueError(
-            f"campaign {spec.name!r}: audience rule column(s) {missing} are not in the scored frame"
-        )
+        raise ValueError(f"campaign {spec.name!r}: {_missing_columns(missing)}")
     policy = spec.contact_policy
     n = len(ids)
     # (reason, excluded mask, detail): the detail is a string or a function of the rows given that reason,

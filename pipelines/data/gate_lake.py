@@ -35,7 +35,6 @@ from pipelines.data.gate_reports import (
     LAKE_FAULT,
     MAX_EXAMPLES,
     MISPLACED_ROWS,
-    TABLE_MISSING,
     Outcome,
     TableResult,
     add_examples,
@@ -200,6 +199,7 @@ def _load_parts(
     misplaced: dict[str, tuple[int, list]] | None = None,
     daily_min: float | None = None,
     gaps: dict[str, tuple[list, float]] | None = None,
+    closed: Mapping[str, Any] | None = None,
 ) -> tuple[pa.Table, int]:
     """The columns of a batch's parts as one Arrow table, without the rows each part's horizon leaves out.
 
@@ -207,7 +207,8 @@ def _load_parts(
     If ``misplaced`` is given, it receives per month partition the rows dated before as_of but outside the
     partition's month, and a few of their dates (rows on or after as_of are the suites' "no future" rules').
     If ``gaps`` is given with ``daily_min``, it receives per month partition whose days average at least
-    ``daily_min`` rows the days without any row (and that average), see :func:`lake_checks.missing_days`.
+    ``daily_min`` rows the days without any row (and that average), see :func:`lake_checks.missing_days`; days
+    the source's calendar ``closed`` names are not gaps.
     """
     time_col = time_column(schema.get_table(table_name))
     tables, excluded = [], 0
@@ -239,6 +240,7 @@ def _load_parts(
                     daily_min,
                     first=part.first,
                     newest=part.newest,
+                    closed=closed,
                 )
                 if found:
                     gaps[part.month] = found
@@ -293,16 +295,18 @@ def _init_worker(
     as_of: pd.Timestamp,
     params: dict,
     customer_ids: np.ndarray | None,
+    calendars: dict[str, dict] | None = None,
     parent_pid: int | None = None,
 ) -> None:
-    """Per-process state: the GX engine, run parameters per table and the customer-id index. In a pool worker
-    (``parent_pid`` given) first ties the worker's life to its parent's."""
+    """Per-process state: the GX engine, run parameters per table, the customer-id index and the sources' trading
+    calendars per table. In a pool worker (``parent_pid`` given) first ties the worker's life to its parent's."""
     if parent_pid is not None:
         _die_with_parent(parent_pid)
     _WORKER["engine"] = engine_for(expectations_dir)
     _WORKER["as_of"] = as_of
     _WORKER["params"] = params
     _WORKER["customers"] = None if customer_ids is None else pd.Index(customer_ids)
+    _WORKER["calendars"] = calendars or {}
 
 
 def _run_task(task: Task) -> Batch:
@@ -310,13 +314,14 @@ def _run_task(task: Task) -> Batch:
     misplaced: dict[str, tuple[int, list]] = {}
     gaps: dict[str, tuple[list, float]] = {}
     daily_min = (_WORKER["engine"].suite(task.table).get("meta") or {}).get(DAILY_ROWS_META)
+    closed = _WORKER["calendars"].get(task.table)
     try:
         batch = check_batch(
             _WORKER["engine"],
             task.table,
             [[storage.read_file_schema(f) for f in part.files] for part in task.parts],
             lambda cols: _load_parts(
-                task.lake_dir, task.table, task.parts, cols, as_of, misplaced, daily_min, gaps
+                task.lake_dir, task.table, task.parts, cols, as_of, misplaced, daily_min, gaps, closed
             ),
             _WORKER["params"][task.table],
             _WORKER["customers"],
@@ -348,11 +353,13 @@ def run_tasks(
     as_of: pd.Timestamp,
     params: dict[str, dict],
     customer_ids: np.ndarray | None,
+    calendars: dict[str, dict] | None = None,
 ) -> Iterator[Batch]:
     """The batches of ``tasks``, largest first, as each is validated: in this process when ``workers`` is 1,
     otherwise in a pool of ``workers`` processes (in the order they finish). ``params`` are the run parameters per
-    table, ``customer_ids`` the ids of the referential-integrity checks (None: not checked)."""
-    init_args = (str(Path(expectations_dir).resolve()), as_of, params, customer_ids, None)
+    table, ``customer_ids`` the ids of the referential-integrity checks (None: not checked), ``calendars`` the
+    trading calendars of the tables' sources (:func:`lake_checks.source_calendars`)."""
+    init_args = (str(Path(expectations_dir).resolve()), as_of, params, customer_ids, calendars, None)
     ordered = sorted(tasks, key=lambda t: -t.rows)
     if workers == 1:
         _init_worker(*init_args)
@@ -395,14 +402,6 @@ def _combine_aggregate(exp: dict, stats: list[Any]) -> Any:
         return min(values) if values else None
     total, count = sum(s[0] for s in values), sum(s[1] for s in values)
     return total / count if count else None
-
-
-def missing_table(table: str, suite: dict, as_of: pd.Timestamp, why: str) -> TableResult:
-    """The result of a table the lake lacks: one critical failure, every expectation of its suite not evaluated."""
-    exp = {"type": TABLE_MISSING, "meta": {"severity": "critical", "rule": "table present"}, "kwargs": {}}
-    o = new_outcome(table, -1, exp, "failed", note=why)
-    others = [new_outcome(table, i, e, note="table missing") for i, e in enumerate(suite["expectations"])]
-    return TableResult(table, as_of.date().isoformat(), [o, *others])
 
 
 def combine_table(

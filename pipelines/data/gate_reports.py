@@ -179,7 +179,12 @@ def describe_bounds(exp: dict, params: Mapping[str, Any]) -> str:
 
 @dataclass
 class TableResult:
-    """All expectation outcomes of one table for one run date."""
+    """All expectation outcomes of one table for one run date.
+
+    A table ingested from a declared source names it (``source``) and the columns its mapping ``defaulted`` (column
+    -> the constant) and ``left_null``; ``absent`` is the note of an optional table a lake built from sources
+    lacks (no outcomes then); ``notes`` are remarks that fail nothing (a source calendar that could not be read).
+    """
 
     table: str
     as_of: str
@@ -188,6 +193,11 @@ class TableResult:
     partitions: list[str] = field(default_factory=list)
     excluded_rows: int = 0
     seconds: float = 0.0
+    absent: str | None = None
+    source: str | None = None
+    defaulted: dict[str, Any] = field(default_factory=dict)
+    left_null: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -229,7 +239,24 @@ class TableResult:
             "critical_failures": [o.to_dict() for o in self.critical_failures],
             "warnings": [o.to_dict() for o in self.warnings],
             "not_evaluated": [o.to_dict() for o in self.skipped],
+            "absent": self.absent,
+            "source": self.source,
+            "defaulted_by_source": {k: plain(v) for k, v in self.defaulted.items()},
+            "left_null_by_source": self.left_null,
+            "notes": self.notes,
         }
+
+    @property
+    def defaulted_text(self) -> str:
+        """The defaulted columns as ``gender = 'U', city_tier = 1`` (constants of the mapping, never data)."""
+        return ", ".join(f"{k} = {show(v)}" for k, v in self.defaulted.items())
+
+    @property
+    def status(self) -> str:
+        """ok, warnings, FAILED, or absent (an optional table a lake built from sources lacks)."""
+        if self.absent:
+            return "absent"
+        return "FAILED" if not self.success else ("warnings" if self.warnings else "ok")
 
 
 @dataclass
@@ -239,10 +266,19 @@ class LakeResult:
     as_of: str
     tables: dict[str, TableResult]
     seconds: float = 0.0
+    lake_notes: list[str] = field(
+        default_factory=list
+    )  # about the lake as a whole (an unreadable _sources.json)
 
     @property
     def failures(self) -> list[Outcome]:
         return [o for t in self.tables.values() for o in t.failures]
+
+    @property
+    def notes(self) -> list[str]:
+        """What fails nothing but a reader should know: the lake's notes, then each absent optional table's one
+        line and each table's notes."""
+        return [*self.lake_notes, *_notes(self.tables.values())]
 
     @property
     def critical_failures(self) -> list[Outcome]:
@@ -262,7 +298,9 @@ class LakeResult:
         return not self.critical_failures
 
     def summary(self) -> str:
-        return _summary(f"validation as of {self.as_of}", list(self.tables.values()), self.seconds)
+        return _summary(
+            f"validation as of {self.as_of}", list(self.tables.values()), self.seconds, self.lake_notes
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -271,11 +309,18 @@ class LakeResult:
             "seconds": round(self.seconds, 2),
             "critical_failures": [o.message for o in self.critical_failures],
             "warnings": [o.message for o in self.warnings],
+            "notes": self.notes,
             "tables": {name: t.to_dict() for name, t in self.tables.items()},
         }
 
 
-def _summary(title: str, tables: list[TableResult], seconds: float | None = None) -> str:
+def _notes(tables: Iterable[TableResult]) -> list[str]:
+    return [n for t in tables for n in ([t.absent] if t.absent else []) + t.notes]
+
+
+def _summary(
+    title: str, tables: list[TableResult], seconds: float | None = None, lake_notes: Iterable[str] = ()
+) -> str:
     crit = [o for t in tables for o in t.critical_failures]
     warn = [o for t in tables for o in t.warnings]
     rows = sum(t.rows for t in tables)
@@ -295,6 +340,10 @@ def _summary(title: str, tables: list[TableResult], seconds: float | None = None
     if skipped:
         lines.append("not evaluated (critical rules):")
         lines += [f"  - {o.message}" for o in skipped]
+    notes = [*lake_notes, *_notes(tables)]
+    if notes:
+        lines.append("notes:")
+        lines += [f"  - {n}" for n in notes]
     excluded = [(t.table, t.excluded_rows) for t in tables if t.excluded_rows]
     if excluded:
         lines.append(

@@ -21,8 +21,16 @@ import pyarrow as pa
 
 from pipelines.data import schema, storage
 from pipelines.data.gate_engine import Batch, check_batch, engine_for, frame_to_arrow, id_index
-from pipelines.data.gate_lake import combine_table, missing_table, plan, run_tasks
+from pipelines.data.gate_lake import combine_table, plan, run_tasks
 from pipelines.data.gate_reports import LakeResult, TableResult, new_outcome, write_report
+from pipelines.data.lake_checks import (
+    OPTIONAL_META,
+    absent_table,
+    describe_source,
+    missing_table,
+    read_sources,
+    source_calendars,
+)
 from pipelines.data.suites import load_suite, suite_parameters
 from pipelines.progress import Progress, say_to, track
 
@@ -145,6 +153,14 @@ def validate_lake(
     month of a table whose suite sets ``meta.day_missing_min_rows_per_day`` (:mod:`pipelines.data.lake_checks`)
     fail critical rules too.
 
+    A lake built from declared sources (``<lake>/_sources.json``, written by ``pmp ingest``) may lack the tables
+    whose suite marks them optional (``meta.optional_table``: balances, app_events, campaign_contacts,
+    responses): an absent one is one note saying what is not computed without it, not a failure. A required
+    table (customers, transactions), a table a recorded source wrote, and any table of a lake without that record
+    must be there (critical). Days the trading calendar of a table's source mapping (``calendar:``) says are
+    closed are not days without rows. Each table's result names its source and the columns its mapping defaulted
+    or left null.
+
     With ``workers`` > 1 (default: up to 4, one per core, when the lake holds at least 5M rows) batches are
     validated in a process pool, largest first; its workers die with this process (even on ``kill -9``).
     ``progress`` gets the plan, one line per table checked, the rows validated so far (see
@@ -157,6 +173,8 @@ def validate_lake(
     as_of = pd.Timestamp(as_of)
     suites = {t: load_suite(t, expectations_dir) for t in schema.TABLES}
     tasks, missing, months_read, faults = plan(lake_dir, as_of, batch_rows)
+    records, lake_note = read_sources(lake_dir)
+    calendars, calendar_problems = source_calendars(records or {})
 
     customer_ids = None
     if "customers" not in missing:
@@ -191,7 +209,7 @@ def validate_lake(
     remaining = {t: sum(1 for x in tasks if x.table == t) for t in schema.TABLES}
     stored_rows = {t.task_id: t.rows for t in tasks}
     with track(total_rows, "validation", unit="rows", progress=progress) as tracker:
-        for b in run_tasks(tasks, workers, expectations_dir, as_of, params, customer_ids):
+        for b in run_tasks(tasks, workers, expectations_dir, as_of, params, customer_ids, calendars):
             batches[b.table].append(b)
             remaining[b.table] -= 1
             tracker.advance(stored_rows[b.task_id])
@@ -201,16 +219,30 @@ def validate_lake(
 
     tables: dict[str, TableResult] = {}
     for table in schema.TABLES:
-        if table in missing:
-            tables[table] = missing_table(table, suites[table], as_of, missing[table])
+        record = (records or {}).get(table)
+        if table in missing and records is not None and record is None and _optional(suites[table]):
+            tables[table] = absent_table(table, suites[table], as_of)
+        elif table in missing:
+            why = missing[table]
+            if record:
+                why += f" (source {record.get('source')!r} wrote it at {record.get('ingested_at')})"
+            tables[table] = missing_table(table, suites[table], as_of, why)
         else:
             tables[table] = combine_table(
                 lake_dir, table, suites[table], batches[table], tasks, params[table], as_of, faults[table]
             )
+        describe_source(tables[table], record, calendar_problems.get(table))
         for o in tables[table].failures:
             say(f"    {o.message}")
-    result = LakeResult(as_of.date().isoformat(), tables, time.perf_counter() - t0)
+    result = LakeResult(
+        as_of.date().isoformat(), tables, time.perf_counter() - t0, [lake_note] if lake_note else []
+    )
     if report_dir is not None:
         write_report(result, report_dir)
     say(f"validation {'PASSED' if result.success else 'FAILED'} in {result.seconds:.1f} s")
     return result
+
+
+def _optional(suite: dict) -> bool:
+    """The suite lets a lake built from sources lack its table (``meta.optional_table``)."""
+    return bool((suite.get("meta") or {}).get(OPTIONAL_META))

@@ -17,6 +17,7 @@ import operator
 import os
 import re
 from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.data import schema
 
@@ -382,14 +383,57 @@ class TableMapping(_Strict):
         return ColumnSpec(column=c) if isinstance(c, str) else c
 
 
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+
+
+class ClosedPeriod(_Strict):
+    """Consecutive closed days, both ends included (``{from: 2010-12-24, to: 2011-01-03}``)."""
+
+    first: date = Field(alias="from")
+    last: date = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClosedPeriod:
+        if self.last < self.first:
+            raise ValueError(f"to ({self.last}) is before from ({self.first})")
+        return self
+
+
+class Calendar(_Strict):
+    """The source's trading calendar: the days it has no rows by design (weekdays it is closed, holidays). The
+    gates' "no day without rows" check does not count them as gaps (``pipelines.data.lake_checks``)."""
+
+    closed_weekdays: list[Literal[WEEKDAYS]] = []  # type: ignore[valid-type]
+    closed_dates: list[date | ClosedPeriod] = []
+
+
 class SourceMapping(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
     timezone: str | None = None
+    schedule: str | None = None  # when its ingest DAG runs: an Airflow preset or a cron line; None: by hand
+    calendar: Calendar | None = None
     id_salt: str | None = None
     params: dict[str, Any] = {}
     tables: dict[str, TableMapping]
     path: Path | None = Field(None, exclude=True)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        """A preset or a 5-field cron line that fires, as croniter (Airflow's cron parser) reads it."""
+        from croniter import CroniterBadDateError, croniter
+
+        if value is None or value in SCHEDULE_PRESETS:
+            return value
+        if value.startswith("@") or len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is neither a preset ({', '.join(SCHEDULE_PRESETS)}) nor a cron line")
+        try:
+            croniter(value, datetime(2000, 1, 1)).get_next()
+        except CroniterBadDateError:
+            raise ValueError(f"cron line {value!r} never fires") from None
+        return value
 
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
@@ -399,11 +443,12 @@ class SourceMapping(_Strict):
         return os.environ.get("PM_ID_SALT") or self.id_salt or self.name
 
 
+_UNION_TAGS = ("str", "ColumnSpec", "date", "ClosedPeriod")  # pydantic's union branch names
+
+
 def _field(loc: tuple) -> str:
     """A pydantic error location as the mapping's field path (union branch tags left out)."""
-    return ".".join(
-        str(p) for p in loc if not str(p).startswith("function-") and p not in ("str", "ColumnSpec")
-    )
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-") and p not in _UNION_TAGS)
 
 
 def _suggest(name: str, known: list[str]) -> str:

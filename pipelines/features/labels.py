@@ -33,9 +33,11 @@ class LabelDefinition:
     """What churn means for a model.
 
     * ``closure``: the account is closed inside the label window;
-    * ``inactivity``: no transaction and no app login inside the label window (closed accounts included);
+    * ``inactivity``: no transaction and no app login inside the label window (closed accounts included); a
+      source without app events (a retailer) has no logins, so this is "no transaction in the window";
     * ``balance_outflow``: assets under management at the last month end inside the window are at least
-      ``outflow_pct`` % below the last month end before ``as_of`` (a closed account counts as 100 % outflow).
+      ``outflow_pct`` % below the last month end before ``as_of`` (a closed account counts as 100 % outflow);
+      needs the balances table (:class:`LabelError` without it).
     """
 
     name: str = "closure"
@@ -86,15 +88,22 @@ def make_labels(
         y = closed_in_window.to_numpy()
     elif definition.name == "inactivity":
         active = np.zeros(len(index), bool)
-        txn = tables["transactions"]
-        events = tables["app_events"]
-        for frame, ts in ((txn, "txn_ts"), (events.loc[events["event_type"] == "login"], "event_ts")):
+        frames = [(tables["transactions"], "txn_ts")]
+        events = tables.get("app_events")
+        if events is not None:  # a source without app events (a retailer): activity is transactions alone
+            frames.append((events.loc[events["event_type"] == "login"], "event_ts"))
+        for frame, ts in frames:
             inside = frame.loc[(frame[ts] >= start) & (frame[ts] < end), ID]
             pos = index.get_indexer(inside)
             active[pos[pos >= 0]] = True
         y = ~active
     else:
-        balances = tables["balances"]
+        balances = tables.get("balances")
+        if balances is None:
+            raise LabelError(
+                "churn definition 'balance_outflow' needs the balances table, which this source lacks; "
+                "use 'inactivity' (no transaction in the window) or 'closure'"
+            )
         before = _last_aum(balances.loc[balances["month_end"] < as_of], index)
         after = _last_aum(
             balances.loc[(balances["month_end"] >= start) & (balances["month_end"] < end)], index
@@ -129,7 +138,8 @@ def build_training_set(
     window: WindowContract | None = None,
     progress=print,
 ) -> pd.DataFrame:
-    """Features and label for each snapshot, stacked: columns ``as_of``, ``customer_id``, features, ``label``."""
+    """Features and label for each snapshot, stacked: columns ``as_of``, ``customer_id``, features, ``label``;
+    ``attrs`` say which features the source's tables left out (``wide_table.left_out_of``)."""
     say = progress or (lambda _m: None)
     frames = []
     for as_of in snapshots:
@@ -143,7 +153,9 @@ def build_training_set(
         say(
             f"  snapshot {as_of:%Y-%m-%d}: {len(wide):,} customers, {int(wide[LABEL].sum()):,} {definition.tag} positives"
         )
-    return pd.concat(frames, ignore_index=True)
+    data = pd.concat(frames, ignore_index=True)
+    data.attrs = dict(frames[0].attrs)  # the features left out (the same tables for every snapshot)
+    return data
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ def campaign_segments(settings: Settings, name: str, as_of: Any = None, progress
         settings.lake_dir,
         as_of,
         spec.contact_policy.invalid_customer or InvalidCustomerRule(),
+        progress=say,
     )
     model_path = persona_model_path(settings)
     known = PersonaModel.from_dict(storage.read_json(model_path)) if model_path.is_file() else None

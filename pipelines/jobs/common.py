@@ -30,6 +30,17 @@ def resolve_as_of(settings: Settings, as_of: Any = None) -> date:
     return pd.Timestamp(as_of).date()
 
 
+def churn_definition(settings: Settings) -> tuple[str, str]:
+    """The churn definition a run trains with when none is asked for, and why, from what the lake holds:
+    ``closure`` when some customer's account was closed; ``inactivity`` (no transaction, nor app login, in the
+    label window) when none ever was (a retailer's source has no accounts to close, so closure has no
+    positives to learn from)."""
+    customers = storage.read_table(settings.lake_dir, "customers", columns=["closed_date"])
+    if customers["closed_date"].notna().any():
+        return "closure", "the lake has closed accounts"
+    return "inactivity", "no customer of the lake has a closed_date, so churn is inactivity"
+
+
 def validate_data(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict[str, Any]:
     """Run the source-data gates for ``as_of``; raise ``gates.ValidationError`` on a critical failure.
 

@@ -32,7 +32,7 @@ from pipelines.features.labels import (
     snapshot_dates,
     split_out_of_time,
 )
-from pipelines.features.wide_table import build_features, feature_table_spec, load_tables
+from pipelines.features.wide_table import build_features, feature_table_spec, left_out_of, load_tables
 from pipelines.jobs.common import registered_summary, resolve_as_of
 from pipelines.models import tuning
 from pipelines.models.propensity import TrainConfig, evaluate_model
@@ -44,6 +44,19 @@ from pipelines.synthetic import oracle
 TRAINING_DAG = "churn_training"
 VALUE_DAG = "value_training"
 VALUE_HORIZON_MONTHS = 6
+
+
+def present_features(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The catalogued features (and, of them, the categorical ones) that ``frame`` holds, in catalogue order.
+
+    The wide table decides what a model trains on: a source without an optional table (a retailer: no balances,
+    no app events) leaves its features out of the wide table, so they are not asked for here; the fitted model
+    records the list and scoring uses the model's own. ValueError when the frame has none of them.
+    """
+    features = [f for f in FEATURE_NAMES if f in frame.columns]
+    if not features:
+        raise ValueError("the training frame has none of the catalogued features (not a wide table?)")
+    return features, [f for f in CATEGORICAL_FEATURES if f in features]
 
 
 def train_churn(
@@ -100,6 +113,7 @@ def train_churn(
             d,
             expectations_dir,
             window=window,
+            left_out=left_out_of(data),
         )
         for d in dates
     }
@@ -145,12 +159,13 @@ def train_churn(
     if oracle.truth_available(data_dir) and definition.name == "closure" and definition.gap_days == 0:
         extra.update(oracle.oracle_metrics(data_dir, split.test, dates[-1], definition))
     config = config or TrainConfig(model_name="churn")
+    features, categorical = present_features(split.train)
     result = train_and_register(
         split.train,
         split.valid,
         split.test,
-        features=list(FEATURE_NAMES),
-        categorical=list(CATEGORICAL_FEATURES),
+        features=features,
+        categorical=categorical,
         label=LABEL,
         config=config,
         tracking_uri=tracking_uri,
@@ -292,8 +307,9 @@ def training_fit(
     split = _split(folder)
     say(f"fitting on {len(split.train):,} rows, early stopping on {len(split.valid):,}")
     config = TrainConfig(model_name="churn", seed=settings.seed, **tuning.budget(settings))
+    features, categorical = present_features(split.train)
     model, _, search = tuning.fit_tuned(
-        split.train, split.valid, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config, progress
+        split.train, split.valid, features, categorical, LABEL, config, progress
     )
     storage.write_json_atomic(folder / "search.json", search.to_dict() if search else {})
     path = folder / "model.pkl"

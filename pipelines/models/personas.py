@@ -25,6 +25,9 @@ class PersonaInput:
     trait: str
     definition: str
     compute: Callable[[pd.DataFrame], pd.Series] = field(repr=False, compare=False)
+    requires: tuple[
+        str, ...
+    ] = ()  # the wide-table columns it reads (absent when the source lacks their table)
 
 
 def _col(name: str) -> Callable[[pd.DataFrame], pd.Series]:
@@ -47,33 +50,42 @@ PERSONA_INPUTS: tuple[PersonaInput, ...] = (
         "installment-heavy",
         "installment_share_180d",
         _col("installment_share_180d"),
+        ("installment_share_180d",),
     ),
     PersonaInput(
         "cross_border_share_180d",
         "cross-border traveller",
         "cross_border_share_180d",
         _col("cross_border_share_180d"),
+        ("cross_border_share_180d",),
     ),
     PersonaInput(
         "log_points_redemption_90d",
         "points collector",
         "log(1 + points_redemption_90d)",
         _log1p("points_redemption_90d"),
+        ("points_redemption_90d",),
     ),
     PersonaInput(
-        "log_coupon_view_90d", "coupon hunter", "log(1 + coupon_view_90d)", _log1p("coupon_view_90d")
+        "log_coupon_view_90d",
+        "coupon hunter",
+        "log(1 + coupon_view_90d)",
+        _log1p("coupon_view_90d"),
+        ("coupon_view_90d",),
     ),
     PersonaInput(
         "revolving_share",
         "revolver",
         "card_balance_last / spend_30d, clipped to [0, 1] (share of the last month's spend not repaid)",
         _revolving_share,
+        ("card_balance_last", "spend_30d"),
     ),
     PersonaInput(
         "credit_utilisation",
         "credit-stretched",
         "credit_utilisation, clipped to [0, 1]",
         lambda w: _col("credit_utilisation")(w).clip(0.0, 1.0),
+        ("credit_utilisation",),
     ),
 )
 _PERSONA_INPUT = {p.name: p for p in PERSONA_INPUTS}
@@ -83,9 +95,15 @@ PERSONA_N_INIT = 10
 PERSONA_MAX_FIT_ROWS = 200_000
 
 
+def available_inputs(wide: pd.DataFrame) -> tuple[str, ...]:
+    """The :data:`PERSONA_INPUTS` whose wide-table columns are all present, in their order: a source without
+    balances or app events (a retailer) clusters on the behaviour it has (e.g. the cross-border share)."""
+    return tuple(p.name for p in PERSONA_INPUTS if all(c in wide.columns for c in p.requires))
+
+
 def persona_inputs(wide: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
     """The persona inputs (columns ``names``, default all of :data:`PERSONA_INPUTS`), NaN where undefined."""
-    names = list(names or _PERSONA_INPUT)
+    names = list(_PERSONA_INPUT) if names is None else list(names)
     unknown = [n for n in names if n not in _PERSONA_INPUT]
     if unknown:
         raise KeyError(f"unknown persona inputs {unknown}; known: {list(_PERSONA_INPUT)}")
@@ -196,7 +214,8 @@ def fit_personas(
     wide: pd.DataFrame, k: int = 6, seed: int = 42, max_fit_rows: int = PERSONA_MAX_FIT_ROWS
 ) -> PersonaModel:
     """K-means (``n_init`` = :data:`PERSONA_N_INIT`, ``random_state=seed``) on the standardised
-    :data:`PERSONA_INPUTS` of ``wide``.
+    :data:`PERSONA_INPUTS` of ``wide`` whose columns it has (:func:`available_inputs`; none: one
+    ``low-engagement`` persona).
 
     Deterministic: rows are taken in ``customer_id`` order (a seeded sample of ``max_fit_rows`` when there are
     more); missing inputs are imputed with the fitted median (0 when an input is missing everywhere); an input
@@ -215,7 +234,9 @@ def fit_personas(
     if len(ordered) > max_fit_rows:
         pick = np.sort(np.random.default_rng(seed).choice(len(ordered), max_fit_rows, replace=False))
         ordered = ordered.iloc[pick]
-    inputs = tuple(p.name for p in PERSONA_INPUTS)
+    inputs = available_inputs(ordered)
+    if not inputs:  # no behaviour to cluster on: one persona for everyone
+        return PersonaModel((), (), (), (), ((),), (LOW_ENGAGEMENT,), seed)
     x = persona_inputs(ordered, inputs).to_numpy(np.float64)
     medians = np.array([np.median(c[~np.isnan(c)]) if (~np.isnan(c)).any() else 0.0 for c in x.T])
     x = np.where(np.isnan(x), medians, x)

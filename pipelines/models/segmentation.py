@@ -152,6 +152,10 @@ LIFECYCLE_COLUMNS = (
     "points_redemption_90d",
     "aum_change_1m",
 )
+# Without these (a source with no app events, no balances) the rules read them as missing: no login, no points
+# redemption, no outflow, i.e. lifecycle from transaction recency, frequency and tenure alone.
+LIFECYCLE_OPTIONAL = ("days_since_last_login", "points_redemption_90d", "aum_change_1m")
+LIFECYCLE_REQUIRED = tuple(c for c in LIFECYCLE_COLUMNS if c not in LIFECYCLE_OPTIONAL)
 FLAG_COLUMNS = ("is_effective", "is_potential", "is_dormant", "is_invalid")
 
 
@@ -199,6 +203,9 @@ class LifecycleRules:
 
 
 def _num(wide: pd.DataFrame, column: str, missing: float) -> np.ndarray:
+    """The column as floats with NaN read as ``missing``; a column the wide table lacks is missing throughout."""
+    if column not in wide.columns:
+        return np.full(len(wide), missing, dtype=np.float64)
     return pd.to_numeric(wide[column], errors="coerce").astype("float64").fillna(missing).to_numpy()
 
 
@@ -207,9 +214,11 @@ def lifecycle_stages(wide: pd.DataFrame, rules: LifecycleRules = LifecycleRules(
     :data:`LIFECYCLE_STAGES`, same index as ``wide``), by the rules of :class:`LifecycleRules`.
 
     Missing values never trigger a rule: a missing ``aum_change_1m`` is no outflow, a missing ``days_since_*`` is
-    read as "none in the lookback".
+    read as "none in the lookback". The columns of :data:`LIFECYCLE_OPTIONAL` may be absent (a retailer's wide
+    table has no app or balance features): then every value is missing, and the stages come from transaction
+    recency, frequency and tenure alone.
     """
-    _require(wide, LIFECYCLE_COLUMNS, "lifecycle_stages")
+    _require(wide, LIFECYCLE_REQUIRED, "lifecycle_stages")
     none = rules.lookback_days + 1
     tenure = _num(wide, "tenure_days", 0.0)
     since_txn = _num(wide, "days_since_last_txn", none)

@@ -148,7 +148,9 @@ def build_value_set(
             f"  snapshot {as_of:%Y-%m-%d}: {len(wide):,} customers, {horizon_months}-month spend "
             f"{wide[LABEL].sum():,.0f} ({(wide[LABEL] > 0).mean():.1%} spend)"
         )
-    return pd.concat(frames, ignore_index=True)
+    data = pd.concat(frames, ignore_index=True)
+    data.attrs = dict(frames[0].attrs)  # the features the source's tables left out (wide_table.left_out_of)
+    return data
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,7 @@ def train_value(
     from pipelines.data import gates, storage
     from pipelines.features.catalogue import CATEGORICAL_FEATURES, FEATURE_NAMES, WindowContract
     from pipelines.features.gate import validate_features
+    from pipelines.features.wide_table import left_out_of
 
     say = say_to(progress)
     config = config or ValueConfig()
@@ -377,14 +380,19 @@ def train_value(
     )
     data = build_value_set(lake, plan.snapshots, horizon_months, window, progress=say)
 
+    # The wide table decides: the features the source's tables allow (a retailer has no balances, no app events).
+    features = [f for f in FEATURE_NAMES if f in data.columns]
+    categorical = [f for f in CATEGORICAL_FEATURES if f in features]
+    left_out = left_out_of(data)
     customers = storage.read_table(lake, "customers", columns=[ID, "signup_date", "closed_date"])
     gate = {
         f"{d:%Y-%m-%d}": validate_features(
-            data.loc[data[SNAPSHOT] == d, [ID, *FEATURE_NAMES]].reset_index(drop=True),
+            data.loc[data[SNAPSHOT] == d, [ID, *features]].reset_index(drop=True),
             customers,
             d,
             Path(expectations_dir or load_settings().expectations_dir),
             window=window,
+            left_out=left_out,
         )
         for d in plan.snapshots
     }
@@ -411,9 +419,9 @@ def train_value(
         )
     say(
         f"fitting LightGBM ({config.objective}, {config.folds} cross-fitted folds) on {len(fit_frame):,} rows, "
-        f"test {len(test):,} ({len(FEATURE_NAMES)} features)"
+        f"test {len(test):,} ({len(features)} features)"
     )
-    model = fit_value_model(fit_frame, FEATURE_NAMES, CATEGORICAL_FEATURES, LABEL, config)
+    model = fit_value_model(fit_frame, features, categorical, LABEL, config)
 
     extra: dict[str, float] = {
         "gx_critical_failures": float(critical),

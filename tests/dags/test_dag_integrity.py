@@ -16,6 +16,7 @@ from tests.conftest import PROJECT_ROOT
 
 DAGS_DIR = PROJECT_ROOT / "dags"
 CAMPAIGNS_DIR = PROJECT_ROOT / "campaigns"
+SOURCES_DIR = PROJECT_ROOT / "sources"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
 PARSE_BUDGET_SECONDS = 2.0
 # Libraries only task bodies may import: each costs seconds at import (see docs/stack notes).
@@ -33,12 +34,22 @@ def campaign_specs() -> dict[str, dict]:
     return specs
 
 
+def source_mappings() -> dict[str, dict]:
+    """The ingest DAG each mapping in ``sources/`` defines, by dag_id."""
+    mappings = {}
+    for path in sorted(SOURCES_DIR.glob("*.yaml")):
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+        mappings[f"ingest__{mapping['name']}"] = mapping
+    return mappings
+
+
 @pytest.fixture(scope="module")
 def dagbag(airflow_settings):
     from airflow.dag_processing.dagbag import DagBag
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PM_CAMPAIGNS_DIR", str(CAMPAIGNS_DIR))
+        mp.setenv("PM_SOURCES_DIR", str(SOURCES_DIR))
         yield DagBag(dag_folder=str(DAGS_DIR))
 
 
@@ -114,6 +125,7 @@ def test_the_expected_dags_exist(dagbag):
         "campaign_models_training",
         "campaign_readout",
         *specs,
+        *source_mappings(),
     }
 
 
@@ -185,6 +197,54 @@ def test_campaign_readout_maps_one_readout_task_over_the_due_runs(dagbag):
     from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
 
     assert dag.timetable.expression == CRON_PRESETS["@daily"]
+
+
+def test_one_ingest_dag_per_source_mapping_updates_the_lake_asset(dagbag):
+    from airflow.sdk import Asset
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
+
+    mappings = source_mappings()
+    assert set(mappings) >= {"ingest__online-retail", "ingest__bank-marketing"}, sorted(mappings)
+    for dag_id, mapping in mappings.items():
+        dag = dagbag.dags[dag_id]
+        assert dag.task_ids == ["ingest"], dag.task_ids
+        assert dag.get_task("ingest").outlets == [Asset(name="lake", uri="lake://pmp/lake", group="data")]
+        assert {"ingest", mapping["name"]} <= set(dag.tags)
+        assert dag.owner == "marketing-data" and dag.get_task("ingest").retries >= 1
+        assert dag.params["months"] == ""
+        if mapping.get("schedule") is None:  # the examples are run by hand
+            assert isinstance(dag.timetable, NullTimetable), dag.timetable
+        assert dag.max_active_runs == 1 and not dag.catchup
+
+
+def test_a_bad_source_mapping_disables_only_its_own_ingest_dag(airflow_settings, tmp_path, monkeypatch):
+    """A mapping whose header cannot define a DAG (an impossible cron line) is an import error of the ingest DAG
+    file naming the file and the field; a good mapping with a cron schedule gets its DAG on that cron."""
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    shutil.copy(SOURCES_DIR / "online-retail.yaml", sources / "online-retail.yaml")
+    retail = yaml.safe_load((SOURCES_DIR / "online-retail.yaml").read_text(encoding="utf-8"))
+    (sources / "shop.yaml").write_text(yaml.safe_dump({**retail, "name": "shop", "schedule": "@daily"}))
+    (sources / "nightly.yaml").write_text(
+        yaml.safe_dump({**retail, "name": "nightly", "schedule": "0 25 * * *"})
+    )
+    monkeypatch.setenv("PM_SOURCES_DIR", str(sources))
+    monkeypatch.setenv("PM_CAMPAIGNS_DIR", str(CAMPAIGNS_DIR))
+
+    bag = DagBag(dag_folder=str(DAGS_DIR / "ingest.py"))
+
+    assert set(bag.dags) == {"ingest__online-retail", "ingest__shop"}
+    assert bag.dags["ingest__shop"].timetable.expression == CRON_PRESETS["@daily"]
+    ((path, error),) = bag.import_errors.items()
+    assert path.endswith("ingest.py") and f"{sources / 'nightly.yaml'}: invalid source mapping" in error, (
+        error
+    )
+    assert "schedule: impossible cron line '0 25 * * *'" in error, error
 
 
 PUBLISHER = {
