@@ -55,11 +55,17 @@ run: .venv/.synced
 	$(RUN) pmp ingest --source $(SOURCE) --data $(SOURCE_DATA)
 	PM_CAMPAIGNS_DIR=sources/$(SOURCE).campaigns PM_RETRY_DELAY_SECONDS=5 \
 		$(RUN) pmp run --data $(SOURCE_DATA) $(if $(AS_OF),--as-of $(AS_OF))
+	$(RUN) pmp users demo --data $(SOURCE_DATA) --serve-command "make serve SOURCE=$(SOURCE)"
 endif
 
 # The staff app over the data folder of make run (campaigns, readouts, lists, the campaign builder).
+ifeq ($(SOURCE),)
 serve: .venv/.synced
 	$(RUN) pmp serve --data $(DATA)
+else
+serve: .venv/.synced
+	PM_CAMPAIGNS_DIR=sources/$(SOURCE).campaigns $(RUN) pmp serve --data $(SOURCE_DATA)
+endif
 
 # Two workers on the two cores; a test module stays on one worker, so its module fixtures (a trained bank, a
 # private PostgreSQL server) are built once.

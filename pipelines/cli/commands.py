@@ -90,12 +90,18 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         from pipelines.features.labels import LabelDefinition
 
         settings = settings.with_data_dir(args.data)
+        definition = args.definition
+        if definition is None:
+            from pipelines.jobs.common import churn_definition
+
+            definition, why = churn_definition(settings)
+            print(f"churn definition: {definition} ({why}; --definition chooses another)")
         print(f"tracking: {settings.mlflow_tracking_uri}")
         result = train_churn(
             settings.data_dir,
             tracking_uri=settings.mlflow_tracking_uri,
             as_of=args.as_of,
-            definition=LabelDefinition(args.definition, args.horizon),
+            definition=LabelDefinition(definition, args.horizon),
             config=TrainConfig(model_name="churn", calibration=args.calibration, seed=settings.seed, **tune),
             progress=print,
         )
@@ -450,6 +456,7 @@ def users_demo(args: argparse.Namespace, settings: Settings) -> int:
             f"staff app: users already in {users.users_path(settings.web_dir)} (demo passwords: {passwords})"
         )
     print(
-        f"open the staff app: make serve  (or: .tools/bin/uv run pmp serve{data}), then http://127.0.0.1:8000/"
+        f"open the staff app: {args.serve_command}  (or: .tools/bin/uv run pmp serve{data}), then "
+        "http://127.0.0.1:8000/"
     )
     return 0

@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--definition",
         choices=("closure", "inactivity", "balance_outflow"),
-        default="closure",
-        help="churn label",
+        default=None,
+        help="churn label (default: closure when the lake has closed accounts, else inactivity, as pmp run)",
     )
     train.add_argument("--positive", default=None, help="the label value of the positive class (e.g. yes)")
     train.add_argument("--id", default=None, help="identifier column, never used as a feature")
@@ -339,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     users_list.set_defaults(func=commands.users_list)
     users_demo = users_sub.add_parser(
         "demo", help="one demo user per role with generated passwords (make run)"
+    )
+    users_demo.add_argument(
+        "--serve-command",
+        default="make serve",
+        help="the command the closing hint names (default: make serve)",
     )
     users_demo.set_defaults(func=commands.users_demo)
 

@@ -142,5 +142,6 @@ def test_an_installed_wheel_parses_its_dags_and_writes_only_under_its_home(wheel
         "campaign_models_training",
         "campaign_readout",
         *(f"campaign_scoring__{name}" for name in specs),
+        *(f"ingest__{p.stem}" for p in (PROJECT_ROOT / "sources").glob("*.yaml")),  # the wheel's own mappings
     }
     assert not (work / "data").exists(), "reading the settings and parsing the DAGs must not create folders"

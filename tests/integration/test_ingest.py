@@ -340,3 +340,12 @@ def test_quarantined_rows_never_keep_a_personal_value(tmp_path):
     q = pd.read_parquet(tmp_path / "data" / "quarantine" / "shop" / "customers" / "french.parquet")
     assert len(q) == 1 and list(q["when"]) == ["2024-01-20T10:00:00Z"]  # bob's line, without his columns
     assert not {"country", "email"} & set(q.columns)
+
+
+def test_churn_means_inactivity_for_a_source_without_closed_accounts(tmp_path, bank):
+    from pipelines.config import Settings
+    from pipelines.jobs.common import churn_definition
+
+    ingest_source(load_mapping(_write(tmp_path, _mapping(tmp_path))), tmp_path / "data", progress=None)
+    assert churn_definition(Settings(data_dir=tmp_path / "data"))[0] == "inactivity"
+    assert churn_definition(Settings(data_dir=bank))[0] == "closure"  # the synthetic bank closes accounts
