@@ -20,6 +20,7 @@ from pipelines.data.ingest import ingest_source
 from pipelines.data.lake_checks import DAY_MISSING
 from pipelines.data.mapping import load_mapping
 from tests.conftest import PROJECT_ROOT
+from tests.source_mappings import CUSTOMER_DEFAULTS
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 SOURCES = PROJECT_ROOT / "sources"
@@ -61,17 +62,7 @@ def _mapping(tmp: Path, *, calendar: dict | None, transactions: bool = True) -> 
             "columns": {
                 "customer_id": {"column": "customer", "cast": "int"},
                 "signup_date": {"column": "when", "cast": "datetime", "agg": "min"},
-                "birth_year": {"default": 1980},
-                "gender": {"default": "U"},
-                "city_tier": {"default": 1},
-                "income_band": {"default": "middle"},
-                "occupation": {"default": "other"},
-                "card_tier": {"default": "classic"},
-                "credit_limit": {"default": 0.0},
-                "acquisition_channel": {"default": "online"},
-                "repayment_due_day": {"default": 1},
-                "marketing_opt_out": {"default": False},
-                "do_not_contact": {"default": False},
+                **CUSTOMER_DEFAULTS,
             },
         }
     }

@@ -14,6 +14,7 @@ from pipelines.config import PROJECT_ROOT
 from pipelines.data import schema, storage
 from pipelines.data.ingest import IngestError, ingest_source, read_chunks
 from pipelines.data.mapping import load_mapping
+from tests.source_mappings import CUSTOMER_DEFAULTS
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 EXPECTATIONS = PROJECT_ROOT / "expectations"
@@ -27,19 +28,6 @@ C3,ann@x.org,2024-01-21T10:00:00Z,-1,5.0,JP
 6,cy@z.org,2024-02-02T09:00:00Z,3,1.0,JP
 7,ann@x.org,2024-02-10T09:00:00Z,1,9.0,JP
 """
-CUSTOMER_DEFAULTS = {
-    "birth_year": {"default": 1980},
-    "gender": {"default": "U"},
-    "city_tier": {"default": 1},
-    "income_band": {"default": "middle"},
-    "occupation": {"default": "other"},
-    "card_tier": {"default": "classic"},
-    "credit_limit": {"default": 0.0},
-    "acquisition_channel": {"default": "online"},
-    "repayment_due_day": {"default": 1},
-    "marketing_opt_out": {"default": False},
-    "do_not_contact": {"default": False},
-}
 FAULTS = [
     {"name": "missing_customer", "when": "isnull(email)", "action": "quarantine"},
     {"name": "cancellation", "when": "startswith(inv, 'C')", "action": "quarantine"},

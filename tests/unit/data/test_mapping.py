@@ -8,21 +8,9 @@ import pandas as pd
 import pytest
 
 from pipelines.data.mapping import Expr, ExprError, MappingError, hash_ids, parse_mapping
+from tests.source_mappings import CUSTOMER_DEFAULTS as SHARED_DEFAULTS
 
-CUSTOMER_DEFAULTS = {
-    "signup_date": {"default": "2020-01-01"},
-    "birth_year": {"default": 1980},
-    "gender": {"default": "U"},
-    "city_tier": {"default": 1},
-    "income_band": {"default": "middle"},
-    "occupation": {"default": "other"},
-    "card_tier": {"default": "classic"},
-    "credit_limit": {"default": 0.0},
-    "acquisition_channel": {"default": "online"},
-    "repayment_due_day": {"default": 1},
-    "marketing_opt_out": {"default": False},
-    "do_not_contact": {"default": False},
-}
+CUSTOMER_DEFAULTS = {"signup_date": {"default": "2020-01-01"}, **SHARED_DEFAULTS}
 GOOD = {
     "name": "shop",
     "tables": {
