@@ -114,7 +114,8 @@ def edit(name: str):
 
 
 def _submit(editing: str | None):
-    """Validate the posted form; preview it; save it when this very spec was previewed and Save was pressed."""
+    """Validate the posted form; save it when this very spec was previewed and Save was pressed, else (or when
+    saving is refused) show it again with its preview."""
     from pipelines.campaigns.spec_form import ALL_ERRORS, SaveFailed, SaveRefused, save_spec, validate_form
     from pipelines.campaigns.spec_header import SpecError
     from pipelines.jobs.campaign_preview import preview_campaign
@@ -126,17 +127,27 @@ def _submit(editing: str | None):
     if spec is None:
         return _page(form, editing=editing, errors=errors, status=422)
     fingerprint = _fingerprint(spec)
-    preview, preview_error = None, None
-    try:
-        preview = preview_campaign(settings_of(), spec)
-    except (LookupError, SpecError) as exc:
-        preview_error = str(exc)
+
+    def previewed_page(**extra):
+        """The form again with this spec's preview (computed only when the page is shown, not on a save)."""
+        preview, preview_error = None, None
+        try:
+            preview = preview_campaign(settings_of(), spec)
+        except (LookupError, SpecError) as exc:
+            preview_error = str(exc)
+        return _page(
+            form,
+            editing=editing,
+            preview=preview,
+            preview_error=preview_error,
+            previewed=fingerprint,
+            **extra,
+        )
+
     if request.form.get("action") != "save" or request.form.get("previewed") != fingerprint:
         if request.form.get("action") == "save":
             flash("The spec changed since its preview: check the preview below, then save.")
-        return _page(
-            form, editing=editing, preview=preview, preview_error=preview_error, previewed=fingerprint
-        )
+        return previewed_page()
     try:
         saved = save_spec(
             settings_of().campaigns_dir,
@@ -146,16 +157,7 @@ def _submit(editing: str | None):
             base_sha256=form.get("base_sha256") or None,
         )
     except (SaveRefused, SaveFailed, OSError) as exc:
-        errors = {ALL_ERRORS: str(exc)}
-        return _page(
-            form,
-            editing=editing,
-            errors=errors,
-            preview=preview,
-            preview_error=preview_error,
-            previewed=fingerprint,
-            status=409,
-        )
+        return previewed_page(errors={ALL_ERRORS: str(exc)}, status=409)
     if saved["action"] == "unchanged":
         flash(f"No change: {saved['path'].name} already says this.")
     else:

@@ -4,6 +4,7 @@ its readout) and the audit page. Every number comes from the campaign database, 
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -21,15 +22,22 @@ SEGMENT_TITLES = {
 }
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
 def engine():
-    """The campaign database's engine (one per URL and process), its schema made on first use."""
+    """The app's campaign database engine (one per app, so one connection pool), made with its schema on first
+    use; an engine whose schema step failed (an unreachable server) is not kept, so the next request tries again."""
+    from flask import current_app
+
     from pipelines.campaigns import store_schema
 
-    settings = settings_of()
-    made = store_schema.make_engine(settings.database_url)
-    if not getattr(made, "_pmp_schema_checked", False):
-        store_schema.ensure_schema(made)
-        made._pmp_schema_checked = True
+    with _ENGINE_LOCK:
+        made = current_app.extensions.get("pmp_engine")
+        if made is None:
+            made = store_schema.make_engine(settings_of().database_url)
+            store_schema.ensure_schema(made)
+            current_app.extensions["pmp_engine"] = made
     return made
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipelines.config import PROJECT_ROOT, Settings
+from tests.integration.faults import free_port
 
 PASSWORDS = {
     "viewer": "viewer-password-1",
@@ -85,12 +85,6 @@ def build_platform(home: Path, customers: int = 5_000, seed: int = 5) -> Platfor
     for role, password in PASSWORDS.items():
         users.add_user(users.users_path(settings.web_dir), role, role, password)
     return Platform(settings, run["run_id"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -108,6 +108,9 @@ def test_a_form_posted_without_its_csrf_token_is_refused(app):
 def test_a_viewer_reads_results_but_no_lists(app):
     viewer = _signed_in(app, "vera")
     page = viewer.get(f"/runs/{RUN_ID}").get_data(as_text=True)
+    engine = app.extensions["pmp_engine"]
+    viewer.get("/")
+    assert app.extensions["pmp_engine"] is engine, "one engine (one connection pool) per app"
     assert 'data-group="treatment">32<' in page and 'data-group="holdout">8<' in page
     assert "Treatment list" not in page and "New campaign" not in page
     assert viewer.get(f"/runs/{RUN_ID}/list").status_code == 403
