@@ -86,6 +86,15 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         value_train(settings, args.as_of, progress=print)
         print("champion: models:/value@champion")
         return 0
+    if args.model == "response":
+        from pipelines.jobs.campaign_models import campaign_history, response_train
+
+        settings = settings.with_data_dir(args.data)
+        print(f"tracking: {settings.mlflow_tracking_uri}")
+        campaign_history(settings, args.as_of, args.window_days, progress=print)
+        response_train(settings, args.as_of, progress=print)
+        print("champion: models:/response@champion")
+        return 0
     if args.model == "churn":
         from pipelines.features.labels import LabelDefinition
 

@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "model",
         nargs="?",
-        choices=("churn", "value", "uplift"),
-        help="train a platform model on the lake (--data, --as-of); uplift: on an experiment with --table",
+        choices=("churn", "value", "response", "uplift"),
+        help="train a platform model on the lake (--data, --as-of); response: on the lake's past campaigns; "
+        "uplift: on an experiment with --table",
     )
     train.add_argument("--table", default=None, help="CSV (any of , ; tab |, may be gzipped) or Parquet file")
     train.add_argument("--label", default=None, help="the target column (two classes), with --table")
@@ -130,8 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--outcome", default=None, help="with uplift: the response column (0/1, boolean, or see --positive)"
     )
-    train.add_argument("--as-of", type=_as_of, default=None, help="with churn: run date (default: lake end)")
+    train.add_argument(
+        "--as-of", type=_as_of, default=None, help="with churn, value, response: run date (default: lake end)"
+    )
     train.add_argument("--horizon", type=int, choices=(90, 150), default=90, help="with churn: label horizon")
+    train.add_argument(
+        "--window-days",
+        type=int,
+        choices=(7, 14),
+        default=14,
+        help="with response: days after selection a conversion counts (the campaigns' response window)",
+    )
     train.add_argument(
         "--definition",
         choices=("closure", "inactivity", "balance_outflow"),

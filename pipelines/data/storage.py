@@ -29,9 +29,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.data.schema import Table
+from pipelines.data.schema import TABLES, Table
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "row_group_size": 1_000_000}
+# The month-partitioned source tables (customers is not partitioned by month).
+_EVENT_TABLES = tuple(name for name, t in TABLES.items() if t.partition_by)
 _MONTH_DIR = re.compile(r"^month=(\d{4}-(\d{2}))$")
 
 
@@ -121,13 +123,18 @@ def layout_problems(root: Path, table: str, partitioned: bool) -> list[str]:
     return problems
 
 
-def lake_end(lake: Path, table: str = "transactions") -> date:
-    """First day after the newest month partition of ``table``: the natural as-of date for the lake."""
-    months = list_months(lake, table)
+def lake_end(lake: Path, table: str | None = None) -> date:
+    """First day after the newest month partition of ``table``: the natural as-of date for the lake. Without
+    ``table``: of ``transactions``, or, in a lake without transactions (a source of past campaigns alone), of
+    the newest month partition any table holds."""
+    if table is None and not list_months(lake, "transactions"):
+        months = sorted({m for t in _EVENT_TABLES for m in list_months(lake, t)})
+        where = f"no table of {lake} has month partitions ({', '.join(_EVENT_TABLES)})"
+    else:
+        months = list_months(lake, table or "transactions")
+        where = f"{table_dir(lake, table or 'transactions')} has no month partitions"
     if not months:
-        raise LakeError(
-            f"cannot tell the lake's as-of date: {table_dir(lake, table)} has no month partitions"
-        )
+        raise LakeError(f"cannot tell the lake's as-of date: {where}")
     return (pd.Period(months[-1], freq="M") + 1).start_time.date()
 
 

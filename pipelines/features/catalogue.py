@@ -19,9 +19,11 @@ TXN_WINDOWS = (7, 30, 90, 180)
 LOGIN_WINDOWS = (7, 30, 90)
 LOOKBACK_DAYS = 180
 STATIC_CATEGORIES = ("gender", "income_band", "occupation", "card_tier", "acquisition_channel")
-# Without these there is no wide table; without an optional one its features are left out (not filled in).
-REQUIRED_TABLES = ("customers", "transactions")
-OPTIONAL_TABLES = ("app_events", "balances", "campaign_contacts", "responses")
+# Without these there is no wide table; without an optional one its features are left out (not filled in). The
+# gates decide which tables a lake may lack: a lake built from declared sources (``pmp ingest``) may lack any of the
+# optional ones, a campaign-history source even its transactions; the synthetic bank must hold them all.
+REQUIRED_TABLES = ("customers",)
+OPTIONAL_TABLES = ("transactions", "app_events", "balances", "campaign_contacts", "responses")
 
 
 @dataclass(frozen=True)

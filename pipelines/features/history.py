@@ -9,7 +9,9 @@ A campaign is usable for training at ``as_of`` only when its response window has
 platform ran itself enter the history once their contacts and responses land in the lake (the closed loop).
 
 The split is by campaign, in time: the newest campaign is the out-of-time test, the one before it the
-validation campaign (early stopping, calibration and the uplift learner choice), the rest train.
+validation campaign (early stopping, calibration and the uplift learner choice), the rest train. The response
+model also learns from a history of one or two campaigns (:func:`split_history`: by customer within them); the
+uplift model needs three.
 """
 
 from __future__ import annotations
@@ -99,21 +101,24 @@ def history_training_set(
         frames.append(rows)
         for campaign, part in rows.groupby(CAMPAIGN, sort=True):
             t = part[TREATED] == 1
+            holdout = f"{part.loc[~t, CONVERTED].mean():.2%} holdout" if (~t).any() else "no holdout"
             say(
                 f"  {campaign}: {len(part):,} contacts ({int(t.sum()):,} treated), conversion "
-                f"{part.loc[t, CONVERTED].mean():.2%} treated vs {part.loc[~t, CONVERTED].mean():.2%} holdout"
+                f"{part.loc[t, CONVERTED].mean():.2%} treated vs {holdout}"
             )
     return pd.concat(frames, ignore_index=True)
 
 
 @dataclass(frozen=True)
 class CampaignSplit:
-    """Training, validation and out-of-time test rows, split by whole campaigns in time order."""
+    """Training, validation and test rows: by whole campaigns in time order (``by == "campaign"``: the test is
+    out of time), or by customer within the campaigns (``by == "customer"``: fewer than three campaigns)."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
     campaigns: dict[str, list[str]]
+    by: str = "campaign"
 
 
 def split_by_campaign(history: pd.DataFrame) -> CampaignSplit:
@@ -129,9 +134,40 @@ def split_by_campaign(history: pd.DataFrame) -> CampaignSplit:
     return CampaignSplit(frames["train"], frames["valid"], frames["test"], parts)
 
 
+# Shares of a split within campaigns: train, validation (early stopping and calibration), test.
+WITHIN_SHARES = (0.6, 0.2, 0.2)
+
+
+def split_history(history: pd.DataFrame, seed: int = 42) -> CampaignSplit:
+    """:func:`split_by_campaign` when the history holds at least three campaigns; with fewer (a source that is
+    one past campaign, such as Bank Marketing) by customer: a seeded draw puts each customer, with all their
+    contacts, in train, validation or test (:data:`WITHIN_SHARES`). That test is not out of time — the split's
+    ``by`` and :func:`lineage` say which one a model had."""
+    if history[CAMPAIGN].nunique() >= 3:
+        return split_by_campaign(history)
+    customers = np.sort(history[ID].unique())
+    draw = np.random.default_rng(seed).permutation(len(customers))
+    cut = np.cumsum([round(share * len(customers)) for share in WITHIN_SHARES[:-1]])
+    side = pd.Series(np.searchsorted(cut, draw, side="right"), index=customers)  # 0 train, 1 valid, 2 test
+    part = side.reindex(history[ID]).to_numpy()
+    names = sorted(history[CAMPAIGN].astype(str).unique())
+    frames = [history.loc[part == k].reset_index(drop=True) for k in range(3)]
+    if min(len(f) for f in frames) == 0:
+        raise HistoryError(
+            f"{len(customers)} customers in campaigns {', '.join(names)}: too few to split in three"
+        )
+    return CampaignSplit(*frames, {"train": names, "valid": names, "test": names}, by="customer")
+
+
 def lineage(split: CampaignSplit) -> dict[str, str]:
-    """Which campaigns fed a model, for MLflow (``lineage.campaigns_train`` ...)."""
-    return {f"campaigns_{part}": ",".join(names) for part, names in split.campaigns.items()}
+    """Which campaigns fed a model and how they were split, for MLflow (``lineage.campaigns_train`` ...,
+    ``lineage.split``)."""
+    return {
+        **{f"campaigns_{part}": ",".join(names) for part, names in split.campaigns.items()},
+        "split": "by campaign, newest is the test"
+        if split.by == "campaign"
+        else "by customer within campaigns",
+    }
 
 
 def feature_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:

@@ -87,6 +87,11 @@ def make_labels(
     if definition.name == "closure":
         y = closed_in_window.to_numpy()
     elif definition.name == "inactivity":
+        if tables.get("transactions") is None:
+            raise LabelError(
+                "churn definition 'inactivity' needs the transactions table, which this source lacks "
+                "(a lake of past campaigns alone has no activity to read); train the response model instead"
+            )
         active = np.zeros(len(index), bool)
         frames = [(tables["transactions"], "txn_ts")]
         events = tables.get("app_events")

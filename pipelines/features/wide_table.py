@@ -8,7 +8,7 @@ list.
 A source may lack an optional table (a retailer: no ``balances``, no ``app_events``): the features computed from
 it are left out of the wide table, not filled with zeros, and the frame says which and why in
 ``wide.attrs["features_left_out"]`` (:func:`left_out_of`); :func:`write_wide_table` writes that list beside the
-Parquet file. ``customers`` and ``transactions`` are required.
+Parquet file. Only ``customers`` is required (a source of past campaigns alone has no transactions).
 
 Window aggregates use ``np.bincount`` over customer positions instead of ``groupby``: one pass per column over
 the events already cut to the lookback.
@@ -299,7 +299,7 @@ def build_features(
     leaves out the features computed from it (``catalogue.left_out_features``): they are not columns, and
     ``wide.attrs["features_left_out"]`` lists them with why (``[{"feature": "aum_last", "reason": "no balances
     table"}, ...]``; ``wide.attrs["tables_absent"]`` the tables). Every other feature has the value it has when
-    all tables are there. ``customers`` and ``transactions`` are required (ValueError naming the missing one).
+    all tables are there. ``customers`` is required (ValueError naming it when missing).
     """
     given = sorted(k for k, v in tables.items() if v is not None)
     for name in REQUIRED_TABLES:
@@ -322,7 +322,8 @@ def build_features(
         out[c] = pd.Categorical(base[c].astype(str), categories=TABLES["customers"].column(c).allowed)
 
     # One helper per event table: each one's arrays are freed before the next table is cut (peak memory).
-    out.update(_transaction_features(tables["transactions"], index, as_of, window))
+    if "transactions" not in absent:
+        out.update(_transaction_features(tables["transactions"], index, as_of, window))
     if "app_events" not in absent:
         out.update(_app_features(tables["app_events"], index, as_of, window))
     if "balances" not in absent:

@@ -145,11 +145,14 @@ def test_the_report_lists_the_columns_the_mapping_defaulted(shop):
 
 
 def test_absent_required_table_and_a_table_its_source_wrote_are_critical(tmp_path, shop):
+    # A source without transactions (past campaigns alone) is a note; without customers it is critical.
     lake = _ingest(tmp_path, calendar=None, transactions=False)
     result = _validate(lake)
-    (o,) = result.critical_failures
-    assert o.message.startswith("transactions: table missing (critical)")
-    assert result.tables["balances"].absent  # still optional
+    assert result.success and result.tables["transactions"].absent and result.tables["balances"].absent
+    assert any(n.startswith("no transactions table: the features from it") for n in result.notes)
+    shutil.rmtree(lake / "customers")
+    failures = [o.message for o in _validate(lake).critical_failures]
+    assert any(m.startswith("customers: table missing (critical)") for m in failures), failures
 
     # balances recorded as written by the source, and gone since: data lost, not a source without balances
     copy = tmp_path / "lake2"

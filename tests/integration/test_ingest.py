@@ -1,5 +1,5 @@
-"""Ingest through a declared mapping: a small CSV, a SQLite query and (when ../shared/data is there) the two real
-sources, into a lake ``storage.read_table`` reads with the schema's types."""
+"""Ingest through a declared mapping: a small CSV, a SQLite query and (when ../shared/data is there) the Online
+Retail file, into a lake ``storage.read_table`` reads with the schema's types (Bank Marketing: test_bank_marketing)."""
 
 from __future__ import annotations
 
@@ -292,28 +292,6 @@ def test_real_online_retail_mapping(tmp_path):
     assert len(customers) == 4_372 and customers["customer_id"].is_unique
     txns = storage.read_table(tmp_path / "lake", "transactions", columns=["amount", "customer_id"])
     assert (txns["amount"] > 0).all() and txns["customer_id"].isin(customers["customer_id"]).all()
-
-
-@pytest.mark.skipif(
-    not (SHARED / "bank-additional-full.csv.gz").is_file(),
-    reason=f"{SHARED}/bank-additional-full.csv.gz absent",
-)
-def test_real_bank_marketing_mapping(tmp_path):
-    m = load_mapping("bank-marketing", PROJECT_ROOT / "sources")
-    ingest_source(m, tmp_path, progress=None)
-    lake = tmp_path / "lake"
-    contacts = storage.read_table(lake, "campaign_contacts")
-    responses = storage.read_table(lake, "responses")
-    customers = storage.read_table(lake, "customers")
-    assert len(contacts) == len(customers) == 41_188
-    assert set(contacts["group"]) == {"treatment"} and set(contacts["channel"]) == {"call"}
-    assert len(responses) == 4_640 and set(responses["event_type"]) == {"converted"}
-    assert responses["customer_id"].isin(contacts["customer_id"]).all()
-    assert set(customers["occupation"]) <= set(schema.OCCUPATIONS)
-    assert (
-        customers["occupation"].value_counts()["salaried"] == 10_422 + 9_254 + 2_924 + 3_969 + 6_743 + 1_060
-    )
-    assert customers.loc[0, "birth_year"] == 2008 - 56
 
 
 def test_quarantined_rows_never_keep_a_personal_value(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from pipelines.data import storage
 from pipelines.features.catalogue import BY_NAME, FEATURE_NAMES, ID, left_out_features
 from pipelines.features.gate import validate_features
+from pipelines.features.labels import LabelDefinition, LabelError, make_labels
 from pipelines.features.wide_table import (
     available_tables,
     build_features,
@@ -118,15 +119,31 @@ def test_an_empty_folder_is_an_absent_table(lakes, tmp_path):
     assert "campaign_contacts_180d" in wide.columns
 
 
-@pytest.mark.parametrize("required", ["transactions", "customers"])
-def test_a_missing_required_table_is_a_one_line_error(lakes, built, tmp_path, required):
+def test_a_missing_customers_table_is_a_one_line_error(lakes, built, tmp_path):
     _, retail = lakes
     lake = tmp_path / "lake"
     shutil.copytree(retail, lake)
-    shutil.rmtree(lake / required)
+    shutil.rmtree(lake / "customers")
     with pytest.raises(storage.LakeError) as err:
         load_tables(lake, AS_OF)
     message = str(err.value)
-    assert "\n" not in message and str(lake) in message and f"no {required} table" in message
-    with pytest.raises(ValueError, match=f"needs the {required} table"):
-        build_features({k: v for k, v in built[2].items() if k != required}, AS_OF)
+    assert "\n" not in message and str(lake) in message and "no customers table" in message
+    with pytest.raises(ValueError, match="needs the customers table"):
+        build_features({k: v for k, v in built[2].items() if k != "customers"}, AS_OF)
+
+
+def test_past_campaigns_alone_give_the_customer_and_campaign_features(lakes, built, tmp_path):
+    # A source of past campaigns (Bank Marketing): customers, contacts and responses, no transactions.
+    full, _ = built[:2]
+    lake = tmp_path / "lake"
+    shutil.copytree(lakes[1], lake)
+    shutil.rmtree(lake / "transactions")
+    assert available_tables(lake) == ("customers", "campaign_contacts", "responses")
+    wide = build_features(load_tables(lake, AS_OF), AS_OF)
+    assert left_out_of(wide)["spend_90d"] == "no transactions table"
+    assert wide.attrs["tables_absent"] == ["transactions", "app_events", "balances"]
+    assert {"age_years", "occupation", "campaign_contacts_180d"} <= set(wide.columns)
+    assert not {"days_since_last_txn", "txn_count_30d", "aum_last"} & set(wide.columns)
+    pd.testing.assert_frame_equal(wide, full[wide.columns], check_exact=True)
+    with pytest.raises(LabelError, match="'inactivity' needs the transactions table"):
+        make_labels(load_tables(lake, AS_OF), AS_OF, LabelDefinition("inactivity", 90))

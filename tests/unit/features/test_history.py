@@ -54,6 +54,36 @@ def test_split_by_campaign_in_time_order():
     split = history.split_by_campaign(frame)
     assert split.campaigns == {"train": ["a", "b"], "valid": ["c"], "test": ["d"]}
     assert len(split.train) == 3 and len(split.valid) == len(split.test) == 1
-    assert history.lineage(split) == {"campaigns_train": "a,b", "campaigns_valid": "c", "campaigns_test": "d"}
+    assert history.lineage(split) == {
+        "campaigns_train": "a,b",
+        "campaigns_valid": "c",
+        "campaigns_test": "d",
+        "split": "by campaign, newest is the test",
+    }
     with pytest.raises(history.HistoryError, match="at least 3 campaigns"):
         history.split_by_campaign(frame.loc[frame[history.CAMPAIGN].isin(["a", "b"])])
+    assert history.split_history(frame).campaigns == split.campaigns  # three or more: by campaign
+
+
+def test_fewer_than_three_campaigns_split_by_customer():
+    # Two campaigns; customers 0..999 in the first, 500..1499 in the second (500 in both).
+    ids = [*range(1_000), *range(500, 1_500)]
+    frame = pd.DataFrame(
+        {
+            history.CAMPAIGN: ["a"] * 1_000 + ["b"] * 1_000,
+            history.ID: ids,
+            history.SELECTED_AT: pd.to_datetime(["2025-01-01"] * 1_000 + ["2025-03-01"] * 1_000),
+        }
+    )
+    split = history.split_history(frame, seed=7)
+    assert split.by == "customer" and split.campaigns["test"] == ["a", "b"]
+    sides = [set(part[history.ID]) for part in (split.train, split.valid, split.test)]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])  # a customer on one side
+    assert [len(s) for s in sides] == [900, 300, 300]  # 60/20/20 of the 1,500 customers
+    assert sum(len(p) for p in (split.train, split.valid, split.test)) == len(frame)
+    again = history.split_history(frame.sample(frac=1, random_state=1), seed=7)
+    assert set(again.test[history.ID]) == sides[2]  # the same seed, the same customers, in any row order
+    assert set(history.split_history(frame, seed=8).test[history.ID]) != sides[2]
+    assert history.lineage(split)["split"] == "by customer within campaigns"
+    with pytest.raises(history.HistoryError, match="too few to split in three"):
+        history.split_history(frame.head(2), seed=7)
