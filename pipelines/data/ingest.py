@@ -7,18 +7,24 @@ lake; a ``group_by`` table (customers from transactions) keeps one partial aggre
 by the chunk size and the number of keys, not the source size. Only when every table is read without error are the
 months written swapped into the lake (a rename per month partition, the whole folder for an unpartitioned table):
 a failure midway leaves the previous lake as it was, and re-ingesting a month replaces it with the same rows.
+A month asked for with ``months`` that keeps no row (all quarantined, or gone from the source) is emptied: its old
+partition is removed and the report says so; a full ingest replaces the months it writes and leaves the others.
+One ingest writes a lake at a time (a lock file in the lake; a second one stops with one line).
 
 A dry run reads a sample, maps it, counts the faults and runs the gates on it, and writes nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +64,7 @@ class TableReport:
     quarantined: dict[str, int] = field(default_factory=dict)
     stopped: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
+    emptied: list[str] = field(default_factory=list)  # months asked for that kept no row: partition removed
     gate: dict[str, Any] | None = None
 
 
@@ -93,6 +100,8 @@ class IngestReport:
                 out.append(f"    left null (not in the source): {', '.join(t.missing)}")
             if t.months:
                 out.append(f"    months: {t.months[0]} .. {t.months[-1]} ({len(t.months)})")
+            if t.emptied:
+                out.append(f"    emptied (asked for, no row kept; old partition removed): {', '.join(t.emptied)}")
             if t.gate is not None:
                 verdict = "PASSED" if t.gate["success"] else "FAILED"
                 out.append(f"    gates on the sample: {verdict}")
@@ -257,9 +266,16 @@ def _ingest_table(
     return None
 
 
-def _swap(staging: Path, data_dir: Path, m: SourceMapping, reports: dict[str, TableReport]) -> None:
+def _swap(
+    staging: Path,
+    data_dir: Path,
+    m: SourceMapping,
+    reports: dict[str, TableReport],
+    wanted: set[str] | None,
+) -> None:
     """Move the staged partitions into the lake (rename per month; whole folder for unpartitioned tables) and
-    the quarantine files into ``<data>/quarantine/<source>/``."""
+    the quarantine files into ``<data>/quarantine/<source>/``. A month of ``wanted`` the table kept no row for is
+    emptied (its old partition removed, listed in the report's ``emptied``)."""
     lake = data_dir / "lake"
     for name, report in reports.items():
         table = schema.TABLES[name]
@@ -268,14 +284,18 @@ def _swap(staging: Path, data_dir: Path, m: SourceMapping, reports: dict[str, Ta
         else:
             targets = [
                 (storage.partition_dir(staging / "lake", name, mo), storage.partition_dir(lake, name, mo))
-                for mo in report.months
+                for mo in sorted(set(report.months) | (wanted or set()))
             ]
         for src, final in targets:
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
             if not src.exists():
+                if final.exists():  # asked for, and nothing kept: the month is now empty
+                    os.replace(final, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                    report.emptied.append(final.name.removeprefix("month="))
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
             _fsync_dir(src)
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
             if final.exists():
                 os.replace(final, old)
             os.replace(src, final)
@@ -287,6 +307,36 @@ def _swap(staging: Path, data_dir: Path, m: SourceMapping, reports: dict[str, Ta
         if q_src.exists():
             q_dir.parent.mkdir(parents=True, exist_ok=True)
             os.replace(q_src, q_dir)
+
+
+LOCK_FILE = ".ingest.lock"
+
+
+@contextmanager
+def _lake_lock(lake: Path, source: str) -> Iterator[None]:
+    """Hold the lake's ingest lock (``<lake>/.ingest.lock``, an advisory ``flock`` the kernel drops when the
+    process dies); :class:`IngestError` naming the holder when another ingest has it."""
+    path = lake / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise IngestError(
+                f"{lake} is being written by another ingest ({holder}); wait for it to finish, then rerun "
+                f"source {source!r}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"source {source!r}, pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -377,17 +427,18 @@ def ingest_source(
         report.notes.append(f"sample: the first {sample_rows:,} source rows of each table; nothing written")
     else:
         lake.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".ingest-{m.name}-", dir=lake))
-        writer = _Writer(staging)
-        try:
-            for name in m.tables:
-                _ingest_table(m, name, writer, reports[name], wanted, None, progress)
-            writer.close()
-            _swap(staging, data_dir, m, reports)
-            _record_sources(lake, m, reports, started)
-        finally:
-            writer.close()
-            shutil.rmtree(staging, ignore_errors=True)
+        with _lake_lock(lake, m.name):
+            staging = Path(tempfile.mkdtemp(prefix=f".ingest-{m.name}-", dir=lake))
+            writer = _Writer(staging)
+            try:
+                for name in m.tables:
+                    _ingest_table(m, name, writer, reports[name], wanted, None, progress)
+                writer.close()
+                _swap(staging, data_dir, m, reports, wanted)
+                _record_sources(lake, m, reports, started)
+            finally:
+                writer.close()
+                shutil.rmtree(staging, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     if not dry_run:
         folder = data_dir / "runs" / f"ingest__{m.name}__{started[:10]}"

@@ -121,7 +121,7 @@ def test_csv_ingest_writes_typed_month_partitions_customers_and_quarantine(tmp_p
     run = next((data / "runs").glob("ingest__shop__*"))
     assert storage.read_json(run / "report.json")["tables"]["transactions"]["rows_written"] == 4
     assert "zero_price 1" in (run / "report.md").read_text()
-    assert not [p for p in lake.iterdir() if p.name.startswith(".")]  # no staging left
+    assert not [p for p in lake.iterdir() if p.name.startswith(".ingest-")]  # no staging left
 
 
 def test_reingest_is_idempotent_and_months_replace_only_their_partitions(tmp_path):
@@ -149,6 +149,45 @@ def test_reingest_is_idempotent_and_months_replace_only_their_partitions(tmp_pat
     assert sorted(feb["amount"]) == [3.0, 18.0]
 
 
+def test_a_month_asked_for_that_keeps_no_row_is_emptied(tmp_path):
+    m = load_mapping(_write(tmp_path, _mapping(tmp_path)))
+    data = tmp_path / "data"
+    ingest_source(m, data, progress=None)
+    first = _lake_bytes(data)
+    # every February row now has a zero price: quarantined, so February keeps nothing
+    _write(tmp_path, _mapping(tmp_path), CSV.replace(",1.0,JP\n", ",0.0,JP\n").replace(",9.0,JP\n", ",0.0,JP\n"))
+    report = ingest_source(m, data, months=["2024-02", "2024-03"], progress=None)
+    t = report.tables["transactions"]
+    assert t.months == [] and t.emptied == ["2024-02"]  # March was never there: nothing to empty
+    assert t.quarantined["zero_price"] == 3
+    assert storage.list_months(data / "lake", "transactions") == ["2024-01"]
+    after = _lake_bytes(data)
+    assert (
+        after["transactions/month=2024-01/part-00000.parquet"]
+        == first["transactions/month=2024-01/part-00000.parquet"]
+    )
+    assert "emptied (asked for, no row kept; old partition removed): 2024-02" in "\n".join(report.lines())
+
+
+def test_one_ingest_writes_a_lake_at_a_time(tmp_path, capsys):
+    from pipelines.cli import main
+    from pipelines.data.ingest import _lake_lock
+
+    path = _write(tmp_path, _mapping(tmp_path))
+    data = tmp_path / "data"
+    ingest_source(load_mapping(path), data, progress=None)
+    before = _lake_bytes(data)
+    with _lake_lock(data / "lake", "other"):  # flock: a second open file conflicts even in this process
+        with pytest.raises(IngestError, match=r"being written by another ingest \(source 'other', pid \d+"):
+            ingest_source(load_mapping(path), data, progress=None)
+        assert main(["ingest", "--source", str(path), "--data", str(data)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pmp ingest: failed: ") and "\n" not in err and "wait for it to finish" in err
+    assert _lake_bytes(data) == before
+    ingest_source(load_mapping(path), data, progress=None)  # released: the next ingest runs
+    assert (data / "lake" / ".ingest.lock").read_text() == ""
+
+
 def test_a_failure_midway_leaves_the_previous_lake(tmp_path):
     m = load_mapping(_write(tmp_path, _mapping(tmp_path)))
     data = tmp_path / "data"
@@ -159,7 +198,7 @@ def test_a_failure_midway_leaves_the_previous_lake(tmp_path):
     with pytest.raises(IngestError, match=r"tables\.transactions\..*unknown name 'price'"):
         ingest_source(m, data, progress=None)
     assert _lake_bytes(data) == before
-    assert not [p for p in (data / "lake").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (data / "lake").iterdir() if p.name.startswith(".ingest-")]
 
 
 def test_rows_without_a_month_or_a_key_are_set_aside_and_counted(tmp_path):
