@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 "value_training",
                 "campaign_models_training",
                 *(f"campaign_scoring__{name}" for name in names),
+                "model_monitoring",  # realised performance that is due, and retraining requests
             ):
                 if dag_id == "campaign_models_training" and no_history:
                     say(f"{dag_id}: skipped, {no_history}")

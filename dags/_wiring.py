@@ -70,6 +70,26 @@ def lake_asset() -> Asset:
     return Asset(name="lake", uri="lake://pmp/lake", group="data")
 
 
+def retrain_asset(model: str) -> Asset:
+    """Updated by ``model_monitoring`` when drift or decay of ``model``'s champion crosses its alert threshold; the
+    event's ``extra`` says why (``reason``), on which run and as of when. The model's training DAG listens."""
+    return Asset(name=f"retrain_{model}", uri=f"model://{model}/retrain", group="model")
+
+
+def trigger_reason() -> str:
+    """Why this DAG run runs, for the training run to record: the ``reason`` of the retrain events that triggered
+    it, else ``schedule`` or ``manual``."""
+    context = get_current_context()
+    events = context.get("triggering_asset_events") or {}
+    reasons = [
+        str(e.extra["reason"]) for evs in events.values() for e in evs if (e.extra or {}).get("reason")
+    ]
+    if reasons:
+        return "; ".join(sorted(set(reasons)))
+    run_type = str(getattr(context["dag_run"], "run_type", "") or "")
+    return "schedule" if "scheduled" in run_type else "manual"
+
+
 def publish_champion(model: str, registered: dict) -> str:
     """Inside a task whose outlet is ``model_asset(model)``: skip (no asset event) unless the registered version was
     promoted; else the asset event carries the model name, version and MLflow run in ``extra``."""

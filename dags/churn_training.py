@@ -1,6 +1,7 @@
 """churn_training: validate -> features -> labels -> train -> evaluate -> register -> publish_champion.
 
-Monthly. Builds the wide table of each training snapshot (gated by the ``customer_features`` suite), labels them,
+Monthly, and whenever ``model_monitoring`` updates the ``retrain_churn`` asset (the MLflow run records why it ran:
+``trigger`` = schedule, manual, or the monitor's reason). Builds the wide table of each training snapshot (gated by the ``customer_features`` suite), labels them,
 fits LightGBM with early stopping on the out-of-time validation snapshot, evaluates on the newest snapshot, logs
 and registers the model in MLflow and applies the champion/challenger rule. ``publish_champion`` updates the
 ``churn_champion`` asset only when the new version was promoted, which triggers the campaign DAGs using churn.
@@ -8,9 +9,9 @@ and registers the model in MLflow and applies the champion/challenger rule. ``pu
 
 from __future__ import annotations
 
-from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import START_DATE, as_of, default_args, model_asset, retrain_asset, run_step, trigger_reason
 from _wiring import publish_champion as publish
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 MODEL = "churn"
 
@@ -19,7 +20,10 @@ MODEL = "churn"
     dag_id="churn_training",
     description="Train, evaluate and (maybe) promote the churn model",
     doc_md=__doc__,
-    schedule="@monthly",
+    # Monthly, and when model_monitoring asks (drift or decay of the champion past its alert threshold).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("@monthly", timezone="UTC"), assets=[retrain_asset(MODEL)]
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -67,7 +71,7 @@ def churn_training():
     def register(day: str, _evaluation: dict, params=None) -> dict:
         from pipelines.jobs import training
 
-        return run_step(training.training_register, day, params)
+        return run_step(training.training_register, day, {**dict(params or {}), "trigger": trigger_reason()})
 
     @task(outlets=[model_asset(MODEL)])
     def publish_champion(registered: dict) -> str:

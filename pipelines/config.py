@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     # retrains differ (pipelines.models.tuning, docs/models.md "Hyperparameter search").
     tune_trials: int = Field(0, ge=0)
     tune_seconds: int = Field(120, ge=0)
+    # Model monitoring (docs/monitoring.md): the population stability index of the score and of the model's top
+    # features warns at psi_warn and alerts at psi_alert; realised AUC that fell by decay_warn / decay_alert below
+    # the model's test AUC at registration warns / alerts. An alert asks for retraining (the retrain_<model> asset).
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    decay_warn: float = Field(0.03, gt=0)
+    decay_alert: float = Field(0.05, gt=0)
     # Airflow: its home (metadata DB, logs) for local runs, and the retry policy of every task.
     airflow_home: Path | None = Field(None, validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME"))
     dags_dir: Path = Field(default_factory=lambda: resource_dir("dags"))

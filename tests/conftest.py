@@ -150,6 +150,7 @@ SLOW_FIRST = (
     "tests/deploy/test_production.py",  # ~260 s
     "tests/integration/test_churn_training.py",  # ~170 s
     "tests/integration/test_dags.py",  # ~160 s
+    "tests/integration/test_monitoring.py",  # ~130 s
     "tests/integration/test_campaign_models.py",
     "tests/integration/test_value_bank.py",
     "tests/web/test_browser.py",

@@ -265,6 +265,31 @@ campaign_spec_history = Table(
     implicit_returning=False,
 )
 
+# Written by pipelines.monitoring.store: the stability of each scoring run against its model's reference, and the
+# realised performance of the run once its labels matured. A rerun replaces its rows (one kind at a time).
+MONITORING_KINDS = ("stability", "realised")
+MONITORING_LEVELS = ("ok", "warn", "alert")
+model_monitoring = Table(
+    "model_monitoring",
+    metadata,
+    Column("run_id", String, primary_key=True),  # the campaign run scored
+    Column("kind", String, primary_key=True),
+    Column("metric", String, primary_key=True),  # psi, missing_share, unseen_share, auc, top_decile_lift, ...
+    Column("subject", String, primary_key=True),  # "score", a feature, "model", or "decile_01".."decile_10"
+    Column("campaign", String, nullable=False),
+    Column("model_name", String, nullable=False),
+    Column("model_version", String, nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("value", Double, nullable=True),
+    Column("reference", Double, nullable=True),  # the model's own figure (its test AUC, the reference share)
+    Column("level", String, nullable=False),
+    Column("computed_at", _UTCDateTime, nullable=False),
+    CheckConstraint(f"kind IN {MONITORING_KINDS!r}", name="kind"),
+    CheckConstraint(f"level IN {MONITORING_LEVELS!r}", name="level"),
+    Index(None, "model_name", "as_of"),
+    implicit_returning=False,
+)
+
 SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
 
 TARGET_COLUMNS = (
@@ -515,5 +540,6 @@ __all__ = [
     "list_exports",
     "make_engine",
     "metadata",
+    "model_monitoring",
     "safe_url",
 ]

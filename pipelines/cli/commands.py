@@ -21,6 +21,9 @@ def synth(args: argparse.Namespace, settings: Settings) -> int:
         start=args.start,
         dirty=args.dirty,
         workers=args.workers,
+        shift_month=args.shift_month,
+        shift=args.shift,
+        shift_factor=args.shift_factor,
     )
     manifest = generate_bank(config, out, progress=print)
     for line in summary_lines(manifest):
@@ -401,6 +404,34 @@ def audit_pii(args: argparse.Namespace, settings: Settings) -> int:
         print(hit.line())
     print(result.summary())
     return 1 if result.hits else 0
+
+
+def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    """The monitoring table (``jobs.monitoring.monitor_table``): one line per scoring run, ``ALERT`` or ``WARN``
+    at the end of a line past a threshold; exit 0 either way (the DAG, not this command, asks for retraining)."""
+    from pipelines.jobs import monitoring
+
+    settings = settings.with_data_dir(args.data)
+    if args.update:
+        monitoring.realised_due(settings, progress=print)
+    table = monitoring.monitor_table(settings, args.model)
+    if table.empty:
+        print("no monitoring yet: scoring runs of a model with a monitoring reference record their stability")
+        return 0
+    print(
+        f"thresholds: PSI warn {settings.psi_warn}, alert {settings.psi_alert}; realised AUC drop warn "
+        f"{settings.decay_warn}, alert {settings.decay_alert}"
+    )
+    print(
+        f"{'as of':<10}  {'model':<12} {'psi score':>9}  {'worst feature (psi)':<32} {'realised auc':>12}  run"
+    )
+    for r in table.itertuples():
+        feature = f"{r.worst_feature} ({r.psi_feature:.3f})" if r.worst_feature else "-"
+        realised = f"{r.realised_auc:.3f}/{r.test_auc:.3f}" if r.realised_auc == r.realised_auc else "-"
+        psi = f"{r.psi_score:.3f}" if r.psi_score == r.psi_score else "-"
+        flag = {"alert": "  ALERT", "warn": "  WARN"}.get(r.level, "")
+        print(f"{r.as_of!s:<10}  {r.model:<12} {psi:>9}  {feature:<32} {realised:>12}  {r.run_id}{flag}")
+    return 0
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

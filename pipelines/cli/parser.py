@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per core, max 2)"
     )
+    synth.add_argument(
+        "--shift-month",
+        default=None,
+        help="inject a behaviour shift from this month on, YYYY-MM (with --shift)",
+    )
+    synth.add_argument(
+        "--shift",
+        choices=("dormancy", "spend"),
+        default=None,
+        help="the shift: dormancy (under-35s fall dormant more often) or spend (amounts rise); truth/shift.json",
+    )
+    synth.add_argument(
+        "--shift-factor", type=float, default=None, help="size of the shift (default: dormancy 5, spend 1.3)"
+    )
     synth.set_defaults(func=commands.synth)
 
     validate = sub.add_parser("validate", help="run the data-quality gates on the lake")
@@ -323,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_pii.set_defaults(func=commands.audit_pii)
 
+    monitor = sub.add_parser(
+        "monitor",
+        help="model monitoring: per scoring run, score and feature stability (PSI) and realised AUC; ALERT marks "
+        "lines past the alert threshold (exit 0 either way)",
+    )
+    monitor.add_argument("--model", default=None, help="one model (churn, response, ...); default: all")
+    monitor.add_argument(
+        "--update",
+        action="store_true",
+        help="first measure the realised performance that is due (what the model_monitoring DAG does)",
+    )
+    monitor.set_defaults(func=commands.monitor)
+
     serve = sub.add_parser("serve", help="the staff app: campaigns, readouts, lists and the campaign builder")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
@@ -370,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         readout,
         airflow,
         audit_pii,
+        monitor,
         serve,
         users_add,
         users_list,

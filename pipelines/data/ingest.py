@@ -21,10 +21,10 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,9 @@ class IngestReport:
             if t.months:
                 out.append(f"    months: {t.months[0]} .. {t.months[-1]} ({len(t.months)})")
             if t.emptied:
-                out.append(f"    emptied (asked for, no row kept; old partition removed): {', '.join(t.emptied)}")
+                out.append(
+                    f"    emptied (asked for, no row kept; old partition removed): {', '.join(t.emptied)}"
+                )
             if t.gate is not None:
                 verdict = "PASSED" if t.gate["success"] else "FAILED"
                 out.append(f"    gates on the sample: {verdict}")

@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines.config import Settings
 from pipelines.data import storage
 from pipelines.jobs.common import registered_summary, resolve_as_of
+from pipelines.jobs.monitoring import record_reference
 from pipelines.progress import Progress, say_to
 from pipelines.runs import make_run_id, run_dir
 
@@ -102,6 +103,8 @@ def response_train(settings: Settings, as_of: Any = None, progress: Progress = N
         lineage={"lake": str(settings.lake_dir), **history.lineage(split)},
         progress=say,
     )
+    selected = split.test[history.SELECTED_AT].max()  # the test campaign's selection: its customers' date
+    record_reference(settings.mlflow_tracking_uri, result.run_id, result.model, split.test, selected)
     scores = split.test[[history.CAMPAIGN, "customer_id"]].copy()
     scores["response_score"] = result.model.predict_proba(split.test)
     storage.write_frame(scores, folder / "response_test_scores.parquet")

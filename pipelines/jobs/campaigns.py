@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.data import storage
+from pipelines.jobs import monitoring
 from pipelines.jobs.common import build_wide_table, load_campaign, resolve_as_of, validate_data
 from pipelines.progress import Progress, say_to
 from pipelines.runs import attempt_dir, check_writable, make_run_id, run_dir, run_lock, swap_in
@@ -216,6 +217,7 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
     wide = storage.read_frame(folder / "features.parquet")
     scored = score_customers(model, wide, progress=say)
     storage.write_frame(scored, folder / "scores.parquet")
+    monitoring.score_stability(settings, model, wide, scored, folder, resolve_as_of(settings, as_of), say)
     pinned = {
         "model_name": model.name,
         "model_version": model.version,
@@ -390,6 +392,7 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
     # Committed: the attempt's files now match the stored run and replace the folder of the earlier one.
     if attempt != folder:
         swap_in(attempt, folder)
+    monitoring.record_stability(settings, engine, record, folder)
     stored = store.group_counts(engine, run_id)
     planned = targets[GROUP].value_counts()
     if stored != {g: int(planned.get(g, 0)) for g in (TREATMENT, HOLDOUT)}:
@@ -500,6 +503,18 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
             metrics={k: float(selection[k]) for k in counts},
         )
         client.log_dict(run_id, selection["excluded_by_reason"], "excluded_by_reason.json")
+        if (
+            folder / monitoring.STABILITY_FILE
+        ).is_file():  # the score's and features' PSI against the reference
+            rows = storage.read_frame(folder / monitoring.STABILITY_FILE)
+            psi = rows.loc[rows["metric"] == "psi"]
+            log_values(
+                client,
+                run_id,
+                params={},
+                metrics={f"psi_{r.subject}": float(r.value) for r in psi.itertuples()},
+            )
+            client.log_text(run_id, rows.to_csv(index=False), "monitoring/stability.csv")
         for name in ("segment_mix.csv", "segment_summary_base.csv", "segment_mix.png"):
             if (charts / name).exists():
                 client.log_artifact(run_id, str(charts / name))

@@ -34,6 +34,7 @@ from pipelines.features.labels import (
 )
 from pipelines.features.wide_table import build_features, feature_table_spec, left_out_of, load_tables
 from pipelines.jobs.common import registered_summary, resolve_as_of
+from pipelines.jobs.monitoring import record_reference
 from pipelines.models import tuning
 from pipelines.models.propensity import TrainConfig, evaluate_model
 from pipelines.models.registry import TrainResult, register_model, train_and_register
@@ -195,6 +196,7 @@ def train_churn(
 
     client = mlflow.MlflowClient(tracking_uri)
     client.log_dict(result.run_id, report, f"validation/{spec.name}.json")
+    record_reference(tracking_uri, result.run_id, result.model, split.test, dates[-1])
     result.metrics.update(extra)
     if "oracle_auc" in extra:
         ratio = result.metrics["auc"] / extra["oracle_auc"]
@@ -393,6 +395,8 @@ def training_register(
             "window.horizon_days": window.horizon_days,
             "snapshots": ",".join(f"{d:%Y-%m-%d}" for d in dates),
             "orchestrator_run": training_run_id(as_of),
+            # why this training ran: schedule, manual, or model_monitoring's drift or decay reason
+            "trigger": str(dict(params or {}).get("trigger") or "manual"),
         },
         lineage={
             "lake": str(settings.lake_dir),
@@ -409,6 +413,7 @@ def training_register(
     MlflowClient(settings.mlflow_tracking_uri).log_artifact(
         result.run_id, str(folder / "features" / "gate.json"), artifact_path="validation"
     )
+    record_reference(settings.mlflow_tracking_uri, result.run_id, result.model, split.test, dates[-1])
     registered = {**registered_summary(result), **{k: float(v) for k, v in extra.items()}}
     storage.write_json_atomic(folder / "registered.json", registered)
     say(result.summary())

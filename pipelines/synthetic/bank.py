@@ -53,14 +53,8 @@ from pipelines.synthetic.behaviour import (
 )
 from pipelines.synthetic.customers import customers_table, draw_customers
 from pipelines.synthetic.dirty import inject_dirty
-from pipelines.synthetic.lifecycle import (
-    CHURNED,
-    NOT_YET,
-    churn_truth_table,
-    closure_dates,
-    closure_entry_probabilities,
-    simulate_states,
-)
+from pipelines.synthetic.lifecycle import CHURNED, behaving_states, churn_truth_table
+from pipelines.synthetic.shift import ChunkShift, closed_us, shift_record, validate_shift
 
 # Past campaigns, in order: (kind, channel); see pipelines/synthetic/campaigns.py for how customers respond.
 CAMPAIGN_PLAN = (
@@ -89,6 +83,10 @@ class SynthConfig:
     campaign_holdout: float = 0.5  # test-and-learn campaigns: half the audience is held out
     dirty: bool = False
     workers: int = 0  # 0: one per core, at most 2 (each worker holds one chunk, ~0.5 GB at 100k customers)
+    # A behaviour shift from this month (YYYY-MM) on: "dormancy" or "spend"; see pipelines/synthetic/shift.py.
+    shift_month: str | None = None
+    shift: str | None = None
+    shift_factor: float | None = None  # None: the kind's default (dormancy 5, spend 1.3)
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -99,6 +97,7 @@ class SynthConfig:
             raise ValueError(f"chunk_size must be at least 1000, got {self.chunk_size}")
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", self.start):
             raise ValueError(f"start must be a month YYYY-MM, got {self.start!r}")
+        validate_shift(self)
 
     @property
     def n_chunks(self) -> int:
@@ -122,6 +121,7 @@ class ChunkStats:
     app_events: int = 0
     balances: int = 0
     closures: int = 0
+    shift_affected: int = 0
     seconds: float = 0.0
 
 
@@ -154,7 +154,7 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
         jobs = [(config, k, lake, truth) for k in range(config.n_chunks)]
         results = pool.map(_generate_chunk_job, jobs) if workers > 1 else map(_generate_chunk_job, jobs)
         for done, stats in enumerate(results, start=1):
-            for name in ("customers", "transactions", "app_events", "balances", "closures"):
+            for name in ("customers", "transactions", "app_events", "balances", "closures", "shift_affected"):
                 setattr(totals, name, getattr(totals, name) + getattr(stats, name))
             elapsed = time.perf_counter() - started
             tracker.say(
@@ -176,6 +176,9 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
             "closures": totals.closures,
             "dirty_faults": faults,
         }
+        if config.shift:
+            manifest["shift"] = shift_record(config, totals.shift_affected)
+            storage.write_json_atomic(truth / "shift.json", manifest["shift"])
         storage.write_json_atomic(truth / "manifest.json", manifest)
     seconds = time.perf_counter() - started
     say(
@@ -204,47 +207,49 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
     stats = ChunkStats(chunk=chunk, customers=n)
 
     cust = draw_customers(rng, n, first, config)
-    states, signup_month = simulate_states(rng, cust, config)
-    closed_date = closure_dates(rng, states, month_starts)
+    shift = ChunkShift(config, cust)  # without a shift: the unshifted calls, in order
+    states, signup_month, closed_date = shift.lifecycle(rng, cust)
     stats.closures = int((~np.isnat(closed_date)).sum())
+    stats.shift_affected = shift.customers_affected(states)
 
     signup_us = cust["signup_date"].astype("datetime64[us]").astype(np.int64)
-    closed_us = np.where(
-        np.isnat(closed_date), np.iinfo(np.int64).max, closed_date.astype("datetime64[us]").astype(np.int64)
-    )
+    closed = closed_us(closed_date)
     aum = cust.pop("_aum_start")
-    entry = closure_entry_probabilities(cust.pop("_transition"))
+    entry_at = shift.entry_probabilities(cust.pop("_transition"))
 
     for m in range(config.months):
         start = month_starts[m]
         days = start.days_in_month
         month = storage.month_key(start)
         # Behaviour in month m follows the state during it; in the closure month, the state before closure.
-        behaving = np.where(states[:, m] == CHURNED, states[:, m - 1] if m else NOT_YET, states[:, m])
+        behaving = behaving_states(states, m)
         alive = behaving >= 0
+        draws, month_cust = shift.month_draws(rng, cust, m, signup_month)
 
-        txn = draw_transactions(rng, cust, behaving, alive, m, start, days)
-        txn = keep_active(txn, "txn_ts", signup_us, closed_us)
+        txn = draw_transactions(draws, month_cust, behaving, alive, m, start, days)
+        txn = keep_active(txn, "txn_ts", signup_us, closed)
         txn_table, spend = transactions_table(txn, config, chunk, m, first, n)
         storage.write_part(txn_table, lake, "transactions", chunk, month)
         stats.transactions += txn_table.num_rows
 
-        events = draw_app_events(rng, cust, behaving, alive, m, start, days)
-        events = keep_active(events, "event_ts", signup_us, closed_us)
+        events = draw_app_events(draws, cust, behaving, alive, m, start, days)
+        events = keep_active(events, "event_ts", signup_us, closed)
         ev_table = app_events_table(events, config, chunk, m, first)
         storage.write_part(ev_table, lake, "app_events", chunk, month)
         stats.app_events += ev_table.num_rows
 
         bal_table, aum, open_idx = month_end_balances(
-            rng, cust, states[:, m], signup_month, aum, spend, m, start
+            draws, cust, states[:, m], signup_month, aum, spend, m, start
         )
         storage.write_part(bal_table, lake, "balances", chunk, month)
         stats.balances += bal_table.num_rows
 
-        truth_table = churn_truth_table(cust, states, entry, m, open_idx, month_starts)
+        truth_table = churn_truth_table(cust, states, entry_at(m), m, open_idx, month_starts)
         storage.write_part(truth_table, truth, "churn", chunk, month)
 
-    contacts, responses, campaign_truth = _draw_campaigns(rng, cust, states, signup_us, closed_us, config)
+    contacts, responses, campaign_truth = shift.campaigns(
+        rng, lambda r, s, c: _draw_campaigns(r, cust, s, signup_us, c, config), states, closed
+    )
     for spec, table in ((TABLES["campaign_contacts"], contacts), (TABLES["responses"], responses)):
         storage.write_partitioned(table, spec, lake, chunk)
     storage.write_partitioned(campaign_truth, CAMPAIGN_TRUTH, truth, chunk)
@@ -306,4 +311,10 @@ def summary_lines(manifest: dict) -> list[str]:
     lines.append(f"closures during the period: {manifest['closures']:,}")
     if manifest["dirty_faults"]:
         lines.append("injected faults: " + json.dumps(manifest["dirty_faults"], sort_keys=True))
+    if manifest.get("shift"):
+        s = manifest["shift"]
+        lines.append(
+            f"behaviour shift: {s['kind']} x{s['factor']:g} from {s['month']} for {s['segment']} "
+            f"({s['customers_affected']:,} customers affected; truth/shift.json)"
+        )
     return lines

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 NEW, ACTIVE, LOYAL, DORMANT, CHURNED = range(5)
 STATE_NAMES = ("new", "active", "loyal", "dormant")
 NOT_YET = -1  # before signup
+# Caps of the monthly probability of falling dormant, by state (new, active, loyal): high-risk customers saturate.
+DORMANT_CAPS = {NEW: 0.3, ACTIVE: 0.3, LOYAL: 0.2}
 
 
 def transition_matrices(risk: np.ndarray) -> np.ndarray:
@@ -34,13 +36,13 @@ def transition_matrices(risk: np.ndarray) -> np.ndarray:
     t = np.zeros((n, 5, 5))
     r = risk
     t[:, NEW, ACTIVE] = 0.3
-    t[:, NEW, DORMANT] = np.minimum(0.05 * r, 0.3)
+    t[:, NEW, DORMANT] = np.minimum(0.05 * r, DORMANT_CAPS[NEW])
     t[:, NEW, CHURNED] = np.minimum(0.008 * r, 0.1)
     t[:, ACTIVE, LOYAL] = 0.035
-    t[:, ACTIVE, DORMANT] = np.minimum(0.022 * r, 0.3)
+    t[:, ACTIVE, DORMANT] = np.minimum(0.022 * r, DORMANT_CAPS[ACTIVE])
     t[:, ACTIVE, CHURNED] = np.minimum(0.002 * r, 0.05)
     t[:, LOYAL, ACTIVE] = 0.02
-    t[:, LOYAL, DORMANT] = np.minimum(0.008 * r, 0.2)
+    t[:, LOYAL, DORMANT] = np.minimum(0.008 * r, DORMANT_CAPS[LOYAL])
     t[:, LOYAL, CHURNED] = np.minimum(0.0008 * r, 0.02)
     t[:, DORMANT, ACTIVE] = 0.1
     t[:, DORMANT, CHURNED] = np.minimum(0.2 * np.sqrt(r), 0.6)
@@ -51,9 +53,17 @@ def transition_matrices(risk: np.ndarray) -> np.ndarray:
 
 
 def simulate_states(
-    rng: np.random.Generator, cust: dict, config: SynthConfig
+    rng: np.random.Generator,
+    cust: dict,
+    config: SynthConfig,
+    shifted: np.ndarray | None = None,
+    first_shifted: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hidden state per customer and month (n, months); NOT_YET before signup, CHURNED from the closure month."""
+    """Hidden state per customer and month (n, months); NOT_YET before signup, CHURNED from the closure month.
+
+    With ``shifted`` (matrices like ``cust["_transition"]``), the steps into month ``first_shifted`` and later use
+    them instead: a behaviour shift (:mod:`~pipelines.synthetic.shift`). The random draws are the same either way.
+    """
     n = cust["customer_id"].size
     signup_month = _period_offsets(cust["signup_date"], config)
     tenure_months = -signup_month  # for customers who predate the data
@@ -65,6 +75,8 @@ def simulate_states(
     initial = np.where((tenure_months > 24) & (initial == ACTIVE) & (rng.random(n) < 0.25), LOYAL, initial)
     cum = np.cumsum(cust["_transition"], axis=2)
     cum[:, :, -1] = 1.0
+    cum_shifted = cum if shifted is None else np.cumsum(shifted, axis=2)
+    cum_shifted[:, :, -1] = 1.0
     states = np.full((n, config.months), NOT_YET, dtype=np.int8)
     current = np.where(signup_month <= 0, initial, NOT_YET).astype(np.int8)
     for m in range(config.months):
@@ -72,12 +84,17 @@ def simulate_states(
             prev = states[:, m - 1]
             moving = prev >= 0
             u = rng.random(n)
-            rows = cum[np.arange(n), np.clip(prev, 0, 4)]
+            rows = (cum_shifted if m >= first_shifted else cum)[np.arange(n), np.clip(prev, 0, 4)]
             nxt = (u[:, None] >= rows).sum(axis=1).astype(np.int8)
             current = np.where(moving, nxt, current)
         current = np.where(signup_month == m, NEW, current).astype(np.int8)
         states[:, m] = current
     return states, signup_month
+
+
+def behaving_states(states: np.ndarray, m: int) -> np.ndarray:
+    """The state that drives behaviour in month ``m``: its state, but in the closure month the state before it."""
+    return np.where(states[:, m] == CHURNED, states[:, m - 1] if m else NOT_YET, states[:, m])
 
 
 def _period_offsets(dates: np.ndarray, config: SynthConfig) -> np.ndarray:
@@ -108,18 +125,24 @@ def closure_dates(rng: np.random.Generator, states: np.ndarray, month_starts: pd
 MAX_HORIZON_MONTHS = 7  # enough months to cover 150 days from any month end
 
 
-def closure_entry_probabilities(transition: np.ndarray, months: int = MAX_HORIZON_MONTHS) -> np.ndarray:
+def closure_entry_probabilities(
+    transition: np.ndarray,
+    months: int = MAX_HORIZON_MONTHS,
+    shifted: np.ndarray | None = None,
+    first_shifted: int = 0,
+) -> np.ndarray:
     """P(chain enters ``churned`` exactly k months ahead), per customer and starting state: (n, 4, months).
 
     Entry k = 0 is one month ahead. The transition matrix is fixed per customer, so this is computed once and
-    serves every month end.
+    serves every month end. With ``shifted``, steps ``k >= first_shifted`` use those matrices instead: the
+    time-varying chain of a behaviour shift, exact for a month end whose horizon crosses the shift month.
     """
     n = transition.shape[0]
     dist = np.zeros((n, 4, 5))
     dist[:, np.arange(4), np.arange(4)] = 1.0
     entered = np.empty((n, 4, months))
     for k in range(months):
-        new_dist = dist @ transition
+        new_dist = dist @ (shifted if shifted is not None and k >= first_shifted else transition)
         entered[:, :, k] = new_dist[:, :, CHURNED] - dist[:, :, CHURNED]
         dist = new_dist
     return entered

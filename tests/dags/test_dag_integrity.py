@@ -124,6 +124,7 @@ def test_the_expected_dags_exist(dagbag):
         "value_training",
         "campaign_models_training",
         "campaign_readout",
+        "model_monitoring",
         *specs,
         *source_mappings(),
     }
@@ -158,6 +159,29 @@ def test_churn_training_chain_ends_in_publishing_the_champion_asset(dagbag):
     assert publish.outlets == [Asset(name="churn_champion", uri="model://churn/champion", group="model")]
     updating = [t for t in TRAINING_TASKS if dag.get_task(t).outlets]
     assert updating == ["publish_champion"], "only publish_champion updates the asset"
+
+
+def test_churn_training_runs_monthly_and_when_the_monitor_asks(dagbag):
+    from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    schedule = dagbag.dags["churn_training"].timetable
+    assert isinstance(schedule, AssetOrTimeSchedule), type(schedule)
+    assert isinstance(schedule.timetable, CronTriggerTimetable)
+    assert schedule.timetable.expression == CRON_PRESETS["@monthly"]
+    # the asset model_monitoring's request task updates is the one churn_training listens to
+    request = dagbag.dags["model_monitoring"].get_task("request_retrain_churn")
+    assert request.outlets == [Asset(name="retrain_churn", uri="model://churn/retrain", group="model")]
+    assert flatten_assets(schedule.asset_condition) == request.outlets
+
+
+def test_model_monitoring_measures_then_decides_then_requests(dagbag):
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    dag = dagbag.dags["model_monitoring"]
+    assert_chain(dag, ["realised", "retrain_requests", "request_retrain_churn"])
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["request_retrain_churn"]
+    assert dag.timetable.expression == CRON_PRESETS["@daily"] and dag.max_active_runs == 1
 
 
 def test_value_training_publishes_the_value_champion_only_from_its_last_task(dagbag):

@@ -155,7 +155,9 @@ def test_a_month_asked_for_that_keeps_no_row_is_emptied(tmp_path):
     ingest_source(m, data, progress=None)
     first = _lake_bytes(data)
     # every February row now has a zero price: quarantined, so February keeps nothing
-    _write(tmp_path, _mapping(tmp_path), CSV.replace(",1.0,JP\n", ",0.0,JP\n").replace(",9.0,JP\n", ",0.0,JP\n"))
+    _write(
+        tmp_path, _mapping(tmp_path), CSV.replace(",1.0,JP\n", ",0.0,JP\n").replace(",9.0,JP\n", ",0.0,JP\n")
+    )
     report = ingest_source(m, data, months=["2024-02", "2024-03"], progress=None)
     t = report.tables["transactions"]
     assert t.months == [] and t.emptied == ["2024-02"]  # March was never there: nothing to empty

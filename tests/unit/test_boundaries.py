@@ -1,5 +1,6 @@
 """Module boundaries the design relies on: importing does nothing, `pipelines` stays orchestration-free, and each
-wing imports only the wings below it (data ← features ← models ← campaigns ← readout ← jobs ← web ← cli)."""
+wing imports only the wings below it
+(data ← features ← models ← campaigns ← readout ← monitoring ← jobs ← web ← cli)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ MODULES = sorted(
 
 # The stack, bottom first. A module may import its own wing and the wings below it, and the base modules
 # (config, runs, progress, templating) from anywhere; the base imports nothing but other base modules.
-WINGS = ("data", "features", "models", "campaigns", "readout", "jobs", "web", "cli")
+WINGS = ("data", "features", "models", "campaigns", "readout", "monitoring", "jobs", "web", "cli")
 BASE = ("config", "runs", "progress", "templating")
 # The synthetic bank and its oracle read the lake's schema and compare models with the truth; only the top of the
 # stack (a job that reports the oracle, the CLI that generates a bank) may use them.
