@@ -18,7 +18,10 @@ call.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,10 @@ from pipelines.progress import Progress, say_to
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 STABILITY_FILE = "stability.parquet"
 TOP_FEATURES = 10
-# The models whose runs the monitor reads out once labels mature, and which it may ask to retrain.
+# The models whose runs the monitor grades once labels mature, and which it may ask to retrain; the campaign models
+# whose runs it reads out (ungraded: measured within the selected audience) once the campaign is read out.
 MONITORED = ("churn",)
+CAMPAIGN_MODELS = ("response", "uplift")
 
 
 def thresholds(settings: Settings):
@@ -102,7 +107,7 @@ def load_reference(tracking_uri: str, mlflow_run_id: str) -> dict | None:
 
     if not mlflow_run_id:
         return None
-    with mlflow_store(tracking_uri), tempfile.TemporaryDirectory() as tmp:
+    with mlflow_store(tracking_uri), tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         client = MlflowClient(tracking_uri)
         try:
             listed = {f.path for f in client.list_artifacts(mlflow_run_id, "monitoring")}
@@ -112,6 +117,21 @@ def load_reference(tracking_uri: str, mlflow_run_id: str) -> dict | None:
         except MlflowException:
             return None
         return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a download bar on stderr for every artifact; a scoring run's output is lines, not bars."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def score_stability(
@@ -229,9 +249,78 @@ def realised_churn(settings: Settings, run: pd.Series, lake_end: date) -> pd.Dat
     return pd.DataFrame(rows, columns=["metric", "subject", "value", "reference", "level"])
 
 
+def _model_metric(tracking_uri: str, model_name: str, version: str, key: str) -> float | None:
+    """A metric of the MLflow run that registered ``model_name`` ``version`` (its test figure), or None."""
+    from mlflow import MlflowClient
+
+    from pipelines.models.registry import mlflow_store
+
+    with mlflow_store(tracking_uri):
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        run_id = client.get_model_version(model_name, version).run_id
+        return client.get_run(run_id).data.metrics.get(key)
+
+
+def realised_campaign(settings: Settings, run: pd.Series, read_out: set[str]) -> pd.DataFrame | None:
+    """Realised rows of a response or uplift campaign run once it has been read out (``read_out``: the run ids
+    with a ``campaign_results`` row, so its window closed and its responses landed), else None. Within the
+    selected audience only (nobody else was contacted), so they are shown, not graded: ``response``: AUC, lift
+    and calibration of the treated customers' conversions; ``uplift``: the Qini and uplift@30 % of treatment
+    against the run's own holdout. ``reference``: the model's test figure at registration."""
+    from pipelines.jobs.common import load_campaign
+    from pipelines.monitoring.realised import realised_classification, realised_uplift
+
+    if run["run_id"] not in read_out:
+        return None
+    try:
+        window = load_campaign(settings, str(run["campaign"])).response_window_days
+    except (ValueError, LookupError, FileNotFoundError):
+        window = 14
+    contacts = storage.read_table(
+        settings.lake_dir, "campaign_contacts", columns=["campaign_id", "selected_at"]
+    )
+    selected_at = contacts.loc[contacts["campaign_id"] == run["run_id"], "selected_at"].min()
+    responses = storage.read_table(settings.lake_dir, "responses")
+    hit = responses.loc[
+        (responses["campaign_id"] == run["run_id"])
+        & (responses["event_type"] == "converted")
+        & (responses["event_ts"] >= selected_at)
+        & (responses["event_ts"] < selected_at + pd.Timedelta(days=window))
+    ]
+    targets = storage.read_frame(settings.runs_dir / run["run_id"] / "targets.parquet")
+    y = targets["customer_id"].isin(set(hit["customer_id"])).astype(int).to_numpy()
+    treated = (targets["target_group"] == "treatment").to_numpy()
+    score = targets["score"].to_numpy()
+    version = str(run["model_version"])
+    if run["model_name"] == "uplift":
+        figures = realised_uplift(y, treated.astype(int), score)
+        test_qini = _model_metric(settings.mlflow_tracking_uri, "uplift", version, "qini")
+        rows = [
+            ("qini", "model", figures["qini"], test_qini, "ok"),
+            ("uplift_at_30", "model", figures["uplift_at_30"], None, "ok"),
+            ("rows", "model", float(figures["rows"]), None, "ok"),
+        ]
+    else:
+        figures = realised_classification(y[treated], score[treated])
+        test_auc = _model_metric(settings.mlflow_tracking_uri, str(run["model_name"]), version, "test_auc")
+        rows = [
+            ("auc", "model", figures["auc"], test_auc, "ok"),
+            ("top_decile_lift", "model", figures["top_decile_lift"], None, "ok"),
+            ("calibration_error", "model", figures["calibration_error"], None, "ok"),
+            ("rows", "model", float(figures["rows"]), None, "ok"),
+            ("positives", "model", float(figures["positives"]), None, "ok"),
+        ]
+        rows += [
+            ("observed_rate", f"decile_{int(d['decile']):02d}", d["observed"], d["expected"], "ok")
+            for d in figures["calibration"]
+        ]
+    return pd.DataFrame(rows, columns=["metric", "subject", "value", "reference", "level"])
+
+
 def realised_due(settings: Settings, as_of: Any = None, progress: Progress = None) -> list[dict]:
-    """Measure every succeeded run of a monitored model whose labels matured by ``as_of`` (default: the lake's
-    end) and that has no realised rows yet; returns what was measured."""
+    """Measure every succeeded run whose outcomes are known by ``as_of`` and that has no realised rows yet:
+    churn runs whose label window the lake covers (never past the lake's end), response and uplift runs once
+    read out. Returns what was measured."""
     from pipelines.campaigns import store, store_schema
     from pipelines.monitoring.store import read_monitoring, write_monitoring
 
@@ -242,13 +331,17 @@ def realised_due(settings: Settings, as_of: Any = None, progress: Progress = Non
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
     runs = store.list_runs(engine)
-    runs = runs.loc[(runs["status"] == "succeeded") & runs["model_name"].isin(MONITORED)]
+    runs = runs.loc[(runs["status"] == "succeeded") & runs["model_name"].isin((*MONITORED, *CAMPAIGN_MODELS))]
     done = set(read_monitoring(engine, kind="realised")["run_id"])
+    read_out = set(store.read_results(engine)["campaign_id"])
     measured = []
     for _, run in runs.sort_values("logical_date").iterrows():
         if run["run_id"] in done or not (settings.runs_dir / run["run_id"] / "scores.parquet").is_file():
             continue
-        rows = realised_churn(settings, run, lake_end)
+        if run["model_name"] in MONITORED:
+            rows = realised_churn(settings, run, lake_end)
+        else:
+            rows = realised_campaign(settings, run, read_out)
         if rows is None:
             continue
         write_monitoring(
@@ -261,12 +354,12 @@ def realised_due(settings: Settings, as_of: Any = None, progress: Progress = Non
             as_of=pd.Timestamp(run["logical_date"]).date(),
             rows=rows,
         )
-        auc = rows.set_index("metric").loc["auc"]
-        say(
-            f"realised {run['run_id']}: auc {auc['value']:.3f} (test {auc['reference']:.3f} at registration) "
-            f"{auc['level'].upper() if auc['level'] != 'ok' else 'ok'}"
+        head = rows.iloc[0]
+        test = "" if pd.isna(head["reference"]) else f" (test {head['reference']:.3f} at registration)"
+        say(f"realised {run['run_id']}: {head['metric']} {head['value']:.3f}{test} {head['level'].upper()}")
+        measured.append(
+            {"run_id": run["run_id"], head["metric"]: float(head["value"]), "level": str(head["level"])}
         )
-        measured.append({"run_id": run["run_id"], "auc": float(auc["value"]), "level": auc["level"]})
     if not measured:
         say(f"realised performance: nothing due by {lake_end}")
     return measured
@@ -320,6 +413,7 @@ def retrain_requests(settings: Settings, as_of: Any = None, progress: Progress =
                 "as_of": train_as_of.isoformat(),
             }
             say(f"{model}: retrain requested: {requests[model]['reason']}")
+    log_series(settings, progress)
     return requests
 
 
@@ -332,31 +426,52 @@ def _reason(row: pd.Series) -> str:
     )
 
 
-def monitor_table(settings: Settings, model: str | None = None) -> pd.DataFrame:
-    """The monitoring rows ``pmp monitor`` prints: per run, the score's PSI, the worst feature PSI, the realised
-    AUC with the model's test AUC, and the worst level."""
-    from pipelines.campaigns import store_schema
-    from pipelines.monitoring.store import read_monitoring
+SERIES_EXPERIMENT = "model_monitoring"
+SERIES_METRICS = ("psi_score", "psi_feature", "realised_auc", "test_auc")
 
-    rows = read_monitoring(store_schema.make_engine(settings.database_url), model_name=model)
-    order = {"ok": 0, "warn": 1, "alert": 2}
-    out = []
-    for run_id, part in rows.groupby("run_id", sort=False):
-        psi = part.loc[part["metric"] == "psi"]
-        score = psi.loc[psi["subject"] == "score", "value"]
-        features = psi.loc[psi["subject"] != "score"].sort_values("value", ascending=False)
-        auc = part.loc[(part["kind"] == "realised") & (part["metric"] == "auc")]
-        out.append(
-            {
-                "as_of": part["as_of"].iloc[0].date(),
-                "run_id": run_id,
-                "model": f"{part['model_name'].iloc[0]} v{part['model_version'].iloc[0]}",
-                "psi_score": float(score.iloc[0]) if len(score) else np.nan,
-                "worst_feature": features["subject"].iloc[0] if len(features) else "",
-                "psi_feature": float(features["value"].iloc[0]) if len(features) else np.nan,
-                "realised_auc": float(auc["value"].iloc[0]) if len(auc) else np.nan,
-                "test_auc": float(auc["reference"].iloc[0]) if len(auc) else np.nan,
-                "level": max(part["level"], key=order.__getitem__),
-            }
-        )
-    return pd.DataFrame(out)
+
+def log_series(settings: Settings, progress: Progress = None) -> list[str]:
+    """One MLflow run per monitored model in experiment ``model_monitoring`` (replaced each time) holding its whole
+    series: ``psi_score``, ``psi_feature`` (the worst top feature), ``realised_auc`` and ``test_auc`` with one
+    step per scoring run, timestamped at the run's as-of date, so the MLflow UI charts them over time; the table
+    as ``monitoring.csv``. Returns the models logged."""
+    from mlflow.entities import Metric
+
+    from pipelines.jobs.tracking import replacing_run
+    from pipelines.models.registry import mlflow_store
+
+    say = say_to(progress)
+    table = monitor_table(settings)
+    if table.empty:
+        return []
+    logged = []
+    with mlflow_store(settings.mlflow_tracking_uri):
+        for name, part in table.groupby("model_name", sort=True):
+            with replacing_run(settings, SERIES_EXPERIMENT, {"monitored_model": name}, name) as (
+                client,
+                run_id,
+            ):
+                metrics = [
+                    Metric(key, float(getattr(r, key)), int(pd.Timestamp(r.as_of).timestamp() * 1000), step)
+                    for step, r in enumerate(part.itertuples())
+                    for key in SERIES_METRICS
+                    if getattr(r, key) == getattr(r, key)  # not NaN
+                ]
+                for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+                    client.log_batch(run_id, metrics=metrics[start : start + 1000])
+                client.log_text(run_id, part.to_csv(index=False), "monitoring.csv")
+            logged.append(name)
+            say(f"{name}: {len(part)} scoring run(s) charted in MLflow experiment {SERIES_EXPERIMENT!r}")
+    return logged
+
+
+def monitor_table(settings: Settings, model: str | None = None) -> pd.DataFrame:
+    """The per-run monitoring table ``pmp monitor`` prints (:func:`pipelines.monitoring.store.summarise_runs`)."""
+    from pipelines.campaigns import store_schema
+    from pipelines.monitoring.store import read_monitoring, summarise_runs
+
+    engine = store_schema.make_engine(settings.database_url)
+    try:
+        return summarise_runs(read_monitoring(engine, model_name=model))
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ import math
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
@@ -107,3 +108,36 @@ def read_monitoring(
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     return frame
+
+
+def summarise_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per run from :func:`read_monitoring` rows, oldest first: ``as_of``, ``run_id``, ``model`` ("churn
+    v3"), the score's PSI, the worst top feature and its PSI, the realised AUC with the model's test AUC, the worst
+    level, and ``model_name``, ``model_version``, ``campaign`` (what ``pmp monitor`` and the staff app show)."""
+    out = []
+    for run_id, part in rows.groupby("run_id", sort=False):
+        psi = part.loc[part["metric"] == "psi"]
+        score = psi.loc[psi["subject"] == "score", "value"]
+        features = psi.loc[psi["subject"] != "score"].sort_values("value", ascending=False)
+        auc = part.loc[(part["kind"] == "realised") & (part["metric"] == "auc")]
+        first = part.iloc[0]
+        out.append(
+            {
+                "as_of": pd.Timestamp(first["as_of"]).date(),
+                "run_id": run_id,
+                "model": f"{first['model_name']} v{first['model_version']}",
+                "psi_score": float(score.iloc[0]) if len(score) else np.nan,
+                "worst_feature": features["subject"].iloc[0] if len(features) else "",
+                "psi_feature": float(features["value"].iloc[0]) if len(features) else np.nan,
+                "realised_auc": float(auc["value"].iloc[0]) if len(auc) else np.nan,
+                "test_auc": float(auc["reference"].iloc[0]) if len(auc) else np.nan,
+                "level": max(part["level"], key=MONITORING_LEVELS.index),
+                "model_name": str(first["model_name"]),
+                "model_version": str(first["model_version"]),
+                "campaign": str(first["campaign"]),
+            }
+        )
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["as_of", "run_id"], kind="stable").reset_index(drop=True)

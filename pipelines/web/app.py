@@ -59,11 +59,12 @@ def create_app(settings: Settings, *, testing: bool = False) -> Flask:
     app.extensions["pmp_settings"] = settings
     CSRFProtect(app)
 
-    from pipelines.web import builder, lists, pages
+    from pipelines.web import builder, lists, monitoring, pages
 
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(lists.blueprint)
     app.register_blueprint(builder.blueprint)
+    app.register_blueprint(monitoring.blueprint)
     _add_sign_in(app)
     _add_error_pages(app)
     app.jinja_env.globals.update(role_text=users_mod.ROLE_TEXT)

@@ -141,6 +141,7 @@ def test_an_installed_wheel_parses_its_dags_and_writes_only_under_its_home(wheel
         "value_training",
         "campaign_models_training",
         "campaign_readout",
+        "model_monitoring",
         *(f"campaign_scoring__{name}" for name in specs),
         *(f"ingest__{p.stem}" for p in (PROJECT_ROOT / "sources").glob("*.yaml")),  # the wheel's own mappings
     }

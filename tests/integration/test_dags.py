@@ -541,6 +541,29 @@ def test_uplift_campaign_readout_and_the_next_training_close_the_loop(trained, a
         assert metric in logged.data.metrics, metric
     assert logged.data.metrics["lift_abs"] == pytest.approx(row.lift_abs)
 
+    # Read out, the run's model is measured on its own outcomes (docs/monitoring.md): the Qini of treatment against
+    # the run's holdout for uplift, the treated customers' AUC for the response fallback; once.
+    from pipelines.jobs import monitoring
+    from pipelines.models.uplift_metrics import qini_coefficient
+
+    with platform.environment():
+        (measured,) = monitoring.realised_due(settings, readout_day, progress=None)
+        assert monitoring.realised_due(settings, readout_day, progress=None) == []
+    assert measured["run_id"] == run_id
+    targets = storage.read_frame(settings.runs_dir / run_id / "targets.parquet")
+    responses = storage.read_table(settings.lake_dir, "responses")
+    hit = set(
+        responses.loc[
+            (responses["campaign_id"] == run_id) & (responses["event_type"] == "converted"), "customer_id"
+        ]
+    )
+    y = targets["customer_id"].isin(hit).astype(int)
+    if pinned["selected_by"] == "uplift":
+        treated = (targets["target_group"] == "treatment").astype(int)
+        assert measured["qini"] == pytest.approx(qini_coefficient(y, treated, targets["score"]))
+    else:
+        assert 0.0 < measured["auc"] < 1.0
+
     # The next training, once the run's window has closed, learns from the run: it is now the newest, out-of-time
     # test campaign. (Called as the DAG's steps after its gate: the generated lake has no transactions after its
     # end, so the DAG's freshness gate rightly stops a run dated after it.)

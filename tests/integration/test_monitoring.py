@@ -154,6 +154,14 @@ def test_the_monitoring_dag_asks_churn_training_to_retrain_and_the_retrain_says_
         ("model_monitoring", "request_retrain_churn")
     ]
     assert "churn_training" in queued_for("model://churn/retrain")
+    # The series is charted in MLflow: one run per model, one step per scoring run, at its as-of date.
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("model_monitoring")
+    (series,) = client.search_runs([experiment.experiment_id], "tags.monitored_model = 'churn'")
+    history = client.get_metric_history(series.info.run_id, "psi_feature")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert history[-1].value == pytest.approx(_psi(settings, runs[-1]).drop("score").max())
+    assert history[0].timestamp == int(pd.Timestamp(runs[0]).timestamp() * 1000)
     # The run scored at the shift start has matured (90 days by the last run): measured, not alerting.
     assert [r["run_id"] for r in outcome.results["realised"]] == [f"campaign_scoring__{runs[0]}__{CAMPAIGN}"]
 
