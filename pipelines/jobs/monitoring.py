@@ -235,6 +235,14 @@ def realised_churn(settings: Settings, run: pd.Series, lake_end: date) -> pd.Dat
         if test_auc is not None
         else "ok"
     )
+    return _classification_rows(figures, test_auc, level)
+
+
+def _classification_rows(figures: dict, test_auc: float | None, level: str) -> pd.DataFrame:
+    """Realised rows of a propensity model (:func:`realised_classification`'s figures): AUC graded ``level``
+    against ``test_auc``, lift, calibration error, counts, and the observed rate per decile (expected beside)."""
+    from pipelines.monitoring.store import ROW_COLUMNS
+
     rows = [
         ("auc", "model", figures["auc"], test_auc, level),
         ("top_decile_lift", "model", figures["top_decile_lift"], None, "ok"),
@@ -246,7 +254,7 @@ def realised_churn(settings: Settings, run: pd.Series, lake_end: date) -> pd.Dat
         ("observed_rate", f"decile_{int(d['decile']):02d}", d["observed"], d["expected"], "ok")
         for d in figures["calibration"]
     ]
-    return pd.DataFrame(rows, columns=["metric", "subject", "value", "reference", "level"])
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
 
 
 def _model_metric(tracking_uri: str, model_name: str, version: str, key: str) -> float | None:
@@ -269,6 +277,7 @@ def realised_campaign(settings: Settings, run: pd.Series, read_out: set[str]) ->
     against the run's own holdout. ``reference``: the model's test figure at registration."""
     from pipelines.jobs.common import load_campaign
     from pipelines.monitoring.realised import realised_classification, realised_uplift
+    from pipelines.monitoring.store import ROW_COLUMNS
 
     if run["run_id"] not in read_out:
         return None
@@ -292,29 +301,18 @@ def realised_campaign(settings: Settings, run: pd.Series, read_out: set[str]) ->
     treated = (targets["target_group"] == "treatment").to_numpy()
     score = targets["score"].to_numpy()
     version = str(run["model_version"])
-    if run["model_name"] == "uplift":
-        figures = realised_uplift(y, treated.astype(int), score)
-        test_qini = _model_metric(settings.mlflow_tracking_uri, "uplift", version, "qini")
-        rows = [
-            ("qini", "model", figures["qini"], test_qini, "ok"),
-            ("uplift_at_30", "model", figures["uplift_at_30"], None, "ok"),
-            ("rows", "model", float(figures["rows"]), None, "ok"),
-        ]
-    else:
+    if run["model_name"] != "uplift":
         figures = realised_classification(y[treated], score[treated])
         test_auc = _model_metric(settings.mlflow_tracking_uri, str(run["model_name"]), version, "test_auc")
-        rows = [
-            ("auc", "model", figures["auc"], test_auc, "ok"),
-            ("top_decile_lift", "model", figures["top_decile_lift"], None, "ok"),
-            ("calibration_error", "model", figures["calibration_error"], None, "ok"),
-            ("rows", "model", float(figures["rows"]), None, "ok"),
-            ("positives", "model", float(figures["positives"]), None, "ok"),
-        ]
-        rows += [
-            ("observed_rate", f"decile_{int(d['decile']):02d}", d["observed"], d["expected"], "ok")
-            for d in figures["calibration"]
-        ]
-    return pd.DataFrame(rows, columns=["metric", "subject", "value", "reference", "level"])
+        return _classification_rows(figures, test_auc, "ok")
+    figures = realised_uplift(y, treated.astype(int), score)
+    test_qini = _model_metric(settings.mlflow_tracking_uri, "uplift", version, "qini")
+    rows = [
+        ("qini", "model", figures["qini"], test_qini, "ok"),
+        ("uplift_at_30", "model", figures["uplift_at_30"], None, "ok"),
+        ("rows", "model", float(figures["rows"]), None, "ok"),
+    ]
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
 
 
 def realised_due(settings: Settings, as_of: Any = None, progress: Progress = None) -> list[dict]:
