@@ -101,6 +101,7 @@ def main() -> int:
             "list preview": f"/runs/{run['run_id']}/list",
             "campaign builder": "/campaigns/new",
             "audit": "/audit",
+            "monitoring": "/monitoring",
         }
         print(f"\n{'page':<26}{'first (s)':>11}{'median (s)':>12}   goal < {GOAL_S:g} s for the first page")
         print(f"{'sign-in page, cold':<26}{cold:>11.3f}")
@@ -176,10 +177,11 @@ def _screenshots(url: str, run, folder: Path) -> None:
             "run-readout.png": f"/runs/{run['run_id']}",
             "list.png": f"/runs/{run['run_id']}/list",
             "audit.png": "/audit",
+            "monitoring.png": "/monitoring",
         }
         for name, path in shots.items():
             page.goto(url + path)
-            page.screenshot(path=str(folder / name), full_page=name == "run-readout.png")
+            page.screenshot(path=str(folder / name), full_page=name in ("run-readout.png", "monitoring.png"))
         page.goto(f"{url}/campaigns/{run['campaign']}/edit")
         page.click("button[value=preview]")
         page.screenshot(path=str(folder / "builder-preview.png"), full_page=True)
