@@ -311,14 +311,18 @@ def worst(rows: pd.DataFrame) -> str:
 
 
 def summary_lines(rows: pd.DataFrame, top: int = 5) -> list[str]:
-    """Up to ``top`` readable lines, worst level first (then the larger value), e.g. ``"psi score 0.031 ok"`` or
-    ``"missing_share income 0.300 (reference 0.000) ALERT"``; WARN and ALERT are written in capitals."""
+    """Up to ``top`` readable lines, worst level first, then the larger move (a PSI, or a share's rise over the
+    reference's), e.g. ``"psi score 0.031 ok"`` or ``"missing_share income 0.300 (reference 0.000) ALERT"``;
+    WARN and ALERT are written in capitals."""
     if rows.empty or top <= 0:
         return []
     rank = rows["level"].map(LEVELS.index)
     if rank.isna().any():
         raise ValueError(f"rows hold unknown levels {sorted(set(rows['level']) - set(LEVELS))}")
-    ordered = rows.assign(_rank=rank).sort_values(["_rank", "value"], ascending=[False, False], kind="stable")
+    moved = rows["value"] - rows["reference"].where(rows["metric"] != "psi", 0.0).fillna(0.0)
+    ordered = rows.assign(_rank=rank, _moved=moved).sort_values(
+        ["_rank", "_moved"], ascending=[False, False], kind="stable"
+    )
     lines = []
     for r in ordered.head(top).itertuples(index=False):
         word = r.level if r.level == "ok" else r.level.upper()

@@ -316,3 +316,16 @@ def test_worst_and_summary_lines_put_the_worst_first():
     assert worst(rows[rows["subject"] == "y"]) == "ok"
     assert worst(rows.iloc[0:0]) == "ok"
     assert summary_lines(rows.iloc[0:0]) == []
+
+
+def test_a_share_that_did_not_move_is_not_listed_before_a_psi_that_did():
+    rows = pd.DataFrame(
+        {
+            "subject": ["aum", "score"],
+            "metric": ["missing_share", "psi"],
+            "value": [0.043, 0.023],
+            "reference": [0.045, float("nan")],
+            "level": ["ok", "ok"],
+        }
+    )
+    assert summary_lines(rows) == ["psi score 0.023 ok", "missing_share aum 0.043 (reference 0.045) ok"]
