@@ -1,6 +1,7 @@
 """campaign_models_training: validate -> history -> response -> uplift -> publish_champions.
 
-Monthly. ``history`` joins every campaign contact whose response window has closed (the bank's past campaigns
+Monthly, and whenever ``model_monitoring`` updates the ``retrain_response`` asset (each model's MLflow run records
+why it ran: ``run.trigger``). ``history`` joins every campaign contact whose response window has closed (the bank's past campaigns
 and, once their responses land in the lake, the platform's own runs) to the gated wide table at its selection
 date. ``response`` trains the response model on the treated contacts; ``uplift`` compares the uplift learners
 on the validation campaign and judges the best on the newest campaign, against ranking by response score.
@@ -9,16 +10,19 @@ Each model updates its champion asset only when its new version was promoted.
 
 from __future__ import annotations
 
-from _wiring import START_DATE, as_of, default_args, model_asset, run_step
+from _wiring import START_DATE, as_of, default_args, model_asset, retrain_asset, run_step, trigger_reason
 from _wiring import publish_champion as publish
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 
 @dag(
     dag_id="campaign_models_training",
     description="Train, evaluate and (maybe) promote the response and uplift models on the campaign history",
     doc_md=__doc__,
-    schedule="@monthly",
+    # Monthly, and when model_monitoring asks (drift of the response champion's scoring runs past the alert).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("@monthly", timezone="UTC"), assets=[retrain_asset("response")]
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -49,13 +53,13 @@ def campaign_models_training():
     def response(day: str, _history: dict) -> dict:
         from pipelines.jobs import campaign_models
 
-        return run_step(campaign_models.response_train, day)
+        return run_step(campaign_models.response_train, day, trigger=trigger_reason())
 
     @task
     def uplift(day: str, _response: dict) -> dict:
         from pipelines.jobs import campaign_models
 
-        return run_step(campaign_models.uplift_train, day)
+        return run_step(campaign_models.uplift_train, day, trigger=trigger_reason())
 
     @task(outlets=[model_asset("response")])
     def publish_response(registered: dict) -> str:

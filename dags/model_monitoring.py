@@ -1,11 +1,12 @@
-"""model_monitoring: realised -> retrain_requests -> request_retrain_<model>.
+"""model_monitoring: realised -> retrain_requests -> request_retrain_churn, request_retrain_response.
 
 Daily. Stability is measured by every scoring run itself (``model_monitoring`` rows of kind ``stability``). This
 DAG measures what has become due since: the realised AUC, top-decile lift and calibration of each churn scoring run
 whose label window has passed in the lake. Then, for each monitored model, an alert (PSI at or above
 ``PM_PSI_ALERT`` on a run of the current champion, or realised AUC ``PM_DECAY_ALERT`` below its test AUC) measured
 after the model's newest version was registered updates the ``retrain_<model>`` asset with the reason; the model's
-training DAG listens to it besides its schedule and records the reason with the new MLflow run. ``pmp monitor``
+training DAG (``churn_training``, ``campaign_models_training``) listens to it besides its schedule and records the
+reason with the new MLflow run. ``pmp monitor``
 prints the same table.
 """
 
@@ -14,9 +15,9 @@ from __future__ import annotations
 from _wiring import START_DATE, as_of, default_args, retrain_asset, run_step
 from airflow.sdk import Param, dag, get_current_context, task
 
-MONITORED = (
-    "churn",
-)  # pipelines.jobs.monitoring.MONITORED (not imported here: the DAG parses without pandas)
+# pipelines.jobs.monitoring.RETRAINED (not imported here: the DAG file parses without pandas); their retrain assets
+# are listened to by churn_training and campaign_models_training.
+RETRAINED = ("churn", "response")
 
 
 @dag(
@@ -58,7 +59,7 @@ def model_monitoring():
         return request_retrain
 
     requests = retrain_requests(realised())
-    for model in MONITORED:
+    for model in RETRAINED:
         request(model)(requests)
 
 

@@ -67,7 +67,9 @@ def _history_split(folder: Path, seed: int | None = None):
     return history.split_by_campaign(frame) if seed is None else history.split_history(frame, seed)
 
 
-def response_train(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict:
+def response_train(
+    settings: Settings, as_of: Any = None, progress: Progress = None, trigger: str = "manual"
+) -> dict:
     """The ``response`` model: LightGBM on the treated contacts, label = converted within the response window,
     with churn's fit, evaluation and champion/challenger flow; train/validation/test by campaign in time.
     Also writes the test contacts' response scores (treated and holdout) for the uplift comparison."""
@@ -99,7 +101,12 @@ def response_train(settings: Settings, as_of: Any = None, progress: Progress = N
         config=TrainConfig(model_name="response", seed=settings.seed, **tuning.budget(settings)),
         tracking_uri=settings.mlflow_tracking_uri,
         experiment="response",
-        run_params={"response_window_days": meta["window_days"], "orchestrator_run": folder.name},
+        # trigger: why this training ran (schedule, manual, or model_monitoring's reason)
+        run_params={
+            "response_window_days": meta["window_days"],
+            "orchestrator_run": folder.name,
+            "trigger": trigger,
+        },
         lineage={"lake": str(settings.lake_dir), **history.lineage(split)},
         progress=say,
     )
@@ -114,7 +121,9 @@ def response_train(settings: Settings, as_of: Any = None, progress: Progress = N
     return registered
 
 
-def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict:
+def uplift_train(
+    settings: Settings, as_of: Any = None, progress: Progress = None, trigger: str = "manual"
+) -> dict:
     """The ``uplift`` model: the learners cross-fitted on the training campaigns, the best by mean fold Qini
     refitted on them (``uplift_selection.DEFAULT_SELECTION``), checked on the validation campaign, judged on the
     out-of-time test campaign (Qini with bootstrap CI, AUUC, uplift@30, verdict) against ranking by the response
@@ -150,7 +159,12 @@ def uplift_train(settings: Settings, as_of: Any = None, progress: Progress = Non
         treatment=history.TREATED,
         outcome=history.CONVERTED,
         tracking_uri=settings.mlflow_tracking_uri,
-        run_params={"response_window_days": meta["window_days"], "orchestrator_run": folder.name},
+        # trigger: why this training ran (schedule, manual, or model_monitoring's reason)
+        run_params={
+            "response_window_days": meta["window_days"],
+            "orchestrator_run": folder.name,
+            "trigger": trigger,
+        },
         lineage={"lake": str(settings.lake_dir), **history.lineage(split)},
         true_uplift_test=oracle.oracle_uplift(settings.data_dir, split.test, meta["window_days"]),
         baseline_scores=baselines or None,

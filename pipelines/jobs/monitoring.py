@@ -36,10 +36,12 @@ from pipelines.progress import Progress, say_to
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 STABILITY_FILE = "stability.parquet"
 TOP_FEATURES = 10
-# The models whose runs the monitor grades once labels mature, and which it may ask to retrain; the campaign models
-# whose runs it reads out (ungraded: measured within the selected audience) once the campaign is read out.
+# The models whose runs the monitor grades once labels mature; the campaign models whose runs it reads out
+# (ungraded: measured within the selected audience) once the campaign is read out; the models it may ask to
+# retrain (an alert on their scoring runs' stability, or on graded realised performance).
 MONITORED = ("churn",)
 CAMPAIGN_MODELS = ("response", "uplift")
+RETRAINED = ("churn", "response")
 
 
 def thresholds(settings: Settings):
@@ -367,8 +369,8 @@ def realised_due(settings: Settings, as_of: Any = None, progress: Progress = Non
 
 
 def retrain_requests(settings: Settings, as_of: Any = None, progress: Progress = None) -> dict[str, dict]:
-    """``{model: {"reason", "run_id", "as_of"}}`` for each monitored model whose current champion has an alert on
-    a run measured after the newest version of the model was registered (so an alert asks once: a retrain
+    """``{model: {"reason", "run_id", "as_of"}}`` for each :data:`RETRAINED` model whose current champion has an
+    alert on a run measured after the newest version of the model was registered (so an alert asks once: a retrain
     registers a version, promoted or not, and the next alert must come from a newer measurement). ``as_of`` is
     the date the retraining should train as of: ``as_of`` (default the lake's end), never past the lake's end."""
     from mlflow import MlflowClient
@@ -388,7 +390,7 @@ def retrain_requests(settings: Settings, as_of: Any = None, progress: Progress =
     uri = settings.mlflow_tracking_uri
     with mlflow_store(uri):
         client = MlflowClient(uri, registry_uri=uri)
-        for model in MONITORED:
+        for model in RETRAINED:
             try:
                 champion = client.get_model_version_by_alias(model, CHAMPION)
                 versions = client.search_model_versions(f"name = '{model}'")

@@ -179,9 +179,25 @@ def test_model_monitoring_measures_then_decides_then_requests(dagbag):
     from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
 
     dag = dagbag.dags["model_monitoring"]
-    assert_chain(dag, ["realised", "retrain_requests", "request_retrain_churn"])
-    assert [t.task_id for t in dag.tasks if t.outlets] == ["request_retrain_churn"]
+    requests = ["request_retrain_churn", "request_retrain_response"]
+    assert sorted(dag.task_ids) == sorted(["realised", "retrain_requests", *requests])
+    assert dag.get_task("retrain_requests").upstream_task_ids == {"realised"}
+    for task_id in requests:
+        assert dag.get_task(task_id).upstream_task_ids == {"retrain_requests"}
+    assert sorted(t.task_id for t in dag.tasks if t.outlets) == requests
     assert dag.timetable.expression == CRON_PRESETS["@daily"] and dag.max_active_runs == 1
+
+
+def test_campaign_models_training_runs_monthly_and_when_the_monitor_asks(dagbag):
+    from airflow.sdk import Asset, AssetOrTimeSchedule
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+    schedule = dagbag.dags["campaign_models_training"].timetable
+    assert isinstance(schedule, AssetOrTimeSchedule)
+    assert schedule.timetable.expression == CRON_PRESETS["@monthly"]
+    request = dagbag.dags["model_monitoring"].get_task("request_retrain_response")
+    assert request.outlets == [Asset(name="retrain_response", uri="model://response/retrain", group="model")]
+    assert flatten_assets(schedule.asset_condition) == request.outlets
 
 
 def test_value_training_publishes_the_value_champion_only_from_its_last_task(dagbag):
