@@ -65,6 +65,9 @@ class TableReport:
     stopped: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     emptied: list[str] = field(default_factory=list)  # months asked for that kept no row: partition removed
+    sources: int = (
+        1  # the mapping's sources of this table (also:); mapped/defaulted/missing describe the first
+    )
     gate: dict[str, Any] | None = None
 
 
@@ -93,6 +96,10 @@ class IngestReport:
             )
             if t.stopped:
                 out.append("    STOP: " + ", ".join(f"{k} {v:,} row(s)" for k, v in t.stopped.items()))
+            if t.sources > 1:
+                out.append(
+                    f"    from {t.sources} sources (also:); what is mapped and defaulted below is the first's"
+                )
             out.append(f"    mapped: {', '.join(t.mapped) or 'none'}")
             if t.defaulted:
                 out.append("    defaulted: " + ", ".join(f"{k}={v!r}" for k, v in t.defaulted.items()))
@@ -118,7 +125,7 @@ class IngestReport:
 def describe(m: SourceMapping, name: str) -> TableReport:
     """What maps, what is defaulted and what is left null, from the mapping alone."""
     table, tm = schema.TABLES[name], m.tables[name]
-    report = TableReport(name)
+    report = TableReport(name, sources=len(tm.parts))
     for col in table.columns:
         spec = tm.spec(col.name)
         if spec is None:
@@ -192,62 +199,65 @@ def _ingest_table(
     """Stream one table into ``writer``'s staging folder, or (``writer`` None: a dry run) return it as Arrow.
 
     Mapped rows that cannot be placed (no partition date, no ``group_by`` key) are set aside like a fault."""
-    table, tm = schema.TABLES[name], m.tables[name]
-    # Quarantine files keep the source's own columns to show what was wrong, but never a personal value: the
-    # source columns behind hashed ids and personal canonical columns are left out (pmp audit pii scans them).
-    personal = {
-        tm.spec(c).column
-        for c in tm.columns
-        if tm.spec(c).column and (tm.spec(c).hash or table.column(c).pii)
-    }
+    table, whole = schema.TABLES[name], m.tables[name]
     partials: list[pd.DataFrame] = []
     sample: list[pa.Table] = []
-    offset = 0
-    what = f"ingest {m.name}/{name}"
-    with track(source_rows(m, tm), what, unit="rows", progress=progress) as tracker:
-        for chunk in read_chunks(m, tm, referenced_columns(tm), limit):
-            frame, caught = map_chunk(m, table, tm, chunk, offset)
-            offset += len(chunk)
-            report.rows_read += len(chunk)
-            report.rows_filtered += len(chunk) - len(frame) - sum(len(c) for c in caught.values())
-            for rule in tm.faults:
-                n = len(caught[rule.name])
-                bucket = report.stopped if rule.action == "stop" else report.quarantined
-                bucket[rule.name] = bucket.get(rule.name, 0) + n
-                if n and rule.action == "quarantine" and writer is not None and not report.stopped:
-                    writer.write_quarantine(
-                        caught[rule.name].drop(columns=list(personal & set(chunk.columns))), name, rule.name
-                    )
-            tracker.advance(len(chunk))
-            if any(report.stopped.values()):
-                continue  # keep counting the faults; nothing will be written
-            if tm.group_by is not None:
-                _set_aside(report, writer, frame[frame[tm.group_by].isna()], name, "no_group_key")
-                partials.append(aggregate(frame, tm, table))
-                if len(partials) > 8:
-                    partials = [combine(partials, tm)]
-                continue
-            if table.partition_by is not None:
-                keys = _months(frame, table)
-                _set_aside(report, writer, frame[keys.isna()], name, "no_partition_date")
-                if months is not None:
-                    frame, keys = frame[keys.isin(months)], keys[keys.isin(months)]
-                for month in sorted(keys.dropna().unique()):
-                    part = to_arrow(frame[keys == month], table)
+    for k, tm in enumerate(whole.parts):  # the table's sources in turn (``also:``), into the same partitions
+        # Quarantine files keep the source's own columns to show what was wrong, but never a personal value: the
+        # source columns behind hashed ids and personal canonical columns are left out (pmp audit pii scans them).
+        personal = {
+            tm.spec(c).column
+            for c in tm.columns
+            if tm.spec(c).column and (tm.spec(c).hash or table.column(c).pii)
+        }
+        offset = 0  # row_number() counts each source's own rows from 0
+        what = f"ingest {m.name}/{name}" + (f" (source {k + 1} of {len(whole.parts)})" if whole.also else "")
+        with track(source_rows(m, tm), what, unit="rows", progress=progress) as tracker:
+            for chunk in read_chunks(m, tm, referenced_columns(tm), limit):
+                frame, caught = map_chunk(m, table, tm, chunk, offset)
+                offset += len(chunk)
+                report.rows_read += len(chunk)
+                report.rows_filtered += len(chunk) - len(frame) - sum(len(c) for c in caught.values())
+                for rule in tm.faults:
+                    n = len(caught[rule.name])
+                    bucket = report.stopped if rule.action == "stop" else report.quarantined
+                    bucket[rule.name] = bucket.get(rule.name, 0) + n
+                    if n and rule.action == "quarantine" and writer is not None and not report.stopped:
+                        writer.write_quarantine(
+                            caught[rule.name].drop(columns=list(personal & set(chunk.columns))),
+                            name,
+                            rule.name,
+                        )
+                tracker.advance(len(chunk))
+                if any(report.stopped.values()):
+                    continue  # keep counting the faults; nothing will be written
+                if tm.group_by is not None:
+                    _set_aside(report, writer, frame[frame[tm.group_by].isna()], name, "no_group_key")
+                    partials.append(aggregate(frame, tm, table))
+                    if len(partials) > 8:
+                        partials = [combine(partials, tm)]
+                    continue
+                if table.partition_by is not None:
+                    keys = _months(frame, table)
+                    _set_aside(report, writer, frame[keys.isna()], name, "no_partition_date")
+                    if months is not None:
+                        frame, keys = frame[keys.isin(months)], keys[keys.isin(months)]
+                    for month in sorted(keys.dropna().unique()):
+                        part = to_arrow(frame[keys == month], table)
+                        report.rows_written += part.num_rows
+                        if month not in report.months:
+                            report.months.append(month)
+                        if writer is None:
+                            sample.append(part)
+                        else:
+                            writer.write(part, name, month)
+                else:
+                    part = to_arrow(frame, table)
                     report.rows_written += part.num_rows
-                    if month not in report.months:
-                        report.months.append(month)
                     if writer is None:
                         sample.append(part)
                     else:
-                        writer.write(part, name, month)
-            else:
-                part = to_arrow(frame, table)
-                report.rows_written += part.num_rows
-                if writer is None:
-                    sample.append(part)
-                else:
-                    writer.write(part, name, None)
+                        writer.write(part, name, None)
     report.months.sort()
     stops = {k: v for k, v in report.stopped.items() if v}
     if stops:
@@ -255,8 +265,8 @@ def _ingest_table(
         raise IngestError(
             f"source {m.name!r}, table {name}: fault rule {rule!r} (action stop) matched {n:,} row(s); nothing written"
         )
-    if tm.group_by is not None:
-        grouped = combine(partials, tm) if partials else pd.DataFrame(columns=[tm.group_by])
+    if whole.group_by is not None:
+        grouped = combine(partials, whole) if partials else pd.DataFrame(columns=[whole.group_by])
         arrow = to_arrow(grouped, table)
         report.rows_written = arrow.num_rows
         if writer is not None:

@@ -377,10 +377,18 @@ class TableMapping(_Strict):
     group_by: str | None = None
     columns: dict[str, str | ColumnSpec]
     faults: list[FaultRule] = []
+    # More sources of the same canonical table (contacts from the SMS gateway and from the call centre), each with
+    # its own from, where, columns and faults, appended after this one (not with group_by).
+    also: list[TableMapping] = []
 
     def spec(self, name: str) -> ColumnSpec | None:
         c = self.columns.get(name)
         return ColumnSpec(column=c) if isinstance(c, str) else c
+
+    @property
+    def parts(self) -> list[TableMapping]:
+        """This source and its ``also`` sources, in the order they are read."""
+        return [self, *self.also]
 
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -471,36 +479,48 @@ def _check_semantics(m: SourceMapping) -> list[str]:
                 f"{where}: unknown canonical table {tname!r}{_suggest(tname, list(schema.TABLES))}"
             )
             continue
-        table = schema.TABLES[tname]
-        for cname in tm.columns:
-            if cname not in table.column_names:
-                problems.append(
-                    f"{where}.columns.{cname}: {tname} has no column {cname!r}{_suggest(cname, table.column_names)}"
-                )
-        for col in table.columns:
-            spec = tm.spec(col.name)
-            field = f"{where}.columns.{col.name}"
-            if spec is None:
-                if not (col.nullable or col.pii):  # personal columns may be absent (the gates warn)
-                    allowed = f" (allowed: {', '.join(map(str, col.allowed))})" if col.allowed else ""
-                    problems.append(f"{field}: required column not mapped; map it or give a default{allowed}")
-                continue
-            problems += _check_column(spec, col, field, tm.group_by is not None)
-        if tm.group_by is not None and tm.group_by not in table.column_names:
-            problems.append(f"{where}.group_by: {tm.group_by!r} is not a column of {tname}")
-        if tm.where is not None:
-            try:
-                Expr(tm.where)
-            except ExprError as exc:
-                problems.append(f"{where}.where: {exc}")
-        for i, rule in enumerate(tm.faults):
-            try:
-                Expr(rule.when)
-            except ExprError as exc:
-                problems.append(f"{where}.faults.{i}.when ({rule.name}): {exc}")
-        names = [r.name for r in tm.faults]
-        if len(set(names)) != len(names):
-            problems.append(f"{where}.faults: rule names must be unique, got {names}")
+        for i, part in enumerate(tm.parts):
+            problems += _check_table(schema.TABLES[tname], part, f"{where}.also.{i - 1}" if i else where)
+        if tm.also and (tm.group_by or any(part.group_by or part.also for part in tm.also)):
+            problems.append(f"{where}.also: more sources of a table cannot use group_by nor have also: of their own")
+        names = [r.name for part in tm.parts for r in part.faults]
+        if tm.also and len(set(names)) != len(names):
+            problems.append(f"{where}.also: fault rule names must be unique across the table's sources, got {names}")
+    return problems
+
+
+def _check_table(table: schema.Table, tm: TableMapping, where: str) -> list[str]:
+    """One source of a canonical table: its columns, categories, expressions, group_by and faults."""
+    tname, problems = table.name, []
+    for cname in tm.columns:
+        if cname not in table.column_names:
+            problems.append(
+                f"{where}.columns.{cname}: {tname} has no column {cname!r}{_suggest(cname, table.column_names)}"
+            )
+    for col in table.columns:
+        spec = tm.spec(col.name)
+        field = f"{where}.columns.{col.name}"
+        if spec is None:
+            if not (col.nullable or col.pii):  # personal columns may be absent (the gates warn)
+                allowed = f" (allowed: {', '.join(map(str, col.allowed))})" if col.allowed else ""
+                problems.append(f"{field}: required column not mapped; map it or give a default{allowed}")
+            continue
+        problems += _check_column(spec, col, field, tm.group_by is not None)
+    if tm.group_by is not None and tm.group_by not in table.column_names:
+        problems.append(f"{where}.group_by: {tm.group_by!r} is not a column of {tname}")
+    if tm.where is not None:
+        try:
+            Expr(tm.where)
+        except ExprError as exc:
+            problems.append(f"{where}.where: {exc}")
+    for i, rule in enumerate(tm.faults):
+        try:
+            Expr(rule.when)
+        except ExprError as exc:
+            problems.append(f"{where}.faults.{i}.when ({rule.name}): {exc}")
+    names = [r.name for r in tm.faults]
+    if len(set(names)) != len(names):
+        problems.append(f"{where}.faults: rule names must be unique, got {names}")
     return problems
 
 

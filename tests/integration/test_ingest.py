@@ -190,6 +190,42 @@ def test_one_ingest_writes_a_lake_at_a_time(tmp_path, capsys):
     assert (data / "lake" / ".ingest.lock").read_text() == ""
 
 
+def test_a_table_from_two_sources_takes_the_rows_of_both(tmp_path):
+    data = _mapping(tmp_path)
+    # The shop's card terminal exports its own file, with its own names (and a fault rule of its own).
+    (tmp_path / "terminal.csv").write_text(
+        "client,ts,total\nann@x.org,2024-01-07T10:00:00Z,7.5\n,2024-01-08T10:00:00Z,1.0\n"
+        "cy@z.org,2024-02-03T10:00:00Z,4.0\n"
+    )
+    data["tables"]["transactions"]["also"] = [
+        {
+            "from": {"files": "terminal.csv"},
+            "columns": {
+                "txn_id": {"expr": "1000000 + row_number()"},  # row_number() counts this source's rows
+                "customer_id": {"column": "client", "hash": True},
+                "txn_ts": {"column": "ts", "cast": "datetime"},
+                "amount": {"column": "total"},
+                "is_cross_border": {"default": False},
+                "merchant_category": {"default": "retail"},
+                "is_installment": {"default": False},
+                "channel": {"default": "pos"},
+            },
+            "faults": [{"name": "no_client", "when": "isnull(client)"}],
+        }
+    ]
+    report = ingest_source(load_mapping(_write(tmp_path, data)), tmp_path / "data", progress=None)
+    txns = storage.read_table(tmp_path / "data" / "lake", "transactions").set_index("txn_id")
+    assert sorted(txns.index) == [0, 1, 5, 6, 1_000_000, 1_000_002]
+    assert txns.loc[1_000_000, "customer_id"] == txns.loc[0, "customer_id"]  # ann, hashed alike in both
+    assert txns.loc[1_000_002, "channel"] == "pos" and txns.loc[6, "channel"] == "online"
+    t = report.tables["transactions"]
+    assert (t.rows_read, t.rows_written, t.sources) == (7 + 3, 6, 2)
+    assert t.quarantined == {"missing_customer": 1, "cancellation": 1, "zero_price": 1, "no_client": 1}
+    assert "    from 2 sources (also:); what is mapped and defaulted below is the first's" in report.lines()
+    q = pd.read_parquet(tmp_path / "data" / "quarantine" / "shop" / "transactions" / "no_client.parquet")
+    assert len(q) == 1 and "client" not in q.columns  # the hashed identifier stays out
+
+
 def test_a_failure_midway_leaves_the_previous_lake(tmp_path):
     m = load_mapping(_write(tmp_path, _mapping(tmp_path)))
     data = tmp_path / "data"

@@ -101,11 +101,49 @@ def test_a_complete_mapping_loads():
             r"faults\.0\.when \(bad\): Attribute 'x\.y' is not allowed",
         ),
         ("timezone", "Mars/Olympus", r"timezone: unknown time zone 'Mars/Olympus'"),
+        (  # a second source of a table is checked like the first, named by its place
+            "tables.customers.also",
+            [
+                {
+                    "from": {"files": "y.csv"},
+                    "columns": {"customer_id": "id", **CUSTOMER_DEFAULTS, "gender": "sex"},
+                }
+            ],
+            None,
+        ),
+        (
+            "tables.customers.also",
+            [{"from": {"files": "y.csv"}, "columns": {"customer_id": "id"}}],
+            r"tables\.customers\.also\.0\.columns\.gender: required column not mapped",
+        ),
+        (
+            "tables.customers.group_by",
+            "customer_id",
+            None,
+        ),
     ],
 )
 def test_mapping_errors_name_the_field(path, value, message):
+    if message is None:  # a valid variation: it loads
+        parse_mapping(_with(path, value))
+        return
     with pytest.raises(MappingError, match=message):
         parse_mapping(_with(path, value))
+
+
+def test_more_sources_of_a_table_cannot_group_nor_repeat_a_fault_rule():
+    other = {"from": {"files": "y.csv"}, "columns": {"customer_id": "id", **CUSTOMER_DEFAULTS}}
+    grouped = _with("tables.customers.group_by", "customer_id")
+    grouped["tables"]["customers"]["also"] = [other]
+    with pytest.raises(
+        MappingError, match=r"tables\.customers\.also: more sources of a table cannot use group_by"
+    ):
+        parse_mapping(grouped)
+    rule = [{"name": "bad", "when": "isnull(id)"}]
+    twice = _with("tables.customers.faults", rule)
+    twice["tables"]["customers"]["also"] = [{**other, "faults": rule}]
+    with pytest.raises(MappingError, match=r"fault rule names must be unique across the table's sources"):
+        parse_mapping(twice)
 
 
 def test_personal_and_nullable_columns_may_be_left_out_but_hash_needs_an_integer_column():
