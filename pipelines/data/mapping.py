@@ -482,10 +482,14 @@ def _check_semantics(m: SourceMapping) -> list[str]:
         for i, part in enumerate(tm.parts):
             problems += _check_table(schema.TABLES[tname], part, f"{where}.also.{i - 1}" if i else where)
         if tm.also and (tm.group_by or any(part.group_by or part.also for part in tm.also)):
-            problems.append(f"{where}.also: more sources of a table cannot use group_by nor have also: of their own")
+            problems.append(
+                f"{where}.also: more sources of a table cannot use group_by nor have also: of their own"
+            )
         names = [r.name for part in tm.parts for r in part.faults]
         if tm.also and len(set(names)) != len(names):
-            problems.append(f"{where}.also: fault rule names must be unique across the table's sources, got {names}")
+            problems.append(
+                f"{where}.also: fault rule names must be unique across the table's sources, got {names}"
+            )
     return problems
 
 
