@@ -161,17 +161,20 @@ def test_churn_training_chain_ends_in_publishing_the_champion_asset(dagbag):
     assert updating == ["publish_champion"], "only publish_champion updates the asset"
 
 
-def test_churn_training_runs_monthly_and_when_the_monitor_asks(dagbag):
+@pytest.mark.parametrize(
+    ("dag_id", "model"), [("churn_training", "churn"), ("campaign_models_training", "response")]
+)
+def test_training_runs_monthly_and_when_the_monitor_asks(dagbag, dag_id, model):
     from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
     from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
 
-    schedule = dagbag.dags["churn_training"].timetable
+    schedule = dagbag.dags[dag_id].timetable
     assert isinstance(schedule, AssetOrTimeSchedule), type(schedule)
     assert isinstance(schedule.timetable, CronTriggerTimetable)
     assert schedule.timetable.expression == CRON_PRESETS["@monthly"]
-    # the asset model_monitoring's request task updates is the one churn_training listens to
-    request = dagbag.dags["model_monitoring"].get_task("request_retrain_churn")
-    assert request.outlets == [Asset(name="retrain_churn", uri="model://churn/retrain", group="model")]
+    # the asset model_monitoring's request task updates is the one the training listens to
+    request = dagbag.dags["model_monitoring"].get_task(f"request_retrain_{model}")
+    assert request.outlets == [Asset(name=f"retrain_{model}", uri=f"model://{model}/retrain", group="model")]
     assert flatten_assets(schedule.asset_condition) == request.outlets
 
 
@@ -186,18 +189,6 @@ def test_model_monitoring_measures_then_decides_then_requests(dagbag):
         assert dag.get_task(task_id).upstream_task_ids == {"retrain_requests"}
     assert sorted(t.task_id for t in dag.tasks if t.outlets) == requests
     assert dag.timetable.expression == CRON_PRESETS["@daily"] and dag.max_active_runs == 1
-
-
-def test_campaign_models_training_runs_monthly_and_when_the_monitor_asks(dagbag):
-    from airflow.sdk import Asset, AssetOrTimeSchedule
-    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
-
-    schedule = dagbag.dags["campaign_models_training"].timetable
-    assert isinstance(schedule, AssetOrTimeSchedule)
-    assert schedule.timetable.expression == CRON_PRESETS["@monthly"]
-    request = dagbag.dags["model_monitoring"].get_task("request_retrain_response")
-    assert request.outlets == [Asset(name="retrain_response", uri="model://response/retrain", group="model")]
-    assert flatten_assets(schedule.asset_condition) == request.outlets
 
 
 def test_value_training_publishes_the_value_champion_only_from_its_last_task(dagbag):
