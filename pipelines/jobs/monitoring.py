@@ -9,10 +9,10 @@ call.
   step stores them in ``model_monitoring`` (:func:`record_stability`) and the campaign's MLflow run.
 * **Realised performance.** Once a churn run's label window has passed in the lake, :func:`realised_due`
   measures the run's realised AUC, top-decile lift and calibration by decile on the customers the campaign did
-  not contact (the treatment group's outcome is the campaign's doing, not the model's), against the model's own
-  test AUC.
+  not contact (the treatment group's outcome is the campaign's doing, not the model's; its holdout stands in for
+  it), graded against the model's own test AUC. Response and uplift runs are measured, ungraded, once read out.
 * **Retraining.** :func:`retrain_requests` turns an alert on a run of a model's current champion into a reason to
-  retrain (the DAG publishes it as the ``retrain_<model>`` asset event, and ``churn_training`` records it).
+  retrain (the DAG publishes it as the ``retrain_<model>`` asset event; the training DAG records it).
 """
 
 from __future__ import annotations
