@@ -2,7 +2,8 @@
 
 Daily. Stability is measured by every scoring run itself (``model_monitoring`` rows of kind ``stability``). This
 DAG measures what has become due since: the realised AUC, top-decile lift and calibration of each churn scoring run
-whose label window has passed in the lake. Then, for each monitored model, an alert (PSI at or above
+whose label window has passed in the lake, and of each response or uplift run once read out, and charts each
+model's series in MLflow (experiment ``model_monitoring``). Then, for each monitored model, an alert (PSI at or above
 ``PM_PSI_ALERT`` on a run of the current champion, or realised AUC ``PM_DECAY_ALERT`` below its test AUC) measured
 after the model's newest version was registered updates the ``retrain_<model>`` asset with the reason; the model's
 training DAG (``churn_training``, ``campaign_models_training``) listens to it besides its schedule and records the

@@ -409,6 +409,8 @@ def audit_pii(args: argparse.Namespace, settings: Settings) -> int:
 def monitor(args: argparse.Namespace, settings: Settings) -> int:
     """The monitoring table (``jobs.monitoring.monitor_table``): one line per scoring run, ``ALERT`` or ``WARN``
     at the end of a line past a threshold; exit 0 either way (the DAG, not this command, asks for retraining)."""
+    import pandas as pd
+
     from pipelines.jobs import monitoring
 
     settings = settings.with_data_dir(args.data)
@@ -427,8 +429,8 @@ def monitor(args: argparse.Namespace, settings: Settings) -> int:
     )
     for r in table.itertuples():
         feature = f"{r.worst_feature} ({r.psi_feature:.3f})" if r.worst_feature else "-"
-        realised = f"{r.realised_auc:.3f}/{r.test_auc:.3f}" if r.realised_auc == r.realised_auc else "-"
-        psi = f"{r.psi_score:.3f}" if r.psi_score == r.psi_score else "-"
+        realised = f"{r.realised_auc:.3f}/{r.test_auc:.3f}" if pd.notna(r.realised_auc) else "-"
+        psi = f"{r.psi_score:.3f}" if pd.notna(r.psi_score) else "-"
         flag = {"alert": "  ALERT", "warn": "  WARN"}.get(r.level, "")
         print(f"{r.as_of!s:<10}  {r.model:<12} {psi:>9}  {feature:<32} {realised:>12}  {r.run_id}{flag}")
     return 0

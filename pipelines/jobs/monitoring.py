@@ -17,10 +17,11 @@ call.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -271,37 +272,28 @@ def _model_metric(tracking_uri: str, model_name: str, version: str, key: str) ->
         return client.get_run(run_id).data.metrics.get(key)
 
 
-def realised_campaign(settings: Settings, run: pd.Series, read_out: set[str]) -> pd.DataFrame | None:
-    """Realised rows of a response or uplift campaign run once it has been read out (``read_out``: the run ids
-    with a ``campaign_results`` row, so its window closed and its responses landed), else None. Within the
-    selected audience only (nobody else was contacted), so they are shown, not graded: ``response``: AUC, lift
-    and calibration of the treated customers' conversions; ``uplift``: the Qini and uplift@30 % of treatment
-    against the run's own holdout. ``reference``: the model's test figure at registration."""
+def realised_campaign(
+    settings: Settings, run: pd.Series, outcomes: Callable[[int], pd.DataFrame]
+) -> pd.DataFrame:
+    """Realised rows of a response or uplift campaign run that has been read out. ``outcomes(window_days)`` gives
+    every contact's conversion within that window (:func:`pipelines.features.history.campaign_outcomes`, the
+    definition the campaign history and training use). Within the selected audience only (nobody else was
+    contacted), so they are shown, not graded: ``response``: AUC, lift and calibration of the treated customers'
+    conversions; ``uplift``: the Qini and uplift@30 % of treatment against the run's own holdout.
+    ``reference``: the model's test figure at registration."""
+    from pipelines.features.history import CAMPAIGN, CONVERTED, TREATED
     from pipelines.jobs.common import load_campaign
     from pipelines.monitoring.realised import realised_classification, realised_uplift
     from pipelines.monitoring.store import ROW_COLUMNS
 
-    if run["run_id"] not in read_out:
-        return None
-    try:
-        window = load_campaign(settings, str(run["campaign"])).response_window_days
-    except (ValueError, LookupError, FileNotFoundError):
-        window = 14
-    contacts = storage.read_table(
-        settings.lake_dir, "campaign_contacts", columns=["campaign_id", "selected_at"]
+    window = load_campaign(settings, str(run["campaign"])).response_window_days
+    contacts = outcomes(window)
+    contacts = contacts.loc[contacts[CAMPAIGN] == run["run_id"], ["customer_id", TREATED, CONVERTED]]
+    targets = storage.read_frame(
+        settings.runs_dir / run["run_id"] / "targets.parquet", columns=["customer_id", "score"]
     )
-    selected_at = contacts.loc[contacts["campaign_id"] == run["run_id"], "selected_at"].min()
-    responses = storage.read_table(settings.lake_dir, "responses")
-    hit = responses.loc[
-        (responses["campaign_id"] == run["run_id"])
-        & (responses["event_type"] == "converted")
-        & (responses["event_ts"] >= selected_at)
-        & (responses["event_ts"] < selected_at + pd.Timedelta(days=window))
-    ]
-    targets = storage.read_frame(settings.runs_dir / run["run_id"] / "targets.parquet")
-    y = targets["customer_id"].isin(set(hit["customer_id"])).astype(int).to_numpy()
-    treated = (targets["target_group"] == "treatment").to_numpy()
-    score = targets["score"].to_numpy()
+    frame = targets.merge(contacts, on="customer_id", how="inner", validate="one_to_one")
+    y, treated, score = frame[CONVERTED].to_numpy(), frame[TREATED].to_numpy() == 1, frame["score"].to_numpy()
     version = str(run["model_version"])
     if run["model_name"] != "uplift":
         figures = realised_classification(y[treated], score[treated])
@@ -320,8 +312,9 @@ def realised_campaign(settings: Settings, run: pd.Series, read_out: set[str]) ->
 def realised_due(settings: Settings, as_of: Any = None, progress: Progress = None) -> list[dict]:
     """Measure every succeeded run whose outcomes are known by ``as_of`` and that has no realised rows yet:
     churn runs whose label window the lake covers (never past the lake's end), response and uplift runs once
-    read out. Returns what was measured."""
+    read out. Returns what was measured; then charts every model's series in MLflow (:func:`log_series`)."""
     from pipelines.campaigns import store, store_schema
+    from pipelines.features.history import campaign_outcomes
     from pipelines.monitoring.store import read_monitoring, write_monitoring
 
     say = say_to(progress)
@@ -333,15 +326,21 @@ def realised_due(settings: Settings, as_of: Any = None, progress: Progress = Non
     runs = store.list_runs(engine)
     runs = runs.loc[(runs["status"] == "succeeded") & runs["model_name"].isin((*MONITORED, *CAMPAIGN_MODELS))]
     done = set(read_monitoring(engine, kind="realised")["run_id"])
+    # a read-out run's window has closed and its responses landed (campaign_results holds its row)
     read_out = set(store.read_results(engine)["campaign_id"])
+    outcomes = functools.cache(
+        lambda window: campaign_outcomes(settings.lake_dir, window)
+    )  # read once a window
     measured = []
     for _, run in runs.sort_values("logical_date").iterrows():
         if run["run_id"] in done or not (settings.runs_dir / run["run_id"] / "scores.parquet").is_file():
             continue
         if run["model_name"] in MONITORED:
             rows = realised_churn(settings, run, lake_end)
+        elif run["run_id"] in read_out:
+            rows = realised_campaign(settings, run, outcomes)
         else:
-            rows = realised_campaign(settings, run, read_out)
+            rows = None
         if rows is None:
             continue
         write_monitoring(
@@ -360,8 +359,10 @@ def realised_due(settings: Settings, as_of: Any = None, progress: Progress = Non
         measured.append(
             {"run_id": run["run_id"], head["metric"]: float(head["value"]), "level": str(head["level"])}
         )
+    engine.dispose()
     if not measured:
         say(f"realised performance: nothing due by {lake_end}")
+    log_series(settings, progress)
     return measured
 
 
@@ -413,7 +414,6 @@ def retrain_requests(settings: Settings, as_of: Any = None, progress: Progress =
                 "as_of": train_as_of.isoformat(),
             }
             say(f"{model}: retrain requested: {requests[model]['reason']}")
-    log_series(settings, progress)
     return requests
 
 
@@ -455,7 +455,7 @@ def log_series(settings: Settings, progress: Progress = None) -> list[str]:
                     Metric(key, float(getattr(r, key)), int(pd.Timestamp(r.as_of).timestamp() * 1000), step)
                     for step, r in enumerate(part.itertuples())
                     for key in SERIES_METRICS
-                    if getattr(r, key) == getattr(r, key)  # not NaN
+                    if pd.notna(getattr(r, key))
                 ]
                 for start in range(0, len(metrics), 1000):  # MLflow's batch limit
                     client.log_batch(run_id, metrics=metrics[start : start + 1000])

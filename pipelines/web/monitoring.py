@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from flask import Blueprint, render_template, request
 
+from pipelines.campaigns.store_schema import MONITORING_LEVELS
 from pipelines.web.app import requires, settings_of
 from pipelines.web.pages import engine
 
 blueprint = Blueprint("monitoring", __name__)
 
-LEVEL_ORDER = {"ok": 0, "warn": 1, "alert": 2}
 # The drawing box of every chart, in SVG user units (the SVG scales to the page's width).
 WIDTH, HEIGHT = 640, 230
 LEFT, RIGHT, TOP, BOTTOM = 52, 16, 26, 34
@@ -179,7 +179,7 @@ def table_rows(runs: pd.DataFrame) -> list[dict[str, Any]]:
     present (when that level is warn or alert)."""
     if runs.empty:
         return []
-    worst = max(runs["level"], key=LEVEL_ORDER.__getitem__)
+    worst = max(runs["level"], key=MONITORING_LEVELS.index)
     rows = []
     for row in runs.iloc[::-1].to_dict("records"):
         auc = "–"
