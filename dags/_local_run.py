@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pmp run: error: {exc}", file=sys.stderr)
         return 2
     specs, spec_problems = read_each(settings.campaigns_dir, load_spec)
-    known = [s.name for s in specs]
+    # Real-time campaigns (a trigger) have no scoring DAG: the decision service decides them (docs/realtime.md).
+    known = [s.name for s in specs if s.trigger is None]
     bad_specs = "campaign specs that do not load (their campaigns are not run):\n" + "\n".join(
         f"  {p}" for p in spec_problems
     )

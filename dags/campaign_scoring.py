@@ -1,11 +1,13 @@
 """campaign_scoring: one DAG per campaign spec in ``campaigns/`` (dag_id ``campaign_scoring__<name>``).
 
-validate -> features -> segment -> score -> select (policy, audience, holdout) -> write. Scheduled by the spec's
+validate -> features -> segment -> score -> select (policy, audience, holdout) -> write -> refresh_online (the
+decision service's online snapshot, docs/realtime.md). Scheduled by the spec's
 ``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
 summaries; the work is in ``pipelines.jobs.campaigns``. Only the spec headers (name, model, schedule, description)
 are read at parse time (``pipelines.campaigns.spec_header``, which is light): a spec whose header cannot define a
 DAG shows as this file's import error naming the spec file and field, and the other campaigns keep their DAGs. The
-full spec is validated by the first task, which fails at once (no retries) naming the field.
+full spec is validated by the first task, which fails at once (no retries) naming the field. A real-time campaign
+(a spec with a ``trigger:``) has no scoring DAG: the decision service decides it event by event.
 """
 
 from __future__ import annotations
@@ -69,14 +71,20 @@ def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
 
             return run_step(campaign_jobs.campaign_write, name, day)
 
+        @task
+        def refresh_online(day: str, _written: dict) -> dict:
+            from pipelines.jobs import online
+
+            return run_step(online.refresh_online_snapshot, name, day)
+
         day = validate()
-        write(day, select(day, score(day, segment(day, features(day)))))
+        refresh_online(day, write(day, select(day, score(day, segment(day, features(day))))))
 
     return scoring()
 
 
 _headers, _problems = read_headers(load_settings().campaigns_dir)
-for _header in _headers:
+for _header in (h for h in _headers if not h.realtime):
     campaign_dag(_header.name, _header.model, _header.schedule, _header.description)
 if _problems:
     invalid_specs = CampaignSpecProblems(_problems)

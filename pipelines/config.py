@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # PM_WEB_SECRET_KEY is used instead of the generated one (several app processes must share one).
     web_dir: Path | None = None
     web_secret_key: str = Field("", repr=False)
+    # Where real-time decisions read the latest batch run's features (pipelines.features.online_store): a folder
+    # (default <data>/online, loaded into memory by the decision service) or a Redis URL (redis://HOST:PORT/DB).
+    online_store: str = ""
 
     @classmethod
     def settings_customise_sources(
@@ -179,6 +182,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'campaigns.db'}")
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.mlruns_dir / 'mlflow.db'}")
+        if not self.online_store:
+            object.__setattr__(self, "online_store", str(self.data_dir / "online"))
+        elif "://" not in self.online_store:
+            object.__setattr__(self, "online_store", str(Path(self.online_store).expanduser().resolve()))
         return self
 
     @property
@@ -207,6 +214,8 @@ class Settings(BaseSettings):
             )
         if self.web_dir == self.data_dir / "web":
             values["web_dir"] = None  # so does the staff app's folder
+        if self.online_store == str(self.data_dir / "online"):
+            values["online_store"] = ""  # and the embedded online store
         return Settings(**{**values, "data_dir": Path(data_dir)})
 
 
@@ -275,6 +284,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "PM_CAMPAIGNS_DIR": str(settings.campaigns_dir),
         "PM_EXPECTATIONS_DIR": str(settings.expectations_dir),
         "PM_DATABASE_URL": settings.database_url,
+        "PM_ONLINE_STORE": settings.online_store,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "PM_TASK_RETRIES": str(settings.task_retries),
         "PM_RETRY_DELAY_SECONDS": str(settings.retry_delay_seconds),

@@ -27,13 +27,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.campaigns import place_rules
+from pipelines.campaigns.place_rules import WithinKmRule
 from pipelines.campaigns.spec import AudienceRule, CampaignSpec, InvalidCustomerRule, Selection
 from pipelines.data import storage
-from pipelines.features.catalogue import BY_NAME, OPTIONAL_TABLES
+from pipelines.features.catalogue import ATTRIBUTE_BY_NAME, BY_NAME, OPTIONAL_TABLES
 
 ID = "customer_id"
 # Why a customer was excluded, in precedence order: each excluded customer carries the first that applies.
-# Audience rules come last and are reported as ``audience:<column> <op> <value>``.
+# Audience rules come last and are reported as ``audience:<column> <op> <value>`` (a place rule as
+# ``audience:city within <km> km of <branch id or [lat, lon]>``).
 EXCLUSION_REASONS = (
     "do_not_contact",
     "opt_out",
@@ -253,8 +256,13 @@ def contact_counts(
     return out
 
 
-def _rule_passes(values: pd.Series, rule: AudienceRule) -> np.ndarray:
-    """Rows passing one audience rule; a missing value fails it."""
+def _rule_passes(
+    values: pd.Series, rule: AudienceRule | WithinKmRule, branches: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Rows passing one audience rule; a missing value fails it. A place rule reads ``values`` as the home city
+    (``place_rules.rule_passes``; ``branches``: the lake's branches table, None for the places catalogue)."""
+    if isinstance(rule, WithinKmRule):
+        return place_rules.rule_passes(rule, values, branches)
     op, v = rule.op, rule.value
     try:
         if op == "in":
@@ -270,6 +278,14 @@ def _rule_passes(values: pd.Series, rule: AudienceRule) -> np.ndarray:
             f"audience rule '{rule.label}' cannot be applied to column of dtype {values.dtype}: {e}"
         ) from e
     return passes.to_numpy(dtype=bool, na_value=False) & values.notna().to_numpy()
+
+
+def audience_rule_passes(
+    values: pd.Series, rule: AudienceRule | WithinKmRule, branches: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Rows of ``values`` (the rule's column) passing one audience rule, as :func:`apply_policy` applies it (the
+    real-time path evaluates the rules an event may change this way, one customer at a time)."""
+    return _rule_passes(values, rule, branches)
 
 
 def _flag(customers: pd.DataFrame, column: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +312,11 @@ def _missing_columns(missing: list[str]) -> str:
         needs = [t for t in feature.inputs if t in OPTIONAL_TABLES] if feature else []
         if needs:
             why.append(f"{column} is computed from the {' and '.join(needs)} table, which this source lacks")
+        elif column in ATTRIBUTE_BY_NAME:
+            why.append(
+                f"{column} is a customer attribute that run folders written before it existed lack (re-run the "
+                "campaign's features step)"
+            )
     return f"audience rule column(s) {missing} are not in the scored frame" + (
         f" ({'; '.join(why)}): drop the rule or bring the table" if why else ""
     )
@@ -308,6 +329,8 @@ def apply_policy(
     invalid: pd.Index,
     spec: CampaignSpec,
     as_of: date | pd.Timestamp,
+    *,
+    branches: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(eligible, exclusions)`` for a campaign at ``as_of``.
 
@@ -317,6 +340,9 @@ def apply_policy(
     reads ``audience:<column> <op> <value>``) and ``detail``. A customer missing from ``customers`` or with a
     null flag is treated as flagged: consent cannot be shown. ``history`` is a contact history
     (:data:`HISTORY_COLUMNS`, treatment contacts only), ``invalid`` the ids from :func:`invalid_customers`.
+    A place rule (``within_km``) resolves a branch id through ``branches`` (the lake's branches table,
+    ``place_rules.lake_branches``), or the places catalogue when None; an unknown id is a ValueError naming the
+    campaign, the rule and the id.
     """
     if ID not in scored.columns:
         raise ValueError(f"scored frame has no {ID!r} column")
@@ -390,12 +416,27 @@ def apply_policy(
             )
     for rule in spec.audience:
         values = scored[rule.column]
+        missing_note = f"{rule.column} is missing"
+        if rule.column in ATTRIBUTE_BY_NAME and n and values.isna().all():
+            missing_note += " (no customer has one: the lake's customers table may lack the column)"
+        if isinstance(rule, WithinKmRule):
+            try:
+                passes = _rule_passes(values, rule, branches)
+            except ValueError as e:
+                raise ValueError(f"campaign {spec.name!r}: {e}") from e
+        else:
+            passes = _rule_passes(values, rule)
 
-        def audience_detail(rows: np.ndarray, values: pd.Series = values, column: str = rule.column):
+        def audience_detail(
+            rows: np.ndarray, values: pd.Series = values, rule=rule, note: str = missing_note
+        ):
+            if isinstance(rule, WithinKmRule):
+                text = place_rules.exclusion_detail(rule, values, rows, branches)
+                return np.where(text == "city is missing", note, text)
             picked = values.iloc[np.flatnonzero(rows)]
-            return np.where(picked.isna().to_numpy(), f"{column} is missing", f"{column} = " + _text(picked))
+            return np.where(picked.isna().to_numpy(), note, f"{rule.column} = " + _text(picked))
 
-        reasons.append((f"audience:{rule.label}", ~_rule_passes(values, rule), audience_detail))
+        reasons.append((f"audience:{rule.label}", ~passes, audience_detail))
 
     # The first reason that applies wins: assign in reverse so that earlier reasons overwrite later ones.
     code = np.full(n, -1, dtype=np.int64)

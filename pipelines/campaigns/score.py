@@ -243,6 +243,20 @@ def assign_holdout(audience: pd.DataFrame, campaign: str, run_id: str, fraction:
     return pd.Series(np.where(held, HOLDOUT, TREATMENT), index=audience.index, name=GROUP, dtype=object)
 
 
+def online_holdout(ids: np.ndarray, salt: str, fraction: float) -> np.ndarray:
+    """Whether each customer is in a real-time campaign's holdout (boolean per id).
+
+    A real-time decision has no audience to split exactly, so each customer's group is a Bernoulli draw from the
+    same kind of hash as :func:`assign_holdout`, salted by the campaign: ``mix(customer, salt) / 2**64 < fraction``.
+    A customer stays in the same group of a campaign for as long as its salt holds, the draws of two campaigns are
+    independent, and nothing about the customer enters them; the realised share is checked at readout (SRM).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    keys = _mix(np.asarray(ids, dtype=np.int64), _salt(salt, "online"))
+    return (keys >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
 @dataclass(frozen=True)
 class SampleRatio:
     treatment: int

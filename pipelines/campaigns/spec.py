@@ -19,10 +19,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
+    Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -30,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.campaigns.place_rules import WithinKmRule
 from pipelines.campaigns.spec_header import (  # noqa: F401 (KNOWN_MODELS, SCHEDULE_PRESETS: re-exported)
     KNOWN_MODELS,
     SCHEDULE_PRESETS,
@@ -40,15 +43,16 @@ from pipelines.campaigns.spec_header import (  # noqa: F401 (KNOWN_MODELS, SCHED
     read_yaml,
     schedule_problem,
 )
+from pipelines.campaigns.trigger import Trigger
 from pipelines.data.schema import CONTACT_CHANNELS, TABLES
-from pipelines.features.catalogue import FEATURE_NAMES, STATIC_CATEGORIES
+from pipelines.features.catalogue import ATTRIBUTE_NAMES, ATTRIBUTES, FEATURE_NAMES, STATIC_CATEGORIES
 from pipelines.models.segmentation import LIFECYCLE_STAGES, RFM_SEGMENTS, VALUE_TIERS
 
 # What a model: uplift campaign selects by when the uplift champion found no heterogeneity (spec field fallback).
 FALLBACKS = ("response", "random")
 SEGMENT_COLUMNS = ("rfm_segment", "value_tier", "lifecycle_stage", "persona")
 SCORE_COLUMNS = ("score", "decile")
-AUDIENCE_COLUMNS = (*FEATURE_NAMES, *SCORE_COLUMNS, *SEGMENT_COLUMNS)
+AUDIENCE_COLUMNS = (*FEATURE_NAMES, *SCORE_COLUMNS, *SEGMENT_COLUMNS, *ATTRIBUTE_NAMES)
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "between")
 
 _CATEGORY_VALUES = {
@@ -57,6 +61,8 @@ _CATEGORY_VALUES = {
     "rfm_segment": RFM_SEGMENTS,
     "lifecycle_stage": LIFECYCLE_STAGES,
     "value_tier": VALUE_TIERS,
+    # The customer's home region and city (audience attributes, never model inputs: catalogue.ATTRIBUTES).
+    **{a.name: a.values for a in ATTRIBUTES},
 }
 _NUMERIC_COLUMNS = frozenset(c for c in (*FEATURE_NAMES, *SCORE_COLUMNS) if c not in _CATEGORY_VALUES)
 _ORDERING_OPS = ("<", "<=", ">", ">=", "between")
@@ -100,7 +106,8 @@ class AudienceRule(_Model):
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ValueError(
                 f"unknown audience column {v!r}{hint}; use a wide-table feature (docs/features.md), "
-                f"{', '.join(SCORE_COLUMNS)} or a segment column ({', '.join(SEGMENT_COLUMNS)})"
+                f"{', '.join(SCORE_COLUMNS)}, a segment column ({', '.join(SEGMENT_COLUMNS)}) or "
+                f"{' or '.join(ATTRIBUTE_NAMES)} (or a rule within_km: {{of: <branch id>, km: <N>}})"
             )
         return v
 
@@ -148,6 +155,21 @@ class AudienceRule(_Model):
     def label(self) -> str:
         """The rule as text, e.g. ``tenure_days >= 90``."""
         return f"{self.column} {self.op} {_fmt(self.value)}"
+
+
+def _rule_kind(v: Any) -> str:
+    """Which kind of audience rule an entry is: ``within_km`` when it has that key, else a column rule."""
+    if isinstance(v, WithinKmRule) or (isinstance(v, dict) and "within_km" in v):
+        return "within_km"
+    return "column"
+
+
+# An entry of the audience list: a column rule (column, op, value) or a place rule (within_km: {of, km}).
+Rule = Annotated[
+    Annotated[AudienceRule, Tag("column")] | Annotated[WithinKmRule, Tag("within_km")],
+    Discriminator(_rule_kind),
+]
+_RULE_MODELS = {"column": AudienceRule, "within_km": WithinKmRule}
 
 
 class Selection(_Model):
@@ -226,7 +248,7 @@ class CampaignSpec(_Model):
     model: StrictStr
     schedule: StrictStr = "@monthly"
     channel: StrictStr
-    audience: tuple[AudienceRule, ...] = ()
+    audience: tuple[Rule, ...] = ()
     selection: Selection
     # A fixed share, or "auto": the smallest share that reaches the power block's target (see holdout_for).
     holdout_fraction: float | Literal["auto"] = 0.1
@@ -238,6 +260,8 @@ class CampaignSpec(_Model):
     cost_per_contact: Annotated[float, Field(ge=0.0, strict=True)] = 0.0
     value_per_response: Annotated[float, Field(ge=0.0, strict=True)] = 0.0
     response_rate_floor: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.01
+    # A real-time campaign: decided event by event by the decision service (pipelines.campaigns.trigger).
+    trigger: Trigger | None = None
     # Salt of the holdout hash; defaults to the name so that two campaigns draw independent holdouts.
     salt: Annotated[StrictStr, Field(min_length=1)]
 
@@ -250,10 +274,11 @@ class CampaignSpec(_Model):
 
     @field_validator("audience")
     @classmethod
-    def _rules_can_all_hold(cls, rules: tuple[AudienceRule, ...]) -> tuple[AudienceRule, ...]:
+    def _rules_can_all_hold(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         by_column: dict[str, list[AudienceRule]] = {}
         for rule in rules:
-            by_column.setdefault(rule.column, []).append(rule)
+            if isinstance(rule, AudienceRule):
+                by_column.setdefault(rule.column, []).append(rule)
         for column, same in by_column.items():
             if len(same) > 1 and not _satisfiable(same, _CATEGORY_VALUES.get(column)):
                 shown = " and ".join(f"'{r.label}'" for r in same)
@@ -300,6 +325,18 @@ class CampaignSpec(_Model):
         if model is not None and model != "uplift":
             raise ValueError(f"only for model: uplift campaigns (this one is model: {model}); remove it")
         return v
+
+    @model_validator(mode="after")
+    def _realtime_selects_by_threshold(self) -> CampaignSpec:
+        if self.trigger is not None:
+            if self.selection.score_threshold is None:
+                raise ValueError(
+                    "a real-time campaign (trigger) selects by score_threshold: there is no population to take "
+                    f"{self.selection.mode} of"
+                )
+            if self.holdout_fraction == "auto":
+                raise ValueError("a real-time campaign (trigger) needs a fixed holdout_fraction, not auto")
+        return self
 
     def holdout_for(self, audience_n: int) -> tuple[float, str]:
         """The holdout fraction for an audience of ``audience_n`` selected customers, and a one-line note.
@@ -386,11 +423,24 @@ def _checked(value: str, problem_of) -> str:
     return value
 
 
-def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
-    """The spec model that sits at a pydantic error location (list indices skipped)."""
+def _untagged(loc: Sequence[str | int]) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
+    """A pydantic error location without the rule-kind tag that follows ``audience[i]`` (``column`` or
+    ``within_km``), and the rule model that tag names (None when there is none)."""
+    for k in range(2, len(loc)):
+        if loc[k - 2] == "audience" and isinstance(loc[k - 1], int) and loc[k] in _RULE_MODELS:
+            return (*loc[:k], *loc[k + 1 :]), _RULE_MODELS[loc[k]]
+    return tuple(loc), None
+
+
+def _model_at(loc: Sequence[str | int], rule: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The spec model that sits at a pydantic error location (list indices skipped; ``rule``: the audience
+    rule model an untagged location passes through)."""
     model: type[BaseModel] = CampaignSpec
     for part in loc:
         if isinstance(part, int):
+            continue
+        if model is CampaignSpec and part == "audience" and rule is not None:
+            model = rule
             continue
         field = model.model_fields.get(part)
         if field is None:
@@ -405,6 +455,8 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if get_origin(annotation) is Annotated:
+        return _model_in(get_args(annotation)[0])
     if get_origin(annotation) in (Union, UnionType, tuple, list):
         for arg in get_args(annotation):
             found = _model_in(arg)
@@ -421,9 +473,9 @@ def _field_path(loc: Sequence[str | int]) -> str:
 
 
 def _problem(error: dict) -> str:
-    kind, loc = error["type"], error["loc"]
+    kind, (loc, rule) = error["type"], _untagged(error["loc"])
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = _model_at(loc[:-1], rule)
         allowed = f" (allowed: {', '.join(parent.model_fields)})" if parent else ""
         return f"unknown field {loc[-1]!r}{allowed}"
     if kind == "missing":
@@ -443,7 +495,7 @@ def spec_problems(data: Any) -> tuple[CampaignSpec | None, list[tuple[str, str]]
     try:
         return CampaignSpec.model_validate(data), []
     except ValidationError as e:
-        return None, [(_field_path(err["loc"]), _problem(err)) for err in e.errors()]
+        return None, [(_field_path(_untagged(err["loc"])[0]), _problem(err)) for err in e.errors()]
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> CampaignSpec:

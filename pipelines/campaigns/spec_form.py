@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.campaigns.place_rules import WithinKmRule
 from pipelines.campaigns.spec import (
     _CATEGORY_VALUES,
     _NUMERIC_COLUMNS,
@@ -43,9 +44,15 @@ FORM_FIELDS: dict[str, str] = {
     "model": "model (churn, response or uplift)",
     "schedule": "schedule (an Airflow preset such as @monthly, or a cron line such as 0 6 1 * *)",
     "channel": "channel",
+    # a real-time campaign's trigger (pipelines.campaigns.trigger); events empty: a batch campaign
+    "trigger_events": "real-time trigger: event types, separated by commas",
+    "trigger_min_amount": "real-time trigger: smallest transaction amount",
+    # "2 km of BR012" or "0.5 km of 51.5, -0.12"
+    "trigger_within": "real-time trigger: where the event happens",
     "audience-<i>-column": "column of audience rule <i>",
     "audience-<i>-op": "operator of audience rule <i>",
-    # a number or a word; for in / not_in a comma-separated list; for between "low, high"
+    # a number or a word; for in / not_in a comma-separated list; for between "low, high"; for the column
+    # within_km (op <=) "25 km of BR012" or "10 km of 51.5, -0.12"
     "audience-<i>-value": "value of audience rule <i>",
     "selection_mode": "how to select (top_k, score_threshold or top_deciles)",
     "selection_value": "how many to select (the number of customers, the lowest score, or the number of deciles)",
@@ -74,6 +81,9 @@ FORM_FIELDS: dict[str, str] = {
 ALL_ERRORS = "__all__"  # the errors key of a problem that belongs to no one field
 SELECTION_MODES = ("top_k", "score_threshold", "top_deciles")
 CATEGORY_OPS = ("==", "!=", "in", "not_in")
+# A place rule's row: column WITHIN_KM, op <= (the distance at most), value "<km> km of <branch id or lat, lon>".
+WITHIN_KM = "within_km"
+_WITHIN_TEXT = re.compile(r"^(?P<km>\S+?)\s*(?:km)?\s+of\s+(?P<of>.+)$", re.IGNORECASE)
 _AUDIENCE_KEY = re.compile(r"^audience-(\d+)-(column|op|value)$")
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -104,7 +114,16 @@ def spec_to_form(spec: CampaignSpec) -> dict[str, str]:
     """The form fields of ``spec`` as a browser would post them back (unticked checkboxes absent, an empty salt
     when it is the name); ``validate_form(spec_to_form(spec))`` gives ``spec`` again."""
     form = {k: getattr(spec, k) for k in ("name", "description", "model", "schedule", "channel")}
+    trigger = spec.trigger
+    form["trigger_events"] = ", ".join(trigger.events) if trigger else ""
+    amount = trigger.min_amount if trigger else None
+    form["trigger_min_amount"] = "" if amount is None else _text_of(_whole(amount))
+    form["trigger_within"] = _circle_text(trigger.within_km) if trigger and trigger.within_km else ""
     for i, rule in enumerate(spec.audience):
+        if isinstance(rule, WithinKmRule):
+            form |= {f"audience-{i}-column": WITHIN_KM, f"audience-{i}-op": "<="}
+            form[f"audience-{i}-value"] = _within_text(rule)
+            continue
         form |= {f"audience-{i}-column": rule.column, f"audience-{i}-op": rule.op}
         values = rule.value if isinstance(rule.value, tuple) else (rule.value,)
         form[f"audience-{i}-value"] = ", ".join(_text_of(v) for v in values)
@@ -134,6 +153,22 @@ def _text_of(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _whole(value: float) -> int | float:
+    """A float that is a whole number as an int (``25`` rather than ``25.0`` in the form and the YAML)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _within_text(rule: WithinKmRule) -> str:
+    """A place rule's value field: ``25 km of BR012`` or ``10 km of 51.5, -0.12``."""
+    return _circle_text(rule.within_km)
+
+
+def _circle_text(circle: Any) -> str:
+    of = circle.of
+    target = of if isinstance(of, str) else ", ".join(_text_of(_whole(x)) for x in of)
+    return f"{_text_of(_whole(circle.km))} km of {target}"
+
+
 def validate_form(form: Mapping[str, str]) -> tuple[CampaignSpec | None, dict[str, str]]:
     """(the spec, {}) when the form makes a valid spec; (None, errors) otherwise, with every problem at once.
 
@@ -148,7 +183,9 @@ def validate_form(form: Mapping[str, str]) -> tuple[CampaignSpec | None, dict[st
             data[key] = value
     if description := form.get("description", "").replace("\r\n", "\n").strip():
         data["description"] = description
-    rules, row_of = _audience(form)
+    if trigger := _trigger(form, errors):
+        data["trigger"] = trigger
+    rules, row_of = _audience(form, errors)
     if rules:
         data["audience"] = rules
     mode = _get(form, "selection_mode")
@@ -226,13 +263,19 @@ def _checkbox(form: Mapping[str, str], key: str) -> bool:
     return key in form and _get(form, key).lower() not in _FALSE
 
 
-def _audience(form: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[int]]:
-    """The audience rules of the form's rows (rows with an empty column left out) and each rule's row number."""
+def _audience(form: Mapping[str, str], errors: dict[str, str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The audience rules of the form's rows (rows with an empty column left out) and each rule's row number. A
+    within_km row whose op or value cannot be read is left out, with its error recorded in ``errors``."""
     rows = sorted({int(m.group(1)) for key in form if (m := _AUDIENCE_KEY.match(key))})
     rules, row_of = [], []
     for i in rows:
         column = _get(form, f"audience-{i}-column")
         if not column:
+            continue
+        if column == WITHIN_KM:
+            if (place := _within_rule(form, i, errors)) is not None:
+                rules.append(place)
+                row_of.append(i)
             continue
         rule: dict[str, Any] = {"column": column}
         if op := _get(form, f"audience-{i}-op"):
@@ -242,6 +285,59 @@ def _audience(form: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[int]]
         rules.append(rule)
         row_of.append(i)
     return rules, row_of
+
+
+def _within_rule(form: Mapping[str, str], i: int, errors: dict[str, str]) -> dict[str, Any] | None:
+    """``{"within_km": {"of": ..., "km": ...}}`` from row ``i`` (op ``<=``, value ``25 km of BR012`` or ``10 km
+    of 51.5, -0.12``); None, with the error recorded, when the op or the value cannot be read. The spec checks
+    the numbers and the branch id."""
+    op, raw = _get(form, f"audience-{i}-op"), _get(form, f"audience-{i}-value")
+    if op not in ("", "<="):
+        errors[f"audience-{i}-op"] = f"a within_km rule keeps homes at most N km away: use <=, not {op!r}"
+        return None
+    circle = _circle(raw)
+    if circle is None:
+        errors[f"audience-{i}-value"] = _circle_problem(raw, "25 km of BR012", "10 km of 51.5, -0.12")
+        return None
+    return {"within_km": circle}
+
+
+def _circle(raw: str) -> dict[str, Any] | None:
+    """``{"of": ..., "km": ...}`` from ``25 km of BR012`` or ``10 km of 51.5, -0.12``; None when unreadable."""
+    m = _WITHIN_TEXT.match(raw)
+    km = _to_number(m.group("km")) if m else None
+    if km is None:
+        return None
+    target = m.group("of").strip()
+    parts = [x.strip() for x in target.split(",")]
+    numbers = [_to_number(x) for x in parts]
+    return {"of": numbers if len(parts) == 2 and None not in numbers else target, "km": km}
+
+
+def _circle_problem(raw: str, branch: str, point: str) -> str:
+    return (
+        f"write the distance as '<km> km of <branch id>' ({branch}) or '<km> km of <lat>, <lon>' ({point}), "
+        f"got {raw!r}"
+    )
+
+
+def _trigger(form: Mapping[str, str], errors: dict[str, str]) -> dict[str, Any] | None:
+    """The ``trigger`` block of a real-time campaign, None for a batch campaign (no event types given)."""
+    events = [e.strip() for e in _get(form, "trigger_events").split(",") if e.strip()]
+    if not events:
+        for key in ("trigger_min_amount", "trigger_within"):
+            if _get(form, key):
+                errors[key] = "name the trigger's event types first (a batch campaign has no trigger)"
+        return None
+    trigger: dict[str, Any] = {"events": events}
+    _put(trigger, "min_amount", _number(form, "trigger_min_amount", float, errors))
+    if raw := _get(form, "trigger_within"):
+        circle = _circle(raw)
+        if circle is None:
+            errors["trigger_within"] = _circle_problem(raw, "2 km of BR012", "0.5 km of 51.5, -0.12")
+        else:
+            trigger["within_km"] = circle
+    return trigger
 
 
 def _rule_value(column: str, op: str, raw: str) -> Any:
@@ -286,11 +382,16 @@ def _policy(form: Mapping[str, str], errors: dict[str, str]) -> dict[str, Any]:
 
 def _field_of(path: str, row_of: list[int], rules: list[dict[str, Any]]) -> str:
     """The form field a spec problem at ``path`` (``spec._field_path``) belongs to; ALL_ERRORS if none."""
-    if m := re.match(r"^audience\[(\d+)\](?:\.(column|op|value))?", path):
-        return f"audience-{row_of[int(m.group(1))]}-{m.group(2) or 'column'}"
+    if m := re.match(r"^audience\[(\d+)\](?:\.(column|op|value|within_km))?", path):
+        part = {None: "column", "within_km": "value"}.get(m.group(2), m.group(2))
+        return f"audience-{row_of[int(m.group(1))]}-{part}"
     if path == "audience":
         return _contradiction_field(row_of, rules)
     head, _, rest = path.partition(".")
+    if head == "trigger":
+        return {"min_amount": "trigger_min_amount"}.get(
+            rest, "trigger_within" if rest.startswith("within_km") else "trigger_events"
+        )
     block = {
         "selection": "selection_value",
         "power": "power_baseline_rate",
@@ -312,9 +413,9 @@ def _field_of(path: str, row_of: list[int], rules: list[dict[str, Any]]) -> str:
 
 def _contradiction_field(row_of: list[int], rules: list[dict[str, Any]]) -> str:
     """The value field of the last row of the first column whose rules contradict each other."""
-    parsed = [AudienceRule.model_validate(r) for r in rules]
-    for column in dict.fromkeys(r.column for r in parsed):
-        same = [i for i, r in enumerate(parsed) if r.column == column]
+    parsed = [None if WITHIN_KM in r else AudienceRule.model_validate(r) for r in rules]
+    for column in dict.fromkeys(r.column for r in parsed if r is not None):
+        same = [i for i, r in enumerate(parsed) if r is not None and r.column == column]
         if len(same) > 1 and not _satisfiable([parsed[i] for i in same], _CATEGORY_VALUES.get(column)):
             return f"audience-{row_of[same[-1]]}-value"
     return ALL_ERRORS
@@ -323,7 +424,8 @@ def _contradiction_field(row_of: list[int], rules: list[dict[str, Any]]) -> str:
 def audience_columns() -> list[dict[str, Any]]:
     """For the audience value pickers, one entry per audience column: ``column``, ``label`` (the catalogue's
     plain label, else the column), ``kind`` ("category" or "numeric"), ``values`` (a category's allowed values;
-    empty for numbers and for persona, whose names come from the data) and ``ops`` (the operators it takes)."""
+    empty for numbers and for persona, whose names come from the data) and ``ops`` (the operators it takes);
+    last the place rule :data:`WITHIN_KM` (kind "place", op ``<=``)."""
     from pipelines.features.catalogue import BY_NAME
     from pipelines.features.plain import plain_of
 
@@ -339,6 +441,15 @@ def audience_columns() -> list[dict[str, Any]]:
                 "ops": list(OPS if numeric else CATEGORY_OPS),
             }
         )
+    out.append(
+        {
+            "column": WITHIN_KM,
+            "label": "home city within km of a branch or point",
+            "kind": "place",
+            "values": [],
+            "ops": ["<="],
+        }
+    )
     return out
 
 
@@ -353,9 +464,21 @@ def spec_yaml(spec: CampaignSpec, comment: str | None = None) -> str:
     out = [f"# {line}".rstrip() for line in (comment or "").strip("\n").splitlines()]
     out += [_dump("name", spec.name), _description(spec.description)]
     out += [_dump(key, getattr(spec, key)) for key in ("model", "schedule", "channel")]
+    if spec.trigger is not None:
+        out += ["trigger:", _dump("events", list(spec.trigger.events), 1)]
+        if spec.trigger.min_amount is not None:
+            out.append(_dump("min_amount", _whole(spec.trigger.min_amount), 1))
+        if (circle := spec.trigger.within_km) is not None:
+            target = circle.of if isinstance(circle.of, str) else [_whole(x) for x in circle.of]
+            out.append(_dump("within_km", {"of": target, "km": _whole(circle.km)}, 1))
     if spec.audience:
         out.append("audience:")
         for rule in spec.audience:
+            if isinstance(rule, WithinKmRule):
+                of = rule.within_km.of
+                target = of if isinstance(of, str) else [_whole(x) for x in of]
+                out.append(f"  - {_flow({WITHIN_KM: {'of': target, 'km': _whole(rule.within_km.km)}})}")
+                continue
             value = list(rule.value) if isinstance(rule.value, tuple) else rule.value
             out.append(f"  - {_flow({'column': rule.column, 'op': rule.op, 'value': value})}")
     mode = spec.selection.mode

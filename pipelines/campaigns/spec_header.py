@@ -105,6 +105,7 @@ class SpecHeader:
     model: str
     schedule: str
     description: str
+    realtime: bool = False  # the spec has a ``trigger:``: decided by the decision service, no scoring DAG
 
 
 _HEADER_CHECKS = {"name": name_problem, "model": model_problem, "schedule": schedule_problem}
@@ -132,7 +133,7 @@ def read_header(path: str | Path) -> SpecHeader:
         values[field] = value
     if problems:
         raise SpecError(f"{path}: invalid campaign spec\n" + "\n".join(problems))
-    return SpecHeader(path=path, **values)
+    return SpecHeader(path=path, **values, realtime=data.get("trigger") is not None)
 
 
 def read_each(directory: str | Path, read: Callable[[Path], T]) -> tuple[list[T], list[str]]:

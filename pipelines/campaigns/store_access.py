@@ -4,7 +4,8 @@ The schema step (:func:`pipelines.campaigns.store_schema.ensure_schema`) calls :
 sure of, in the schema the tables live in (``current_schema()``)::
 
     staff role   (PM_STAFF_ROLE, default pmp_staff)     USAGE on the schema; SELECT on campaign_runs,
-                 campaign_targets, campaign_exclusions, campaign_segments, campaign_results, model_monitoring;
+                 campaign_targets, campaign_exclusions, campaign_segments, campaign_results, model_monitoring,
+                 campaign_decisions;
                  INSERT on list_exports;
                  SELECT and INSERT on campaign_spec_history (the staff app's campaign form records its edits)
     contact role (PM_CONTACT_ROLE, default pmp_contact) all of the staff role's, plus INSERT and SELECT on
@@ -39,6 +40,7 @@ STAFF_TABLES = (
     "campaign_segments",
     "campaign_results",
     "model_monitoring",
+    "campaign_decisions",
 )
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _log = logging.getLogger(__name__)

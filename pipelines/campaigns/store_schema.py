@@ -11,6 +11,8 @@ Tables::
     campaign_results     campaign_id PK: the readout of a campaign
     contact_exports      id PK: the audit of list exports with contact details (who, when, run, rows, file, sha256)
     list_exports         id PK: the same for exports without contact details
+    campaign_decisions   decision_id PK: the decision service's log (customer, event, campaign, offer or none,
+                         group, score, model version, latency), insert-only; index (campaign, event_ts)
     campaign_spec_history id PK: every change to a campaigns/<name>.yaml made in the staff app (who, when,
                          campaign, action, the new file's sha256, unified diff); written by
                          pipelines.campaigns.spec_history, insert-only
@@ -290,6 +292,33 @@ model_monitoring = Table(
     implicit_returning=False,
 )
 
+# Written by pipelines.campaigns.decisions (the decision service's log, in batches): one row per answered event,
+# insert-only; a real-time campaign's day becomes a readable run through pipelines.jobs.realtime.
+campaign_decisions = Table(
+    "campaign_decisions",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),  # uuid4 hex, made by the service
+    Column("decided_at", _UTCDateTime, nullable=False),  # the service's clock
+    Column("customer_id", BigInteger, nullable=False, autoincrement=False),
+    Column("event_type", String, nullable=False),
+    Column("event_ts", _UTCDateTime, nullable=False),
+    Column("campaign", String),  # the campaign the decision was about; null when none applied
+    Column("offer", String),  # the campaign offered; null for "no offer" (held out, or nothing applied)
+    Column("channel", String),
+    Column("target_group", String),
+    Column("score", Double),
+    Column("expected_value", Double),
+    Column("reason", Text, nullable=False),
+    Column("model_name", String),
+    Column("model_version", String),
+    Column("snapshot_as_of", Date),
+    Column("latency_ms", Double),
+    CheckConstraint(f"target_group IN {TARGET_GROUPS!r}", name="target_group"),
+    Index(None, "campaign", "event_ts"),
+    implicit_returning=False,
+)
+DECISION_COLUMNS = tuple(c.name for c in campaign_decisions.columns)
+
 SEGMENT_SUMMARY_COLUMNS = tuple(c.name for c in campaign_segments.columns if c.name != "run_id")
 
 TARGET_COLUMNS = (
@@ -520,6 +549,7 @@ def ensure_schema(engine: Engine, roles: tuple[str, str] | None = None) -> None:
 
 __all__ = [
     "CampaignDBError",
+    "DECISION_COLUMNS",
     "DatabaseError",
     "EXCLUSION_COLUMNS",
     "RESULT_COLUMNS",
@@ -532,6 +562,7 @@ __all__ = [
     "campaign_segments",
     "campaign_spec_history",
     "campaign_targets",
+    "campaign_decisions",
     "check_database",
     "contact_exports",
     "database_error",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import date
 
-from pipelines.cli import commands
+from pipelines.cli import commands, decide
 
 
 def _as_of(value: str) -> date:
@@ -357,6 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.set_defaults(func=commands.serve)
 
+    decide_cmd = sub.add_parser("decide", help="real-time decisions: the decision service and its snapshot")
+    decide_sub = decide_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    decide_serve = decide_sub.add_parser(
+        "serve",
+        help="answer POST /decide for the real-time campaigns (campaigns with a trigger), until Ctrl-C",
+    )
+    decide_serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    decide_serve.add_argument("--port", type=_port, default=8100, help="port (default 8100)")
+    decide_serve.set_defaults(func=decide.decide_serve)
+    decide_refresh = decide_sub.add_parser(
+        "refresh", help="load the online snapshot from a written batch run of CAMPAIGN"
+    )
+    decide_refresh.add_argument("campaign", help="a batch campaign whose run at --as-of was written")
+    decide_refresh.add_argument("--as-of", type=_as_of, default=None, help="YYYY-MM-DD (default: lake end)")
+    decide_refresh.set_defaults(func=decide.decide_refresh)
+    decide_close = decide_sub.add_parser(
+        "close",
+        help="turn one day's decisions of a real-time campaign into a run that reads out like a batch run",
+    )
+    decide_close.add_argument("campaign", help="a real-time campaign (a spec with a trigger)")
+    decide_close.add_argument("--day", type=_as_of, required=True, help="YYYY-MM-DD")
+    decide_close.set_defaults(func=decide.decide_close)
+
     users = sub.add_parser("users", help="the staff app's users and roles")
     users_sub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     users_add = users_sub.add_parser("add", help="add a user, or change a user's role and password")
@@ -399,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
         audit_pii,
         monitor,
         serve,
+        decide_serve,
+        decide_refresh,
+        decide_close,
         users_add,
         users_list,
         users_demo,

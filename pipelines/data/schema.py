@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from pipelines.data import places
+
 # Allowed category values. The generator draws from these, the suites check against them.
 GENDERS = ("F", "M", "U")
 CITY_TIERS = (1, 2, 3, 4)
@@ -54,6 +56,8 @@ RESPONSE_EVENTS = (
 )
 UTM_SOURCES = ("sms", "email", "push", "call", "organic")
 UTM_MEDIUMS = ("crm", "outbound", "app", "direct")
+REGIONS = places.REGIONS  # the twelve UK ITL1 regions
+CITY_NAMES = places.CITY_NAMES
 
 TIMESTAMP = pa.timestamp("us")
 
@@ -118,6 +122,18 @@ CUSTOMERS = Table(
             "City tier of the home address, 1 (largest cities) to 4.",
             allowed=CITY_TIERS,
         ),
+        _cat(
+            "region",
+            REGIONS,
+            "Region (ITL1) of the home city; null where the source does not say. Coarse, not PII.",
+            nullable=True,
+        ),
+        _cat(
+            "city",
+            CITY_NAMES,
+            "Home city (its tier is city_tier); null where the source does not say. Coarse (no address), not PII.",
+            nullable=True,
+        ),
         _cat("income_band", INCOME_BANDS, "Declared income band at application."),
         _cat("occupation", OCCUPATIONS, "Declared occupation at application."),
         _cat("card_tier", CARD_TIERS, "Current card product tier."),
@@ -181,6 +197,18 @@ APP_EVENTS = Table(
         Column("customer_id", pa.int64(), "Customer key."),
         Column("event_ts", TIMESTAMP, "Event time."),
         _cat("event_type", APP_EVENT_TYPES, "What the customer did in the app."),
+        Column(
+            "lat",
+            pa.float64(),
+            "Latitude of the device, rounded to 2 decimals (about 1 km); null when location sharing is off.",
+            nullable=True,
+        ),
+        Column(
+            "lon",
+            pa.float64(),
+            "Longitude of the device, rounded to 2 decimals; null when location sharing is off.",
+            nullable=True,
+        ),
     ),
     key=("event_id",),
     partition_by="event_ts",
@@ -224,8 +252,23 @@ RESPONSES = Table(
     references={"customer_id": "customers.customer_id"},
 )
 
+BRANCHES = Table(
+    "branches",
+    "The bank's branches, a small reference table that place rules and triggers measure distances to (a lake "
+    "built from sources may lack it).",
+    (
+        Column("branch_id", pa.string(), "Branch key, e.g. BR001."),
+        Column("name", pa.string(), "Branch name."),
+        _cat("city", CITY_NAMES, "City the branch is in."),
+        _cat("region", REGIONS, "Region (ITL1) of the city."),
+        Column("lat", pa.float64(), "Latitude (WGS84, degrees)."),
+        Column("lon", pa.float64(), "Longitude (WGS84, degrees)."),
+    ),
+    key=("branch_id",),
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, BALANCES, TRANSACTIONS, APP_EVENTS, CAMPAIGN_CONTACTS, RESPONSES)
+    t.name: t for t in (CUSTOMERS, BALANCES, TRANSACTIONS, APP_EVENTS, CAMPAIGN_CONTACTS, RESPONSES, BRANCHES)
 }
 
 # Ground truth written by the generator. Only tests, benchmarks and oracle metrics may read it.

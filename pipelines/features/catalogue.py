@@ -5,12 +5,17 @@ Each feature also carries its plain-language wording (:class:`pipelines.features
 naming it reads in a list export; a feature cannot be defined without one.
 ``wide_table.build_features`` computes exactly these columns (a test checks the two lists are the same);
 ``docs/features.md`` is rendered from here: ``python -m pipelines.features.catalogue``.
+
+:data:`ATTRIBUTES` are customer columns the campaign run's wide table also carries (``features.attributes``) for
+audience rules and breakdowns, never model inputs: they are not in :data:`FEATURE_NAMES`, which is what training
+and scoring read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.data.places import CITY_NAMES, REGIONS
 from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES
 from pipelines.features.plain import Plain
 
@@ -393,6 +398,26 @@ assert not set(FEATURE_NAMES) & {c for t in TABLES.values() for c in t.pii_colum
 )
 
 
+@dataclass(frozen=True)
+class Attribute:
+    """A customer column carried beside the features for audience rules and segment breakdowns, never a model
+    input: a category with the allowed ``values`` (null when the source has no such column)."""
+
+    name: str
+    definition: str
+    source: str
+    values: tuple[str, ...]
+
+
+ATTRIBUTES = (
+    Attribute("region", "region of the home address (ITL1, `places.REGIONS`)", "customers", REGIONS),
+    Attribute("city", "city of the home address (`places.CITIES`)", "customers", CITY_NAMES),
+)
+ATTRIBUTE_NAMES = tuple(a.name for a in ATTRIBUTES)
+ATTRIBUTE_BY_NAME = {a.name: a for a in ATTRIBUTES}
+assert not set(ATTRIBUTE_NAMES) & set(FEATURE_NAMES), "an attribute is never a model feature"
+
+
 def render_catalogue() -> str:
     """The feature table of ``docs/features.md``."""
     lines = ["| feature | definition | window | source |", "|---|---|---|---|"]
@@ -400,5 +425,14 @@ def render_catalogue() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_attributes() -> str:
+    """The attribute table of ``docs/features.md``."""
+    lines = ["| attribute | definition | source |", "|---|---|---|"]
+    lines += [f"| `{a.name}` | {a.definition} | {a.source} |" for a in ATTRIBUTES]
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     print(render_catalogue(), end="")
+    print()
+    print(render_attributes(), end="")

@@ -22,6 +22,9 @@ from pipelines.data import storage
 
 FEATURES, SCORES, SEGMENTS = "features.parquet", "scores.parquet", "segments.parquet"
 BASE_FILES = (FEATURES, SCORES, SEGMENTS)
+# Customer attributes (pipelines.features.attributes) that segment summaries and readouts break down by, read from
+# the run folder's features.parquet: the campaign database's targets do not carry them.
+BREAKDOWNS = ("region",)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,23 @@ def read_scored(folder: Path, columns: Iterable[str] | None = None) -> pd.DataFr
     return scored.merge(segments, on="customer_id", how="left", validate="one_to_one")
 
 
+def with_breakdowns(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``frame`` (one row per ``customer_id``, e.g. a run's targets) with the :data:`BREAKDOWNS` columns of the
+    run folder's ``features.parquet`` joined on, those the file holds with a value for some customer of
+    ``frame``; ``frame`` itself when there are none (a folder written before attributes existed, a lake
+    without regions, or no features file)."""
+    path = Path(folder) / FEATURES
+    if not path.is_file():
+        return frame
+    wanted = [c for c in BREAKDOWNS if c in storage.read_file_schema(path).names and c not in frame.columns]
+    if not wanted:
+        return frame
+    found = storage.read_frame(path, columns=["customer_id", *wanted])
+    joined = frame.merge(found, on="customer_id", how="left", validate="many_to_one")
+    empty = [c for c in wanted if not joined[c].notna().any()]
+    return joined.drop(columns=empty) if empty else joined
+
+
 def contact_history_at(settings: Settings, spec, as_of: date, engine: Engine) -> pd.DataFrame:
     """Treatment contacts before ``as_of`` that the spec's contact policy looks back over: the lake's
     ``campaign_contacts`` (less the platform's own runs, which the database already counts) and the campaign
@@ -97,10 +117,12 @@ def choose_audience(
     say: Callable[[str], None],
 ) -> Audience:
     """The spec's contact policy and audience rules over ``scored`` at ``as_of`` (consent flags from the lake's
-    customers, dead accounts, contact history from the lake and ``engine``), then its selection. With
+    customers, dead accounts, contact history from the lake and ``engine``; branch ids of place rules through the
+    lake's branches table when it has one), then its selection. With
     ``by_uplift`` (the base was scored by the uplift model) eligible customers with an estimated uplift <= 0 are
     never selected: contact would not help them. Says how many were scored, excluded, eligible and selected; an
     empty selection is returned, not raised (the caller decides)."""
+    from pipelines.campaigns.place_rules import WithinKmRule, lake_branches
     from pipelines.campaigns.policy import apply_policy, invalid_customers, select_audience
 
     customers = storage.read_table(
@@ -108,7 +130,9 @@ def choose_audience(
     )
     history = contact_history_at(settings, spec, as_of, engine)
     invalid = invalid_customers(settings.lake_dir, as_of, spec.contact_policy.invalid_customer)
-    eligible, exclusions = apply_policy(scored, customers, history, invalid, spec, as_of)
+    places_used = any(isinstance(rule, WithinKmRule) for rule in spec.audience)
+    branches = lake_branches(settings.lake_dir) if places_used else None
+    eligible, exclusions = apply_policy(scored, customers, history, invalid, spec, as_of, branches=branches)
     candidates, not_positive = eligible, 0
     if by_uplift:
         # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.

@@ -354,6 +354,7 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
     from pipelines.campaigns import store, store_schema
     from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT, check_sample_ratio, require_sample_ratio
     from pipelines.campaigns.store_frames import RunRecord
+    from pipelines.jobs.audience import with_breakdowns
 
     say = say_to(progress)
     spec = load_campaign(settings, name)
@@ -385,7 +386,8 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
             "holdout_plan": selection["holdout_plan"],
         },
     )
-    mix = segment_mix(targets)
+    # Region comes from the folder's wide table: the stored targets carry only the segment columns.
+    mix = segment_mix(with_breakdowns(targets, attempt))
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
     store.write_run(engine, record, targets, exclusions, segments=mix)
@@ -427,15 +429,17 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
 
 def segment_mix(targets: pd.DataFrame) -> pd.DataFrame:
     """The audience by segment: for each segment column present (``rfm_segment``, ``lifecycle_stage``,
-    ``persona``, ``value_tier``) and value, customers, treatment, holdout, share of the audience, average score
-    and average predicted value. Missing segment values count as ``unknown``."""
+    ``persona``, ``value_tier``, and ``region`` when ``targets`` carries it: ``audience.with_breakdowns``) and
+    value, customers, treatment, holdout, share of the audience, average score and average predicted value.
+    Missing segment values count as ``unknown``; a column with no value at all is left out."""
     from pipelines.campaigns.score import GROUP, HOLDOUT, TREATMENT
     from pipelines.campaigns.store_schema import SEGMENT_COLUMNS
+    from pipelines.jobs.audience import BREAKDOWNS
 
     rows = []
     total = max(len(targets), 1)
     value = targets["predicted_value"] if "predicted_value" in targets.columns else None
-    for dim in SEGMENT_COLUMNS:
+    for dim in (*SEGMENT_COLUMNS, *BREAKDOWNS):
         if dim not in targets.columns or targets[dim].isna().all():
             continue
         keys = targets[dim].astype("object").where(targets[dim].notna(), "unknown").astype(str)

@@ -69,8 +69,10 @@ def validate_data(settings: Settings, as_of: Any = None, progress: Progress = No
 def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progress = None) -> Path:
     """Build the customer wide table at ``as_of`` (the one feature definition), gate it with the
     ``customer_features`` suite and write it to ``out``, with the features left out for want of an input table
-    beside it (``pipelines.features.wide_table.write_wide_table``)."""
+    beside it (``pipelines.features.wide_table.write_wide_table``). The customers' audience attributes (home
+    region and city, ``pipelines.features.attributes``; never model inputs) are appended after the gate."""
     from pipelines.data.gates import require_valid
+    from pipelines.features.attributes import add_attributes, attribute_notes, read_attributes
     from pipelines.features.gate import validate_features
     from pipelines.features.wide_table import build_features, load_tables, write_wide_table
 
@@ -81,6 +83,9 @@ def build_wide_table(settings: Settings, as_of: Any, out: Path, progress: Progre
     gate = validate_features(wide, tables["customers"], as_of, settings.expectations_dir)
     say(f"wide table at {as_of}: {len(wide):,} customers x {wide.shape[1] - 1} features; {gate.summary()}")
     require_valid(gate)
+    wide = add_attributes(wide, read_attributes(settings.lake_dir))
+    for note in attribute_notes(wide):
+        say(f"audience attribute {note}")
     return write_wide_table(
         wide, out
     )  # and <stem>.left_out.json: the features a source's tables could not give

@@ -18,7 +18,7 @@ from pipelines.jobs.common import load_campaign
 from pipelines.progress import Progress, say_to
 from pipelines.runs import run_dir
 
-READOUT_SEGMENTS = ("decile", "lifecycle_stage", "value_tier", "rfm_segment", "persona")
+READOUT_SEGMENTS = ("decile", "lifecycle_stage", "value_tier", "rfm_segment", "persona", "region")
 
 
 class ResponsesNotLanded(LookupError):
@@ -38,9 +38,10 @@ def readout_campaign(
     """Read out a campaign after its response window: treatment against holdout, conversion within the window.
 
     ``campaign_id`` is either a platform run (a ``run_id`` of the campaign database: groups, deciles and
-    segments come from ``campaign_targets``; the window, floor, cost and value from its spec; the expected
-    split from the run's holdout fraction) or a past campaign in the lake (groups from ``campaign_contacts``;
-    window 14 days and floor 1 % unless given; SRM only with ``expected_share``). Responses come from the lake.
+    segments come from ``campaign_targets``, the region from the run folder's ``features.parquet``; the window,
+    floor, cost and value from its spec; the expected split from the run's holdout fraction) or a past campaign
+    in the lake (groups from ``campaign_contacts``; window 14 days and floor 1 % unless given; SRM only with
+    ``expected_share``). Responses come from the lake.
 
     Computes the lift with CI and p-value, the SRM check, lift by decile and segment, the funnel, UTM channel
     quality, the response-floor alert, the power statement, and with the generator's truth the true lift. Writes
@@ -51,6 +52,7 @@ def readout_campaign(
     """
     from pipelines.campaigns import store, store_schema
     from pipelines.campaigns.power import powered_statement
+    from pipelines.jobs.audience import with_breakdowns
     from pipelines.readout.funnel import channel_quality, funnel
     from pipelines.readout.report import CONTEXT_FILE, lift_by_decile_chart, render_context, report_context
     from pipelines.readout.stats import readout, response_floor_alert, return_on_spend
@@ -88,7 +90,10 @@ def readout_campaign(
         targets = store.read_targets(
             engine, str(record["campaign"]), campaign_id, groups=("treatment", "holdout")
         )
-        frame = targets.rename(columns={"target_group": "group"})
+        # Region (when the run's customers have one) from the run folder's wide table, not the database.
+        frame = with_breakdowns(
+            targets.rename(columns={"target_group": "group"}), run_dir(settings.runs_dir, campaign_id)
+        )
         facts.update(
             {
                 "campaign": spec.name,

@@ -18,6 +18,7 @@ lightgbm and sklearn are imported inside the functions that need them: importing
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -196,6 +197,44 @@ class CalibratedModel:
                     raise ValueError(f"feature {name!r} was numeric at fit time but is {col.dtype} now")
                 out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
         return out
+
+    def encode_row(self, row: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`encode` of one customer given as a mapping column -> value (a ``(1, n_features)`` matrix), without
+        building a DataFrame: the real-time path's encoding, equal to the batch one value for value (a category
+        compares as text when the fit-time categories are text; an unseen or missing one is NaN)."""
+        codes = getattr(self, "_codes", None)
+        if codes is None:  # built on first use (a pickled model from before this method has none)
+            codes = {
+                name: {c: float(i) for i, c in enumerate(cats)} for name, cats in self.categories.items()
+            }
+            self._codes = codes
+        out = np.empty((1, len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            try:
+                value = row[name]
+            except KeyError:
+                raise KeyError(f"row lacks model feature column: {name}") from None
+            missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+            if name in codes:
+                if not missing and self._text_categories(name) and not isinstance(value, str):
+                    value = str(value)
+                out[0, j] = np.nan if missing else codes[name].get(value, np.nan)
+            elif missing:
+                out[0, j] = np.nan
+            elif isinstance(value, str):
+                raise ValueError(f"feature {name!r} was numeric at fit time but is text now: {value!r}")
+            else:
+                out[0, j] = float(value)
+        return out
+
+    def _text_categories(self, name: str) -> bool:
+        cats = self.categories[name]
+        return bool(cats) and all(isinstance(c, str) for c in cats)
+
+    def predict_row(self, row: Mapping[str, Any]) -> float:
+        """:meth:`predict_proba` of one customer given as a mapping (see :meth:`encode_row`)."""
+        raw = self.booster.predict(self.encode_row(row), num_iteration=self.best_iteration, raw_score=True)
+        return float(self.calibrate(raw)[0])
 
     def unseen_categories(self, frame: pd.DataFrame) -> dict[str, int]:
         """Per categorical column, how many non-missing values are not in the fit-time category list."""

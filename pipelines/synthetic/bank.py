@@ -18,11 +18,18 @@ Ground truth: because the chain's transition matrix per customer is known, the p
 closed within 90 and 150 days after each month end follows exactly from matrix powers. It is written to
 ``truth/`` with the hidden state; nothing in ``lake/`` reveals it.
 
+Places: each customer's home city and region, and whether the app shares the location
+(:func:`~pipelines.synthetic.customers.draw_home`), and the coarse location of each app event
+(:func:`~pipelines.synthetic.behaviour.draw_event_places`); the ``branches`` table is written from
+:data:`pipelines.data.places.BRANCHES`.
+
 Determinism: chunk ``k`` draws from ``SeedSequence([seed, k])``, so the output depends only on the seed, the
 sizes and the chunk size — not on the number of worker processes. Within a chunk the draws happen in a fixed
 order (customers, states, closures, then per month transactions, app events, balances; campaigns; PII), so moving
-code between these modules must keep the order of the calls. Parquet is written with fixed options, so the same
-inputs give byte-identical files.
+code between these modules must keep the order of the calls. The place columns draw from streams of their own
+(``SeedSequence([seed, k, PLACE_STREAM, j])``: ``j = 0`` the customers' homes, ``j = m + 1`` month ``m``'s app
+events), so every other column is the same as in a bank generated without them. Parquet is written with fixed
+options, so the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -39,19 +46,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.data import storage
-from pipelines.data.schema import CAMPAIGN_TRUTH, TABLES
+from pipelines.data import places, storage
+from pipelines.data.schema import CAMPAIGN_TRUTH, CITY_NAMES, REGIONS, TABLES
 from pipelines.progress import Progress, say_to, track
 from pipelines.synthetic import campaigns as sc
 from pipelines.synthetic.behaviour import (
     app_events_table,
     draw_app_events,
+    draw_event_places,
     draw_transactions,
     keep_active,
     month_end_balances,
     transactions_table,
 )
-from pipelines.synthetic.customers import customers_table, draw_customers
+from pipelines.synthetic.customers import customers_table, draw_customers, draw_home
 from pipelines.synthetic.dirty import inject_dirty
 from pipelines.synthetic.lifecycle import CHURNED, behaving_states, churn_truth_table
 from pipelines.synthetic.shift import ChunkShift, closed_us, shift_record, validate_shift
@@ -65,6 +73,7 @@ CAMPAIGN_PLAN = (
     ("upgrade", "email"),
     ("winback", "sms"),
 )
+PLACE_STREAM = 7_301  # third entropy word of the place streams (the behaviour stream has two)
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,7 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
                 f"({elapsed:.1f} s, {totals.customers / elapsed:,.0f} customers/s)",
             )
             tracker.advance(stats.customers)
+        storage.write_part(branches_table(), lake, "branches", 0)
         faults = inject_dirty(config, lake) if config.dirty else {}
         manifest = {
             "config": asdict(config) | {"workers": workers},
@@ -172,6 +182,7 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
                 "transactions": totals.transactions,
                 "app_events": totals.app_events,
                 "balances": totals.balances,
+                "branches": len(places.BRANCHES),
             },
             "closures": totals.closures,
             "dirty_faults": faults,
@@ -207,6 +218,7 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
     stats = ChunkStats(chunk=chunk, customers=n)
 
     cust = draw_customers(rng, n, first, config)
+    cust |= draw_home(_place_rng(config, chunk, 0), cust["city_tier"])
     shift = ChunkShift(config, cust)  # without a shift: the unshifted calls, in order
     states, signup_month, closed_date = shift.lifecycle(rng, cust)
     stats.closures = int((~np.isnat(closed_date)).sum())
@@ -234,6 +246,9 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
 
         events = draw_app_events(draws, cust, behaving, alive, m, start, days)
         events = keep_active(events, "event_ts", signup_us, closed)
+        events |= draw_event_places(
+            _place_rng(config, chunk, m + 1), events["idx"], cust["city"], cust["_shares_location"]
+        )
         ev_table = app_events_table(events, config, chunk, m, first)
         storage.write_part(ev_table, lake, "app_events", chunk, month)
         stats.app_events += ev_table.num_rows
@@ -258,6 +273,27 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
     storage.write_part(cust_table, lake, "customers", chunk)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _place_rng(config: SynthConfig, chunk: int, stream: int) -> np.random.Generator:
+    """Place stream ``stream`` of chunk ``chunk`` (0: the customers' homes, ``m + 1``: month ``m``'s app events)."""
+    return np.random.default_rng(np.random.SeedSequence([config.seed, chunk, PLACE_STREAM, stream]))
+
+
+def branches_table() -> pa.Table:
+    """The ``branches`` table: the bank's branches of :data:`pipelines.data.places.BRANCHES`."""
+    rows = places.BRANCHES
+    return pa.table(
+        {
+            "branch_id": pa.array([b.branch_id for b in rows], pa.string()),
+            "name": pa.array([b.name for b in rows], pa.string()),
+            "city": sc.dict_array(np.array([CITY_NAMES.index(b.city) for b in rows]), CITY_NAMES),
+            "region": sc.dict_array(np.array([REGIONS.index(b.region) for b in rows]), REGIONS),
+            "lat": pa.array([b.lat for b in rows], pa.float64()),
+            "lon": pa.array([b.lon for b in rows], pa.float64()),
+        },
+        schema=TABLES["branches"].arrow_schema,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

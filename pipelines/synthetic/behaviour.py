@@ -4,7 +4,9 @@
   combine weekday, holiday (late-November sales, Christmas) and salary-day effects, log-normal amounts by
   category and customer, persona-driven categories, cross-border, instalment and channel flags.
 * App events: logins, bill views that bunch before the repayment due day, coupon views, points redemptions,
-  card binding (mostly new customers), instalment applications.
+  card binding (mostly new customers), instalment applications. Each event's coarse location
+  (:func:`draw_event_places`): mostly around the home city's centre, some at a branch of it, a few in another
+  city; none for customers who do not share their location.
 * Balances: month-end assets under management (growing when engaged, flowing out when dormant) and the card
   balance (that month's spend times a customer's revolving share, capped by the limit).
 """
@@ -17,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.data import places
 from pipelines.data.schema import APP_EVENT_TYPES, MERCHANT_CATEGORIES, TABLES, TXN_CHANNELS
 from pipelines.synthetic import campaigns as sc
-from pipelines.synthetic.customers import CUSTOMER_ID_BASE
+from pipelines.synthetic.customers import CUSTOMER_ID_BASE, HOME_CITY_WEIGHTS
 from pipelines.synthetic.draws import draw, draw_grouped
 from pipelines.synthetic.lifecycle import CHURNED, LOYAL, NEW
 
@@ -85,6 +88,24 @@ HOUR_WEIGHT = np.array(
         0.7,
     ]
 )
+
+# Where an app event happens: around the home city's centre, at one of its branches, or in another city (travel,
+# drawn by HOME_CITY_WEIGHTS); spread (standard deviation per axis) around the centre or the branch, in km.
+EVENT_PLACE_SHARES = np.array([0.8, 0.12, 0.08])  # home, at a branch, another city
+HOME_SPREAD_KM = 3.0
+BRANCH_SPREAD_KM = 0.3
+KM_PER_DEGREE_LAT = 111.2
+_CITY_LAT = np.array([c.lat for c in places.CITIES])
+_CITY_LON = np.array([c.lon for c in places.CITIES])
+_CITY_COS_LAT = np.cos(np.radians(_CITY_LAT))  # km per degree of longitude, over KM_PER_DEGREE_LAT
+_BRANCH_LAT = np.array([b.lat for b in places.BRANCHES])
+_BRANCH_LON = np.array([b.lon for b in places.BRANCHES])
+# A city's branches are consecutive in places.BRANCHES: the first one's index and how many, per city index.
+_CITY_BRANCH_FIRST = np.array(
+    [next(i for i, b in enumerate(places.BRANCHES) if b.city == c.name) for c in places.CITIES]
+)
+_CITY_BRANCH_COUNT = np.array([sum(b.city == c.name for b in places.BRANCHES) for c in places.CITIES])
+_TRAVEL_WEIGHTS = np.array([HOME_CITY_WEIGHTS[c.name] for c in places.CITIES], dtype=float)
 
 
 def _day_weights(start: pd.Timestamp, days: int) -> np.ndarray:
@@ -173,6 +194,41 @@ def draw_app_events(rng, cust, behaving, alive, m, start, days) -> dict[str, np.
     return {"idx": idx, "event_ts": ts, "event_type": event_type}
 
 
+def draw_event_places(
+    rng: np.random.Generator, idx: np.ndarray, home: np.ndarray, shares_location: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``lat`` and ``lon`` of app events of customers ``idx`` (rows of ``home``, their home city indices, and of
+    ``shares_location``), rounded to 2 decimals (about 1 km); NaN where the customer does not share the location.
+
+    :data:`EVENT_PLACE_SHARES` of the located events happen around the home city's centre, at one of its branches,
+    or in another city. ``rng`` is the month's place stream; only located events draw from it.
+    """
+    lat = np.full(idx.size, np.nan)
+    lon = np.full(idx.size, np.nan)
+    located = np.flatnonzero(shares_location[idx])
+    city = home[idx[located]]
+    where = draw(rng, EVENT_PLACE_SHARES, located.size)
+    at_branch = np.flatnonzero(where == 1)
+    away = np.flatnonzero(where == 2)
+    n_cities = len(places.CITIES)
+    other = draw(rng, _TRAVEL_WEIGHTS, away.size)
+    # a trip drawn to the home city goes to a uniformly drawn other city instead
+    other = np.where(other == city[away], (other + rng.integers(1, n_cities, away.size)) % n_cities, other)
+    centre = city.copy()
+    centre[away] = other
+    y, x = _CITY_LAT[centre], _CITY_LON[centre]
+    spread = np.full(located.size, HOME_SPREAD_KM / KM_PER_DEGREE_LAT)
+    branch = _CITY_BRANCH_FIRST[city[at_branch]] + (
+        rng.random(at_branch.size) * _CITY_BRANCH_COUNT[city[at_branch]]
+    ).astype(np.int64)
+    y[at_branch], x[at_branch] = _BRANCH_LAT[branch], _BRANCH_LON[branch]
+    spread[at_branch] = BRANCH_SPREAD_KM / KM_PER_DEGREE_LAT
+    noise = rng.standard_normal((2, located.size)) * spread
+    lat[located] = np.round(y + noise[0], 2)
+    lon[located] = np.round(x + noise[1] / _CITY_COS_LAT[centre], 2)
+    return {"lat": lat, "lon": lon}
+
+
 def keep_active(events: dict, ts_col: str, signup_us: np.ndarray, closed_us: np.ndarray) -> dict:
     """Drop events before the customer's signup or from the closure day on."""
     idx = events["idx"]
@@ -214,6 +270,8 @@ def app_events_table(events, config, chunk, m, first) -> pa.Table:
             "customer_id": pa.array(CUSTOMER_ID_BASE + first + events["idx"].astype(np.int64)),
             "event_ts": pa.array(events["event_ts"].astype("datetime64[us]")),
             "event_type": sc.dict_array(events["event_type"], APP_EVENT_TYPES),
+            "lat": pa.array(events["lat"], mask=np.isnan(events["lat"])),
+            "lon": pa.array(events["lon"], mask=np.isnan(events["lon"])),
         },
         schema=TABLES["app_events"].arrow_schema,
     )

@@ -4,6 +4,11 @@ Each customer has static attributes (age, income band, card tier, acquisition ch
 baseline activity level and a churn-risk multiplier ``r`` built from those attributes plus a small hidden frailty
 (:func:`draw_customers`); names, phone numbers, e-mail addresses and national ids are drawn last, for the customers
 table (:func:`customers_table`).
+
+Each customer's home city (and so region) is drawn from the cities of the customer's ``city_tier`` in
+:mod:`pipelines.data.places`, weighted by population (:data:`HOME_CITY_WEIGHTS`), together with whether the customer
+shares the app's location (:func:`draw_home`). These draws come from a place stream of their own, so every other
+column is the same as without them.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from pipelines.data import places
 from pipelines.data.schema import (
     ACQUISITION_CHANNELS,
     CARD_TIERS,
+    CITY_NAMES,
     GENDERS,
     INCOME_BANDS,
     OCCUPATIONS,
+    REGIONS,
     TABLES,
 )
 from pipelines.synthetic import campaigns as sc
@@ -121,6 +129,68 @@ LAST_NAMES = np.array(
         "Chen",
     ]
 )
+# Weight of a city among the cities of its tier: its approximate built-up-area population in thousands (censuses
+# of 2011, rounded; Leeds is West Yorkshire's, Newcastle Tyneside's, Southampton South Hampshire's).
+HOME_CITY_WEIGHTS = {
+    "London": 9_790,
+    "Birmingham": 2_440,
+    "Manchester": 2_550,
+    "Glasgow": 990,
+    "Leeds": 1_780,
+    "Liverpool": 860,
+    "Bristol": 620,
+    "Sheffield": 690,
+    "Edinburgh": 480,
+    "Newcastle upon Tyne": 780,
+    "Cardiff": 450,
+    "Belfast": 580,
+    "Nottingham": 730,
+    "Leicester": 510,
+    "Southampton": 860,
+    "Brighton": 470,
+    "Plymouth": 260,
+    "Aberdeen": 200,
+    "Norwich": 210,
+    "Exeter": 120,
+    "Derby": 270,
+    "Coventry": 360,
+    "Swansea": 300,
+    "York": 150,
+    "Oxford": 170,
+    "Cambridge": 160,
+    "Inverness": 60,
+    "Carlisle": 75,
+    "Lincoln": 115,
+    "Truro": 20,
+    "Hereford": 60,
+    "Bangor": 20,
+    "Dundee": 150,
+    "Lancaster": 140,
+    "Durham": 65,
+    "Ipswich": 180,
+    "Canterbury": 55,
+    "Derry": 95,
+}
+LOCATION_OFF_SHARE = 0.2  # app users who never share their location
+CITY_REGION = np.array([REGIONS.index(c.region) for c in places.CITIES])  # city index -> region index
+
+
+def _tier_cumulative() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per city tier: the indices of its cities (into ``places.CITIES``) and their cumulative weights."""
+    if set(HOME_CITY_WEIGHTS) != set(CITY_NAMES):
+        raise ValueError("HOME_CITY_WEIGHTS must weigh exactly the cities of pipelines.data.places")
+    out = {}
+    for tier in sorted({c.tier for c in places.CITIES}):
+        members = np.array([CITY_NAMES.index(c.name) for c in places.cities_of_tier(tier)])
+        weights = np.array([HOME_CITY_WEIGHTS[CITY_NAMES[i]] for i in members], dtype=float)
+        cum = np.cumsum(weights / weights.sum())
+        cum[-1] = 1.0
+        out[tier] = (members, cum)
+    return out
+
+
+_TIER_CITIES = _tier_cumulative()
+
 EMAIL_DOMAINS = np.array(["example.com", "example.org", "example.net"])
 ID_LETTERS = np.array(list("ABCEGHJKLMNPRSTWXYZ"))
 ID_SUFFIX = np.array(list("ABCD"))
@@ -215,6 +285,23 @@ def draw_customers(
     }
 
 
+def draw_home(rng: np.random.Generator, city_tier: np.ndarray) -> dict[str, np.ndarray]:
+    """Each customer's home ``city`` (an index into ``places.CITIES``: one of the cities of its ``city_tier``, by
+    :data:`HOME_CITY_WEIGHTS`), its ``region`` (an index into ``REGIONS``) and ``_shares_location`` (False for about
+    :data:`LOCATION_OFF_SHARE` of customers: their app events carry no location). ``rng`` is the place stream."""
+    u = rng.random(city_tier.size)
+    shares = rng.random(city_tier.size) >= LOCATION_OFF_SHARE
+    city = np.full(city_tier.size, -1, dtype=np.int64)
+    for tier, (members, cum) in _TIER_CITIES.items():
+        sel = city_tier == tier
+        city[sel] = members[np.minimum(np.searchsorted(cum, u[sel], side="right"), members.size - 1)]
+    if (city < 0).any():
+        raise ValueError(
+            f"city_tier must be one of {sorted(_TIER_CITIES)}, got {np.unique(city_tier[city < 0])}"
+        )
+    return {"city": city, "region": CITY_REGION[city], "_shares_location": shares}
+
+
 def national_ids(index: np.ndarray, salt: int) -> np.ndarray:
     """Distinct national-id strings (``AB123456C``) for distinct customer indices below ``ID_SPACE``."""
     code = (index.astype(np.int64) * ID_MULTIPLIER + salt) % ID_SPACE
@@ -247,6 +334,8 @@ def customers_table(rng: np.random.Generator, cust: dict, closed_date: np.ndarra
             "birth_year": pa.array(cust["birth_year"]),
             "gender": sc.dict_array(cust["gender"], GENDERS),
             "city_tier": pa.array(cust["city_tier"]),
+            "region": sc.dict_array(cust["region"], REGIONS),
+            "city": sc.dict_array(cust["city"], CITY_NAMES),
             "income_band": sc.dict_array(cust["income_band"], INCOME_BANDS),
             "occupation": sc.dict_array(cust["occupation"], OCCUPATIONS),
             "card_tier": sc.dict_array(cust["card_tier"], CARD_TIERS),

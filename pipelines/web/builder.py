@@ -66,6 +66,7 @@ def _page(
 ):
     from pipelines.campaigns.spec_form import audience_columns
     from pipelines.campaigns.spec_header import KNOWN_MODELS, SCHEDULE_PRESETS
+    from pipelines.campaigns.trigger import TRIGGER_EVENTS
     from pipelines.data.schema import CONTACT_CHANNELS
 
     columns = audience_columns()
@@ -84,6 +85,7 @@ def _page(
             models=KNOWN_MODELS,
             channels=CONTACT_CHANNELS,
             presets=SCHEDULE_PRESETS,
+            trigger_events=TRIGGER_EVENTS,
         ),
         status,
     )

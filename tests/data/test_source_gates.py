@@ -25,7 +25,7 @@ from tests.source_mappings import CUSTOMER_DEFAULTS
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 SOURCES = PROJECT_ROOT / "sources"
 AS_OF = "2024-03-01"  # the day after the shop's last order
-OPTIONAL = ("balances", "app_events", "campaign_contacts", "responses")
+OPTIONAL = ("balances", "app_events", "campaign_contacts", "responses", "branches")
 LOST_DAY = "2024-01-17"  # a Wednesday the shop was open, without rows in the file
 
 
@@ -139,7 +139,7 @@ def test_the_report_lists_the_columns_the_mapping_defaulted(shop):
         in md
     )
     assert "| customers | shop | acquisition_channel = 'online', birth_year = 1980," in md
-    assert "| closed_date, full_name, phone, email, national_id |" in md
+    assert "| region, city, closed_date, full_name, phone, email, national_id |" in md
     tables = json.loads((report / "validation.json").read_text())["tables"]
     assert tables["customers"]["defaulted_by_source"]["gender"] == "U"
 

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.config import PROJECT_ROOT
 from pipelines.data import schema, suites
+from pipelines.data.gate_engine import time_column
 from pipelines.features import catalogue, wide_table
 
 EXPECTATIONS = PROJECT_ROOT / "expectations"
@@ -118,7 +119,7 @@ def test_references_are_checked_against_customers(table):
     assert ri["meta"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", [t for t in TABLES if time_column(schema.TABLES[t])])
 def test_timestamps_have_future_and_freshness_rules(table):
     suite = suites.load_suite(table, EXPECTATIONS)
     spec = schema.TABLES[table]
@@ -136,6 +137,15 @@ def test_timestamps_have_future_and_freshness_rules(table):
     assert suite["meta"]["freshness_days"] > 0
     if table in ("transactions", "app_events", "balances"):
         assert fresh[0]["meta"]["severity"] == "critical"
+
+
+def test_a_table_without_time_has_no_freshness_rule():
+    undated = [t for t in TABLES if not time_column(schema.TABLES[t])]
+    assert undated == ["branches"]
+    suite = suites.load_suite("branches", EXPECTATIONS)
+    assert not by_type(suite, "expect_column_max_to_be_between")
+    assert "freshness_days" not in suite["meta"]
+    assert suite["meta"]["optional_table"]
 
 
 @pytest.mark.parametrize("table", SUITES)

@@ -320,7 +320,15 @@ def _trigger_and_check(
         (TRAINING_DAG, run["dag_run_id"], "publish_champion")
     ], events
     assert events[0]["uri"] == "model://churn/champion"
-    assert set(campaign_tasks) == {"validate", "features", "segment", "score", "select", "write"}
+    assert set(campaign_tasks) == {
+        "validate",
+        "features",
+        "segment",
+        "score",
+        "select",
+        "write",
+        "refresh_online",
+    }
     assert {t["state"] for t in campaign_tasks.values()} == {"success"}, campaign_tasks
 
     # The event names the new champion and the training's as-of date, which the campaign run scores as of.

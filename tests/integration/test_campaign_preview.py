@@ -171,6 +171,37 @@ def test_a_stricter_rule_selects_fewer(base):
     assert "audience:aum_last > 500" not in loose["excluded_by_reason"]
 
 
+def test_place_rules_pick_the_homes_near_a_branch_on_the_banks_own_cities(base):
+    """The bank's wide table carries each customer's region and city (audience attributes, not features); a
+    within_km rule keeps exactly the customers whose home city centre is near the lake's branch."""
+    from pipelines.campaigns.place_rules import home_distances, lake_branches
+    from pipelines.data import places
+
+    settings, engine, run_id, as_of = base
+    wide = storage.read_frame(run_dir(settings.runs_dir, run_id) / "features.parquet")
+    assert wide["region"].notna().all() and wide["city"].notna().all()
+    assert set(wide["city"].astype(str)) <= set(places.CITY_NAMES)
+    region_of_city = wide["city"].astype(str).map(lambda c: places.CITY_BY_NAME[c].region)
+    assert (wide["region"].astype(str) == region_of_city).all()
+    branches = lake_branches(settings.lake_dir)
+    assert branches is not None and len(branches) == len(places.BRANCHES)
+    near = _spec(audience=[{"within_km": {"of": "BR001", "km": 100}}])  # London Central
+    inside = set(wide.loc[home_distances(near.audience[0], wide["city"], branches) <= 100, "customer_id"])
+    assert 0 < len(inside) < len(wide)
+    scored = read_scored(run_dir(settings.runs_dir, run_id))
+    say = [].append
+    loose = choose_audience(settings, _spec(audience=[]), scored, as_of, engine, by_uplift=False, say=say)
+    chosen = choose_audience(settings, near, scored, as_of, engine, by_uplift=False, say=say)
+    assert set(chosen.eligible["customer_id"]) == set(loose.eligible["customer_id"]) & inside
+    p = preview_campaign(settings, near)
+    assert (
+        p["n_eligible"] == len(chosen.eligible)
+        and "audience:city within 100 km of BR001" in p["excluded_by_reason"]
+    )
+    london = preview_campaign(settings, _spec(audience=[{"column": "region", "op": "==", "value": "London"}]))
+    assert 0 < london["n_eligible"] <= p["n_eligible"]  # every London home is within 100 km of London Central
+
+
 def test_auto_holdout_follows_the_power_plan_and_a_larger_holdout_detects_smaller_lifts(base):
     settings = base[0]
     power = {"baseline_rate": 0.04, "min_detectable_lift": 0.02}

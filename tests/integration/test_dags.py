@@ -47,7 +47,7 @@ CAMPAIGN = "churn-winback"
 CAMPAIGN_DAG = f"campaign_scoring__{CAMPAIGN}"
 CHAMPION_URI = "model://churn/champion"
 TRAINING_TASKS = ["validate", "features", "labels", "train", "evaluate", "register", "publish_champion"]
-CAMPAIGN_TASKS = ["validate", "features", "segment", "score", "select", "write"]
+CAMPAIGN_TASKS = ["validate", "features", "segment", "score", "select", "write", "refresh_online"]
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def test_tables_live_in_the_test_schema(engine, postgres_url):
             )
         ).all()
     assert sorted(found) == [
+        (schema, "campaign_decisions"),
         (schema, "campaign_exclusions"),
         (schema, "campaign_results"),
         (schema, "campaign_runs"),

@@ -299,7 +299,15 @@ def test_dry_run_reports_mapping_faults_and_gates_and_writes_nothing(tmp_path):
     assert t.defaulted == {"merchant_category": "retail", "is_installment": False, "channel": "online"}
     assert t.quarantined["cancellation"] == 1 and t.rows_written == 4
     assert t.gate is not None and t.gate["success"], t.gate
-    assert report.tables["customers"].missing == ["closed_date", "full_name", "phone", "email", "national_id"]
+    assert report.tables["customers"].missing == [
+        "region",
+        "city",
+        "closed_date",
+        "full_name",
+        "phone",
+        "email",
+        "national_id",
+    ]
     text = "\n".join(lines)
     assert "defaulted: merchant_category='retail'" in text and "@" not in text
 

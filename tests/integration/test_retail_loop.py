@@ -17,7 +17,7 @@ from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.data import storage
 from pipelines.data.ingest import ingest_source
 from pipelines.data.mapping import load_mapping
-from pipelines.features.catalogue import FEATURE_NAMES, left_out_features
+from pipelines.features.catalogue import ATTRIBUTE_NAMES, FEATURE_NAMES, left_out_features
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 CAMPAIGN = "retail-winback"
@@ -96,7 +96,9 @@ def test_wide_table_has_the_transaction_features_and_records_the_rest(loop):
     assert left_out == left_out_features(ABSENT)
     assert left_out["aum_last"] == "no balances table" and left_out["logins_30d"] == "no app_events table"
     kept = [f for f in FEATURE_NAMES if f not in left_out]
-    assert list(wide.columns) == ["customer_id", *kept]
+    # The retailer's customers have no home region or city: the audience attributes are there, null.
+    assert list(wide.columns) == ["customer_id", *kept, *ATTRIBUTE_NAMES]
+    assert wide[list(ATTRIBUTE_NAMES)].isna().all().all()
     for f in (
         "days_since_last_txn",
         "txn_count_180d",

@@ -19,7 +19,9 @@ MODULES = sorted(
 
 # The stack, bottom first. A module may import its own wing and the wings below it, and the base modules
 # (config, runs, progress, templating) from anywhere; the base imports nothing but other base modules.
-WINGS = ("data", "features", "models", "campaigns", "readout", "monitoring", "jobs", "web", "cli")
+WINGS = ("data", "features", "models", "campaigns", "readout", "monitoring", "jobs", "web", "decide", "cli")
+# Peers at the top of the stack: neither imports the other.
+PEERS = {("decide", "web"), ("web", "decide")}
 BASE = ("config", "runs", "progress", "templating")
 # The synthetic bank and its oracle read the lake's schema and compare models with the truth; only the top of the
 # stack (a job that reports the oracle, the CLI that generates a bank) may use them.
@@ -61,6 +63,8 @@ def _allowed(importer: str, imported: str) -> bool:
         return imported in SYNTHETIC_MAY_IMPORT
     if imported == "synthetic":
         return importer in SYNTHETIC_USERS
+    if (importer, imported) in PEERS:
+        return False
     return WINGS.index(imported) <= WINGS.index(importer)
 
 

@@ -249,3 +249,35 @@ def test_on_postgresql_downloads_and_spec_changes_are_audited_with_the_database_
     assert "channel: email" in (on_pg.campaigns_dir / "churn-winback.yaml").read_text()
     history = read_history(engine, "churn-winback")
     assert history.iloc[0]["changed_by"] == "mona" and "+channel: email" in history.iloc[0]["diff"]
+
+
+def test_the_builder_loads_and_saves_a_spec_with_a_place_rule_without_losing_it(settings):
+    own = Settings(**{**settings.model_dump(), "campaigns_dir": settings.home / "places"})
+    shutil.copytree(settings.campaigns_dir, own.campaigns_dir)
+    path = own.campaigns_dir / "churn-winback.yaml"
+    text = path.read_text().replace(
+        "audience:\n",
+        "audience:\n  - {within_km: {of: BR012, km: 25}}\n  - {column: region, op: in, value: [Scotland]}\n",
+    )
+    path.write_text(text)
+    manager = _signed_in(create_app(own), "mona")
+    page = manager.get("/campaigns/churn-winback/edit").get_data(as_text=True)
+    form = {"csrf_token": _token(manager, "/campaigns/churn-winback/edit"), **form_values(page)}
+    assert (form["audience-0-column"], form["audience-0-op"], form["audience-0-value"]) == (
+        "within_km",
+        "<=",
+        "25 km of BR012",
+    )
+    assert (form["audience-1-column"], form["audience-1-value"]) == ("region", "Scotland")
+    form["channel"] = "email"
+    previewed = manager.post("/campaigns/churn-winback/edit", data={**form, "action": "preview"})
+    fingerprint = re.search(r'name="previewed" value="([^"]+)"', previewed.get_data(as_text=True)).group(1)
+    saved = manager.post(
+        "/campaigns/churn-winback/edit", data={**form, "action": "save", "previewed": fingerprint}
+    )
+    assert saved.status_code == 302, saved.get_data(as_text=True)[-2000:]
+    written = path.read_text()
+    assert (
+        "  - {within_km: {of: BR012, km: 25}}\n  - {column: region, op: in, value: [Scotland]}\n" in written
+    )
+    assert "channel: email" in written

@@ -46,8 +46,11 @@ def _write_yaml(path: Path, data: dict) -> Path:
 
 def test_the_demo_specs_load_with_their_declared_values():
     specs = load_specs(CAMPAIGNS)
-    assert [s.name for s in specs] == ["churn-retention-sms", "churn-winback", "reactivation-uplift"]
-    sms, winback, uplift = specs
+    names = ["app-login-retention", "churn-retention-sms", "churn-winback", "reactivation-uplift"]
+    assert [s.name for s in specs] == names
+    realtime, sms, winback, uplift = specs
+    assert realtime.trigger.events == ("login",) and realtime.selection.score_threshold == 0.15
+    assert all(s.trigger is None for s in (sms, winback, uplift))
     assert (winback.model, winback.channel, winback.holdout_fraction) == ("churn", "call", 0.1)
     assert winback.selection.mode == "top_k" and winback.selection.top_k == 1500
     assert winback.audience[0].label == "tenure_days >= 90"

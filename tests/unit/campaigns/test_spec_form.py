@@ -250,7 +250,7 @@ def test_a_long_description_is_folded_and_loads_back_unchanged():
 
 def test_audience_columns_describe_every_column_for_the_pickers():
     columns = audience_columns()
-    assert [c["column"] for c in columns] == list(AUDIENCE_COLUMNS)
+    assert [c["column"] for c in columns] == [*AUDIENCE_COLUMNS, "within_km"]  # the place rule last
     by = {c["column"]: c for c in columns}
     assert by["card_tier"] == {
         "column": "card_tier",
@@ -322,3 +322,30 @@ def test_generated_specs_round_trip_through_the_yaml_and_the_form(spec):
     if plain and spec.description:
         again, errors = validate_form(spec_to_form(spec))
         assert errors == {} and again == spec
+
+
+def test_a_real_time_trigger_round_trips_and_its_mistakes_are_named_on_their_fields():
+    realtime = {**FORM, "selection_mode": "score_threshold", "selection_value": "0.2"}
+    spec, errors = validate_form(
+        {
+            **realtime,
+            "trigger_events": "transaction, login",
+            "trigger_min_amount": "250",
+            "trigger_within": "2 km of BR012",
+        }
+    )
+    assert errors == {}
+    assert spec.trigger.events == ("transaction", "login") and spec.trigger.min_amount == 250
+    assert (spec.trigger.within_km.of, spec.trigger.within_km.km) == ("BR012", 2)
+    assert validate_form(spec_to_form(spec)) == (spec, {})
+    assert parse_spec(yaml.safe_load(spec_yaml(spec))) == spec
+
+    _, errors = validate_form({**realtime, "trigger_events": "login, logon", "trigger_within": "near BR012"})
+    assert "unknown event type(s) ['logon']" in errors["trigger_events"]
+    assert "'<km> km of <branch id>'" in errors["trigger_within"]
+    _, errors = validate_form({**realtime, "trigger_events": "login", "trigger_min_amount": "10"})
+    assert "min_amount applies to transaction events" in errors["trigger_events"]
+    _, errors = validate_form({**FORM, "trigger_min_amount": "10"})
+    assert "event types first" in errors["trigger_min_amount"]
+    _, errors = validate_form({**FORM, "trigger_events": "login"})  # top_k: not for a real-time campaign
+    assert "selects by score_threshold" in errors["__all__"]

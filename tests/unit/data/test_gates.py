@@ -40,6 +40,8 @@ def customers_frame(n: int = N_CUSTOMERS) -> pd.DataFrame:
             "birth_year": (1960 + i).astype(np.int16),
             "gender": _cat([schema.GENDERS[k % 3] for k in i], schema.GENDERS),
             "city_tier": (1 + i % 4).astype(np.int8),
+            "region": _cat([None if k == 2 else "London" for k in i], schema.REGIONS),
+            "city": _cat([None if k == 2 else "London" for k in i], schema.CITY_NAMES),
             "income_band": _cat([schema.INCOME_BANDS[k % 5] for k in i], schema.INCOME_BANDS),
             "occupation": _cat([schema.OCCUPATIONS[k % 7] for k in i], schema.OCCUPATIONS),
             "card_tier": _cat([schema.CARD_TIERS[k % 4] for k in i], schema.CARD_TIERS),
@@ -108,6 +110,21 @@ def app_events_frame(n: int = N_CUSTOMERS, months=MONTHS, per_month: int = 20) -
             "event_type": _cat(
                 [schema.APP_EVENT_TYPES[k % 6] for k in range(len(t))], schema.APP_EVENT_TYPES
             ),
+            "lat": [None if k % 5 == 0 else 51.5 + k / 1000 for k in range(len(t))],  # location off: null
+            "lon": [None if k % 5 == 0 else -0.13 for k in range(len(t))],
+        }
+    )
+
+
+def branches_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "branch_id": ["BR001", "BR002"],
+            "name": ["London Central", "Leeds Central"],
+            "city": _cat(["London", "Leeds"], schema.CITY_NAMES),
+            "region": _cat(["London", "Yorkshire and The Humber"], schema.REGIONS),
+            "lat": [51.5074, 53.8008],
+            "lon": [-0.1278, -1.5491],
         }
     )
 
@@ -159,6 +176,7 @@ FRAMES = {
     "app_events": app_events_frame,
     "campaign_contacts": campaign_contacts_frame,
     "responses": responses_frame,
+    "branches": branches_frame,
 }
 
 
@@ -371,7 +389,7 @@ def test_validate_lake_reports_the_rows_validated_as_batches_finish(tmp_path, mo
     batches = sum(max(1, len(t.partitions)) for t in result.tables.values())  # batch_rows=1: one per month
     counts = [re.match(r"validation: ([\d,]+)/([\d,]+) rows \(", m) for m in messages]
     done = [int(c[1].replace(",", "")) for c in counts if c]
-    assert len(done) == batches == 13
+    assert len(done) == batches == 14  # 12 month partitions, customers, branches
     assert {c[2] for c in counts if c} == {f"{total:,}"}
     assert done == sorted(done) and done[-1] == total
     assert any(m.startswith(f"validation: {total:,} rows done in ") for m in messages), messages
