@@ -65,11 +65,12 @@ def _events(customer_ids: np.ndarray, as_of, n: int, seed: int) -> list[dict]:
     return bodies
 
 
-async def _load(url: str, bodies: list[dict], rate: float) -> tuple[list[float], int, float]:
+async def _load(url: str, bodies: list[dict], rate: float) -> tuple[list[float], int, float, dict]:
     import httpx
 
     latencies: list[float] = []
     errors = 0
+    groups: dict[str, int] = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10.0) as client:
 
@@ -82,6 +83,9 @@ async def _load(url: str, bodies: list[dict], rate: float) -> tuple[list[float],
                 response = await client.post("/decide", json=body)
                 if response.status_code != 200:
                     errors += 1
+                else:
+                    group = response.json()["group"] or "no campaign"
+                    groups[group] = groups.get(group, 0) + 1
             except httpx.HTTPError:
                 errors += 1
             latencies.append((time.perf_counter() - due) * 1000.0)
@@ -90,7 +94,7 @@ async def _load(url: str, bodies: list[dict], rate: float) -> tuple[list[float],
         tasks = [asyncio.create_task(one(b, start + i / rate)) for i, b in enumerate(bodies)]
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return latencies, errors, elapsed
+    return latencies, errors, elapsed, groups
 
 
 def _describe(label: str, ms: list[float]) -> str:
@@ -156,7 +160,7 @@ def main() -> int:
             warmup = _events(ids, snapshot.as_of, int(args.rate * 3), args.seed + 2)
             asyncio.run(_load(url, warmup, args.rate))
             timed = _events(ids, snapshot.as_of, int(args.rate * args.seconds), args.seed)
-            latencies, errors, elapsed = asyncio.run(_load(url, timed, args.rate))
+            latencies, errors, elapsed, groups = asyncio.run(_load(url, timed, args.rate))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -164,6 +168,7 @@ def main() -> int:
         f"load: {len(timed):,} requests at {args.rate:g}/s planned, {len(timed) / elapsed:.1f}/s achieved, "
         f"{errors} errors"
     )
+    print("groups of the answers: " + ", ".join(f"{g} {n:,}" for g, n in sorted(groups.items())))
     print(_describe("over HTTP (from when each request was due)", latencies))
     print(_describe("reference, in-process Decider.decide", in_process))
     print(f"reference, batch score_customers: {batch_rate:,.0f} customers/s ({len(wide):,} customers)")

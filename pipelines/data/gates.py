@@ -155,7 +155,7 @@ def validate_lake(
 
     A lake built from declared sources (``<lake>/_sources.json``, written by ``pmp ingest``) may lack the tables
     whose suite marks them optional (``meta.optional_table``: transactions, balances, app_events,
-    campaign_contacts, responses): an absent one is one note saying what is not computed without it, not a
+    campaign_contacts, responses, branches): an absent one is one note saying what is not computed without it, not a
     failure. customers, a table a recorded source wrote, and any table of a lake without that record must be
     there (critical). Days the trading calendar of a table's source mapping (``calendar:``) says are
     closed are not days without rows. Each table's result names its source and the columns its mapping defaulted

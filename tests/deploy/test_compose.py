@@ -432,3 +432,30 @@ def test_campaign_specs_and_the_data_are_volumes_the_staff_app_shares(compose, s
         if word == "RUN" and re.search(r"chmod -R g\+rwX .*" + re.escape(specs_dir) + r"(\s|$)", rest)
     ]
     assert made_writable, f"the image must make {specs_dir} writable by group 0 (chmod -R g+rwX)"
+
+
+# ============================================================================================ decision service
+DECIDE = "decide"
+
+
+def test_the_decision_service_serves_on_localhost_with_the_tasks_stores(raw, services, example):
+    assert DECIDE in services, f"{COMPOSE.name} has no {DECIDE} service"
+    service = services[DECIDE]
+    assert not service.get("profiles"), f"{DECIDE} must start with the default services"
+    assert service.get("image") == services["pmp"]["image"], f"{DECIDE} must run the project's image"
+    assert command_words(service, "entrypoint") == command_words(services["pmp"], "entrypoint")
+    words = command_words(service)
+    assert words[:2] == ["decide", "serve"] and words[words.index("--host") + 1] == "0.0.0.0", words
+    port = words[words.index("--port") + 1]
+    written = raw["services"][DECIDE]["ports"]
+    unset = {key: value for key, value in example.items() if key not in ("PM_BIND_ADDRESS", "DECIDE_PORT")}
+    assert [interpolated(w, unset) for w in written] == [f"127.0.0.1:8100:{port}"], written
+    probe = " ".join(service["healthcheck"]["test"][1:])
+    assert re.search(rf"http://(127\.0\.0\.1|localhost):{port}/health\b", probe), probe
+    # The same stores as the tasks that refresh its snapshot and read out its decisions; no Airflow secrets.
+    env, scheduler = environment(service), environment(services["airflow-scheduler"])
+    for key in ("PM_DATABASE_URL", "MLFLOW_TRACKING_URI", "PM_ONLINE_STORE"):
+        assert key in scheduler and env.get(key) == scheduler[key], f"{DECIDE} must use the tasks' {key}"
+    assert not [key for key in env if key.startswith("AIRFLOW__")]
+    mounts = {str(v).split(":")[1] for v in raw["services"][DECIDE]["volumes"]}
+    assert {"/opt/airflow/data", "/opt/airflow/campaigns"} <= mounts, mounts

@@ -345,6 +345,9 @@ def test_campaign_scoring_writes_a_fair_audited_run_and_a_rerun_replaces_it(
     assert set(states(outcome).values()) == {"success"}, outcome.describe()
     written = outcome.results["write"]
     assert outcome.results["score"]["model_version"] == champion
+    # The decision service's online snapshot now holds this run's customers (docs/realtime.md).
+    refreshed = outcome.results["refresh_online"]
+    assert (refreshed["run_id"], refreshed["written"]) == (run_id, True) and refreshed["rows"] > 0
     engine = platform.engine()
     try:
         runs = store.list_runs(engine, CAMPAIGN)

@@ -229,3 +229,17 @@ def snapshot_ids(settings: Settings) -> list[int]:
     snapshot = open_snapshot(settings.online_store)
     ids = storage.read_table(settings.lake_dir, "customers", columns=["customer_id"])["customer_id"]
     return [c for c in ids.tolist() if snapshot.row(c) is not None]
+
+
+def test_with_the_snapshot_in_redis_the_decisions_are_the_same(platform, redis_url):
+    from pipelines.jobs.online import refresh_online_snapshot
+
+    settings, as_of = platform
+    in_redis = settings.model_copy(update={"online_store": redis_url})
+    assert refresh_online_snapshot(in_redis, BATCH, as_of, progress=None)["written"]
+    folder, redis = _decider(settings), _decider(in_redis)
+    assert redis.snapshot.as_of == folder.snapshot.as_of and len(redis.snapshot) == len(folder.snapshot)
+    login = _event("login", as_of)
+    for cid in snapshot_ids(settings)[:300]:
+        a, b = folder.decide(cid, login), redis.decide(cid, login)
+        assert (a.offer, a.group, a.score, a.reason) == (b.offer, b.group, b.score, b.reason), cid

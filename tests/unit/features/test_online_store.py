@@ -7,10 +7,7 @@ readers atomically from one snapshot to the next, and fail with one line when th
 from __future__ import annotations
 
 import math
-import shutil
 import socket
-import subprocess
-import time
 from datetime import date
 
 import numpy as np
@@ -23,8 +20,6 @@ from pipelines.features.online_store import (
     snapshot_info,
     write_snapshot,
 )
-
-REDIS_SERVER = "/usr/bin/redis-server"
 
 
 def _frame(n: int = 50, shift: float = 0.0) -> pd.DataFrame:
@@ -119,34 +114,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    """A real redis-server on a free port of 127.0.0.1, stopped at teardown (also when the test fails)."""
-    if not shutil.which(REDIS_SERVER):
-        pytest.fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", pytrace=False)
-    port = _free_port()
-    args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start on port {port}", pytrace=False)
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def test_redis_round_trips_every_value_with_its_type(redis_url):
