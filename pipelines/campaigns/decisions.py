@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from pipelines.campaigns.store import typed_frame
 from pipelines.campaigns.store_frames import fail
 from pipelines.campaigns.store_schema import (
     DECISION_COLUMNS,
@@ -250,14 +251,7 @@ def read_decisions(
     query = select(*(d[c] for c in DECISION_COLUMNS)).where(*conditions).order_by(d.decided_at, d.decision_id)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(_DTYPES)
-    out = {}
-    for (name, dtype), values in zip(_DTYPES.items(), columns, strict=True):
-        if dtype.startswith("datetime64"):
-            out[name] = pd.to_datetime(pd.Series(values, dtype=object), utc="UTC" in dtype).astype(dtype)
-        else:
-            out[name] = pd.Series(values, dtype=dtype)
-    return pd.DataFrame(out, columns=list(_DTYPES))
+    return typed_frame(rows, _DTYPES)
 
 
 __all__ = [

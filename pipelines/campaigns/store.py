@@ -223,7 +223,7 @@ _RUN_DTYPES = {
 _CONTACT_DTYPES = {"customer_id": "int64", "campaign": "str", "contact_date": "datetime64[us]"}
 
 
-def _frame(rows: Sequence[Any], dtypes: dict[str, str]) -> pd.DataFrame:
+def typed_frame(rows: Sequence[Any], dtypes: dict[str, str]) -> pd.DataFrame:
     """A frame with exactly these columns and dtypes, whichever backend the rows came from."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(dtypes)
     out = {}
@@ -248,7 +248,7 @@ def list_runs(engine: Engine, campaign: str | None = None) -> pd.DataFrame:
         query = query.where(campaign_runs.c.campaign == campaign)
     with engine.connect() as conn:
         rows = conn.execute(_latest_first(query)).all()
-    return _frame(rows, _RUN_DTYPES)
+    return typed_frame(rows, _RUN_DTYPES)
 
 
 @database_errors
@@ -308,7 +308,7 @@ def read_targets(
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return _frame(rows, _TARGET_DTYPES)
+    return typed_frame(rows, _TARGET_DTYPES)
 
 
 def _require_run(conn: Connection, run_id: str) -> None:
@@ -326,7 +326,7 @@ def read_exclusions(engine: Engine, run_id: str) -> pd.DataFrame:
         rows = conn.execute(
             select(*(e[n] for n in _EXCLUSION_DTYPES)).where(e.run_id == run_id).order_by(e.customer_id)
         ).all()
-    return _frame(rows, _EXCLUSION_DTYPES)
+    return typed_frame(rows, _EXCLUSION_DTYPES)
 
 
 @database_errors
@@ -415,7 +415,7 @@ def contact_history(engine: Engine, before: date, since: date | None = None) -> 
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return _frame(rows, _CONTACT_DTYPES)
+    return typed_frame(rows, _CONTACT_DTYPES)
 
 
 __all__ = [

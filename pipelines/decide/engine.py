@@ -140,12 +140,12 @@ class Decider:
         """The decision for ``event`` of ``customer_id`` (logged when the decider has a log)."""
         started = time.perf_counter()
         decided_at = self.clock()
-        decision = self._decide(int(customer_id), event, decided_at)
+        decision = self._decide(int(customer_id), event)
         if self.log is not None:
             self.log(self._log_row(decision, event, decided_at, time.perf_counter() - started))
         return decision
 
-    def _decide(self, cid: int, event: Event, decided_at: datetime) -> Decision:
+    def _decide(self, cid: int, event: Event) -> Decision:
         row = self.snapshot.row(cid)
         if row is None:
             return self._none(cid, f"customer not in the online snapshot of {self.snapshot.as_of}")
