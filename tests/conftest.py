@@ -157,6 +157,7 @@ SLOW_FIRST = (
     "tests/integration/test_monitoring.py",  # ~130 s
     "tests/integration/test_campaign_models.py",
     "tests/integration/test_value_bank.py",
+    "tests/integration/test_decide.py",  # ~45 s: a champion, a batch run, a served decision service
     "tests/web/test_browser.py",
     "tests/integration/test_retail_loop.py",
     "tests/unit/test_cli_errors.py",
