@@ -137,12 +137,20 @@ class Decider:
     # ---------------------------------------------------------------------------------------------------------
 
     def decide(self, customer_id: int, event: Event) -> Decision:
-        """The decision for ``event`` of ``customer_id`` (logged when the decider has a log)."""
+        """The decision for ``event`` of ``customer_id``. When the decider has a log, the decision is logged
+        first: an offer counts as a contact (once a day, the campaigns' contact policy) only once its log row was
+        taken, so a log that refuses it (raising) leaves the customer as if nothing had been offered."""
         started = time.perf_counter()
         decided_at = self.clock()
         decision = self._decide(int(customer_id), event)
         if self.log is not None:
             self.log(self._log_row(decision, event, decided_at, time.perf_counter() - started))
+        if decision.offer is not None:
+            with self._lock:
+                self._offered_today[decision.customer_id] = event.ts.date()
+                self._history.setdefault(decision.customer_id, []).append(
+                    (decision.offer, np.datetime64(event.ts.date(), "us"))
+                )
         return decision
 
     def _decide(self, cid: int, event: Event) -> Decision:
@@ -193,9 +201,6 @@ class Decider:
             return Decision(
                 offer=None, group=HOLDOUT, reason=f"holdout of {spec.name}: no offer{runner_up}", **common
             )
-        with self._lock:
-            self._offered_today[cid] = day
-            self._history.setdefault(cid, []).append((spec.name, np.datetime64(day, "us")))
         return Decision(
             offer=spec.name,
             group=TREATMENT,

@@ -243,3 +243,22 @@ def test_with_the_snapshot_in_redis_the_decisions_are_the_same(platform, redis_u
     for cid in snapshot_ids(settings)[:300]:
         a, b = folder.decide(cid, login), redis.decide(cid, login)
         assert (a.offer, a.group, a.score, a.reason) == (b.offer, b.group, b.score, b.reason), cid
+
+
+def test_an_offer_the_log_refuses_does_not_count_as_a_contact(platform):
+    from pipelines.decide.log import DecisionLogFull
+
+    settings, as_of = platform
+    login = _event("login", as_of)
+    first = _decider(settings)
+    offered = next(d for d in (first.decide(c, login) for c in snapshot_ids(settings)) if d.offer)
+
+    def full(_row: dict) -> None:
+        raise DecisionLogFull("decision log: 100,000 decisions are waiting")
+
+    refusing = _decider(settings, log=full)
+    with pytest.raises(DecisionLogFull):
+        refusing.decide(offered.customer_id, login)
+    refusing.log = None  # the database is back
+    again = refusing.decide(offered.customer_id, login)
+    assert again.offer == offered.offer, again  # not "already offered": the refused offer never left
