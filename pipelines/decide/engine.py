@@ -161,6 +161,12 @@ class Decider:
         if not triggered:
             return self._none(cid, f"no real-time campaign is triggered by a {event.type} event")
         day = event.ts.date()
+        if day < self.snapshot.as_of:
+            return self._none(
+                cid,
+                f"the event ({event.ts:%Y-%m-%d %H:%M}) is older than the online snapshot of "
+                f"{self.snapshot.as_of}: a late event is not decided",
+            )
         with self._lock:
             if self._offered_today.get(cid) == day:
                 return self._none(cid, "already offered a real-time campaign today")

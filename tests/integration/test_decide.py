@@ -154,6 +154,8 @@ def test_holdout_policy_and_triggers(platform):
     assert any(d.campaign == "branch-walk-by" for d in near)
     unknown = decider.decide(1, login)
     assert unknown.offer is None and "not in the online snapshot" in unknown.reason
+    late = decider.decide(ids[0], _event("login", as_of - timedelta(days=3)))
+    assert late.offer is None and "older than the online snapshot" in late.reason
 
 
 def test_the_served_decisions_are_logged_and_read_out_like_a_batch_run(platform, tmp_path):
