@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.cli.supervise import free_port, http_json  # noqa: E402
+from pipelines.cli.supervise import Component, Supervisor, free_port, http_ok  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 
 GOAL_P99_MS = 20.0
@@ -142,28 +142,13 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PM_DATA_DIR": str(settings.data_dir), "OMP_WAIT_POLICY": "PASSIVE"}
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pmp")), "decide", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while http_json(f"{url}/health", timeout=2.0)[0] != 200:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    print(log.read().decode(errors="replace"), file=sys.stderr)
-                    raise SystemExit("the decision service did not start")
-                time.sleep(0.2)
-            warmup = _events(ids, snapshot.as_of, int(args.rate * 3), args.seed + 2)
-            asyncio.run(_load(url, warmup, args.rate))
-            timed = _events(ids, snapshot.as_of, int(args.rate * args.seconds), args.seed)
-            latencies, errors, elapsed, groups = asyncio.run(_load(url, timed, args.rate))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    argv = (str(Path(sys.executable).with_name("pmp")), "decide", "serve", "--port", str(port))
+    with tempfile.TemporaryDirectory() as logs, Supervisor(Path(logs), env, say=None) as supervisor:
+        supervisor.start(Component("decide", argv, ready=http_ok(f"{url}/health"), timeout=120))
+        warmup = _events(ids, snapshot.as_of, int(args.rate * 3), args.seed + 2)
+        asyncio.run(_load(url, warmup, args.rate))
+        timed = _events(ids, snapshot.as_of, int(args.rate * args.seconds), args.seed)
+        latencies, errors, elapsed, groups = asyncio.run(_load(url, timed, args.rate))
     print(
         f"load: {len(timed):,} requests at {args.rate:g}/s planned, {len(timed) / elapsed:.1f}/s achieved, "
         f"{errors} errors"

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.campaigns.place_rules import WithinKm, within_km
+from pipelines.campaigns.place_rules import WithinKm, target_point, within_km
 from pipelines.data.schema import APP_EVENT_TYPES
 
 TRIGGER_EVENTS = (*APP_EVENT_TYPES, "transaction", "location")
@@ -48,6 +48,14 @@ class Trigger(BaseModel):
         if self.min_amount is not None and "transaction" not in self.events:
             raise ValueError("min_amount applies to transaction events: add 'transaction' to events")
         return self
+
+    def resolved(self, branches: Any = None) -> Trigger:
+        """This trigger with a ``within_km`` branch id replaced by the branch's ``[lat, lon]`` (from ``branches``,
+        a lake's branches table, or the places catalogue); ValueError naming the id when it is unknown."""
+        if self.within_km is None or not isinstance(self.within_km.of, str):
+            return self
+        point = target_point(self.within_km, branches)
+        return self.model_copy(update={"within_km": self.within_km.model_copy(update={"of": point})})
 
     def matches(self, event: Any, branches: Any = None) -> str | None:
         """None when ``event`` (a :class:`pipelines.features.online.Event`) meets the trigger, else why not."""

@@ -133,6 +133,9 @@ class Decider:
             static = tuple(r for r in spec.audience if r.column not in changed)
             self._static[spec.name] = spec.model_copy(update={"audience": static})
         self._exclusions: dict[tuple[str, date], dict[int, str]] = {}
+        # Triggers near a branch get the branch's point once, here: an unknown branch id stops the start, and an
+        # event is not checked against the branches table.
+        self._triggers = {s.name: s.trigger.resolved(branches) for s in self.specs}
 
     # ---------------------------------------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class Decider:
         row = self.snapshot.row(cid)
         if row is None:
             return self._none(cid, f"customer not in the online snapshot of {self.snapshot.as_of}")
-        triggered = [s for s in self.specs if s.trigger.matches(event, self.branches) is None]
+        triggered = [s for s in self.specs if self._triggers[s.name].matches(event) is None]
         if not triggered:
             return self._none(cid, f"no real-time campaign is triggered by a {event.type} event")
         day = event.ts.date()
@@ -241,9 +244,9 @@ class Decider:
         key = (spec.name, day)
         with self._lock:
             found = self._exclusions.get(key)
+            if found is not None:
+                return found
             contacts = [(c, campaign, d) for c, rows in self._history.items() for campaign, d in rows]
-        if found is not None:
-            return found
         history = (
             pd.DataFrame(
                 {

@@ -91,7 +91,9 @@ def load_decider(settings: Settings, log_row=None, progress: Progress = None, to
     day = pd.Timestamp(today or datetime.now(UTC).date()).date()
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
-    history = pd.concat([contact_history_at(settings, s, day, engine) for s in specs], ignore_index=True)
+    history = pd.concat(
+        [contact_history_at(settings, s, day, engine) for s in specs], ignore_index=True
+    ).drop_duplicates()
     invalid = {
         s.name: invalid_customers(settings.lake_dir, snapshot.as_of, s.contact_policy.invalid_customer)
         for s in specs
@@ -99,7 +101,7 @@ def load_decider(settings: Settings, log_row=None, progress: Progress = None, to
     }
     say(
         f"{len(specs)} real-time campaign(s): {', '.join(s.name for s in specs)}; contact history "
-        f"{len(history.drop_duplicates()):,} contacts"
+        f"{len(history):,} contacts"
     )
     return Decider(
         specs,
@@ -107,7 +109,7 @@ def load_decider(settings: Settings, log_row=None, progress: Progress = None, to
         snapshot,
         base,
         customers,
-        history.drop_duplicates(),
+        history,
         invalid,
         lake_branches(settings.lake_dir),
         log=log_row,

@@ -21,6 +21,12 @@ from pipelines.runs import run_dir
 READOUT_SEGMENTS = ("decile", "lifecycle_stage", "value_tier", "rfm_segment", "persona", "region")
 
 
+def readout_segments(frame: pd.DataFrame) -> list[str]:
+    """The columns of :data:`READOUT_SEGMENTS` a readout breaks the lift down by: those ``frame`` has, with a value
+    for at least one customer (a lake without regions gives no region breakdown)."""
+    return [c for c in READOUT_SEGMENTS if c in frame.columns and frame[c].notna().any()]
+
+
 class ResponsesNotLanded(LookupError):
     """A platform run has no contacts in the lake yet: its response feed has not landed."""
 
@@ -123,7 +129,7 @@ def readout_campaign(
     inside = (converted["event_ts"] >= selected_at) & (converted["event_ts"] < closes)
     frame["group"] = frame["group"].astype(str)
     frame["converted"] = frame["customer_id"].isin(set(converted.loc[inside, "customer_id"])).astype(int)
-    segment_cols = [c for c in READOUT_SEGMENTS if c in frame.columns and frame[c].notna().any()]
+    segment_cols = readout_segments(frame)
     result = readout(
         frame,
         treatment_col="group",

@@ -387,7 +387,7 @@ def test_exclusion_detail_says_distance_missing_or_unknown_city():
 
 
 def test_the_readout_reads_the_lift_by_region_from_the_run_folder(tmp_path):
-    from pipelines.jobs.readouts import READOUT_SEGMENTS
+    from pipelines.jobs.readouts import readout_segments
     from pipelines.readout.stats import readout
 
     n = 400
@@ -404,7 +404,7 @@ def test_the_readout_reads_the_lift_by_region_from_the_run_folder(tmp_path):
     frame = with_breakdowns(
         pd.DataFrame({"customer_id": ids, "group": group, "converted": converted.astype(int)}), tmp_path
     )
-    segment_cols = [c for c in READOUT_SEGMENTS if c in frame.columns and frame[c].notna().any()]
+    segment_cols = readout_segments(frame)
     assert segment_cols == ["region"]
     result = readout(
         frame,
@@ -430,3 +430,19 @@ def test_the_readout_reads_the_lift_by_region_from_the_run_folder(tmp_path):
         assert by_region.loc[region, "treated_rate"] == pytest.approx(treated.mean())
         assert by_region.loc[region, "control_rate"] == pytest.approx(control.mean())
     assert by_region.loc["London", "lift_abs"] > 0.1 > abs(by_region.loc["Wales", "lift_abs"])
+
+
+def test_a_trigger_near_a_branch_resolves_the_branch_once_and_refuses_an_unknown_one():
+    from pipelines.campaigns.trigger import Trigger
+    from pipelines.features.online import Event
+
+    trigger = Trigger(events=("location",), within_km={"of": "BR001", "km": 1})
+    resolved = trigger.resolved()
+    london = places.BRANCH_BY_ID["BR001"]
+    assert resolved.within_km.of == (london.lat, london.lon) and resolved.within_km.km == 1
+    at = Event.model_validate({"type": "location", "ts": "2026-03-02T09:00:00", "lat": 51.51, "lon": -0.13})
+    away = Event.model_validate({"type": "location", "ts": "2026-03-02T09:00:00", "lat": 55.95, "lon": -3.19})
+    assert resolved.matches(at) is None and trigger.matches(at) is None
+    assert "not within 1 km" in resolved.matches(away)
+    with pytest.raises(ValueError, match="unknown branch id 'BR999'"):
+        Trigger(events=("location",), within_km={"of": "BR999", "km": 1}).resolved()
