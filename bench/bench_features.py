@@ -201,6 +201,7 @@ def _feature_sql(files: dict[str, list[str]], as_of: pd.Timestamp, window: Windo
     select += [
         f"coalesce(t.days_since_last_txn, {cap})::DOUBLE AS days_since_last_txn",
         f"{ratio(z('t.spend_90d'), z('t.txn_count_90d'))} AS avg_ticket_90d",
+        f"{ratio(z('t.spend_30d'), z('t.txn_count_30d'))} AS avg_ticket_30d",
         f"{z('t.spend_30d')} / ({z('t.spend_prior')} / 3 + 1) AS spend_trend_30d_vs_prior_90d",
         f"{z('t.txn_count_30d')} / ({z('t.txn_prior')} / 3 + 1) AS txn_trend_30d_vs_prior_90d",
         f"{z('t.active_days_30d')} AS active_days_30d",

@@ -2,7 +2,8 @@
 
 validate -> features -> segment -> score -> select (policy, audience, holdout) -> write -> refresh_online (the
 decision service's online snapshot, docs/realtime.md). Scheduled by the spec's
-``schedule`` and also triggered when the spec's model gets a new champion. Tasks hand each other paths and small
+``schedule`` and also triggered when the spec's model gets a new champion (a lookalike campaign, whose model the
+run fits on its seed, on its schedule only). Tasks hand each other paths and small
 summaries; the work is in ``pipelines.jobs.campaigns``. Only the spec headers (name, model, schedule, description)
 are read at parse time (``pipelines.campaigns.spec_header``, which is light): a spec whose header cannot define a
 DAG shows as this file's import error naming the spec file and field, and the other campaigns keep their DAGs. The
@@ -18,14 +19,21 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from pipelines.campaigns.spec_header import read_headers
 from pipelines.config import load_settings
 
+# Models a campaign run fits itself (on its seed): no champion is published, the DAG runs on its cron only.
+FITTED_BY_THE_RUN = ("lookalike",)
+
 
 def campaign_dag(name: str, model: str, schedule: str, description: str = ""):
+    cron = CronTriggerTimetable(schedule, timezone="UTC")
+
     @dag(
         dag_id=f"campaign_scoring__{name}",
         description=f"Score, select and hold out for campaign {name} ({model} model)",
         doc_md=description or None,
-        schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable(schedule, timezone="UTC"), assets=[model_asset(model)]
+        schedule=(
+            cron
+            if model in FITTED_BY_THE_RUN
+            else AssetOrTimeSchedule(timetable=cron, assets=[model_asset(model)])
         ),
         start_date=START_DATE,
         catchup=False,

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.campaigns.lookalike_spec import Lookalike, lookalike_problem
 from pipelines.campaigns.place_rules import WithinKmRule
 from pipelines.campaigns.spec_header import (  # noqa: F401 (KNOWN_MODELS, SCHEDULE_PRESETS: re-exported)
     KNOWN_MODELS,
@@ -262,6 +263,8 @@ class CampaignSpec(_Model):
     response_rate_floor: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.01
     # A real-time campaign: decided event by event by the decision service (pipelines.campaigns.trigger).
     trigger: Trigger | None = None
+    # A lookalike campaign: who to look like and how many to pick (pipelines.campaigns.lookalike_spec).
+    lookalike: Lookalike[AudienceRule] | None = Field(default=None, validate_default=True)
     # Salt of the holdout hash; defaults to the name so that two campaigns draw independent holdouts.
     salt: Annotated[StrictStr, Field(min_length=1)]
 
@@ -270,6 +273,18 @@ class CampaignSpec(_Model):
     def _salt_defaults_to_name(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("salt") is None and isinstance(data.get("name"), str):
             data = {**data, "salt": data["name"]}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lookalike_selects_its_size(cls, data: Any) -> Any:
+        """A lookalike spec leaves ``selection`` out: it is the top ``lookalike.size`` (1 while the size itself
+        is invalid, which is reported on its own)."""
+        if isinstance(data, dict) and data.get("model") == "lookalike" and data.get("selection") is None:
+            block = data.get("lookalike")
+            size = block.get("size") if isinstance(block, dict) else None
+            valid = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+            data = {**data, "selection": {"top_k": size if valid else 1}}
         return data
 
     @field_validator("audience")
@@ -316,6 +331,15 @@ class CampaignSpec(_Model):
                 f"a power block is only used with holdout_fraction: auto (holdout_fraction is "
                 f"{info.data['holdout_fraction']}); remove one of them"
             )
+        return v
+
+    @field_validator("lookalike")
+    @classmethod
+    def _lookalike_fits(cls, v: Lookalike | None, info: ValidationInfo) -> Lookalike | None:
+        data = info.data
+        problem = lookalike_problem(v, data.get("model"), data.get("selection"), data.get("trigger"))
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("fallback")

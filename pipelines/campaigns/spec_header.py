@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-KNOWN_MODELS = ("churn", "response", "uplift")
+KNOWN_MODELS = ("churn", "response", "uplift", "lookalike")
 SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
 DEFAULT_SCHEDULE = "@monthly"
 T = TypeVar("T")

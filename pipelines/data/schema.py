@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines.data import places
+from pipelines.data import places, products
 
 # Allowed category values. The generator draws from these, the suites check against them.
 GENDERS = ("F", "M", "U")
@@ -58,6 +58,8 @@ UTM_SOURCES = ("sms", "email", "push", "call", "organic")
 UTM_MEDIUMS = ("crm", "outbound", "app", "direct")
 REGIONS = places.REGIONS  # the twelve UK ITL1 regions
 CITY_NAMES = places.CITY_NAMES
+PRODUCT_IDS = products.PRODUCT_IDS
+PRODUCT_FAMILIES = products.FAMILIES
 
 TIMESTAMP = pa.timestamp("us")
 
@@ -267,8 +269,47 @@ BRANCHES = Table(
     key=("branch_id",),
 )
 
+PRODUCTS = Table(
+    "products",
+    "The bank's products besides the card, a small reference table: what next-best-offer steps choose among and "
+    "what one uptake earns (a lake built from sources may lack it).",
+    (
+        _cat("product_id", PRODUCT_IDS, "Product key."),
+        _cat("family", PRODUCT_FAMILIES, "Product family."),
+        Column("name", pa.string(), "Product name."),
+        Column("value", pa.float64(), "The bank's margin from one uptake, GBP."),
+    ),
+    key=("product_id",),
+)
+
+PRODUCT_HOLDINGS = Table(
+    "product_holdings",
+    "Month-end snapshot of the products each open customer holds, one row per product held (a lake built from "
+    "sources may lack it).",
+    (
+        Column("customer_id", pa.int64(), "Customer key."),
+        Column("month_end", pa.date32(), "Last day of the month the holding is taken on."),
+        _cat("product_id", PRODUCT_IDS, "Product held."),
+        Column("opened_on", pa.date32(), "Day the customer took the product up (on or before month_end)."),
+    ),
+    key=("customer_id", "month_end", "product_id"),
+    partition_by="month_end",
+    references={"customer_id": "customers.customer_id"},
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, BALANCES, TRANSACTIONS, APP_EVENTS, CAMPAIGN_CONTACTS, RESPONSES, BRANCHES)
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        BALANCES,
+        TRANSACTIONS,
+        APP_EVENTS,
+        CAMPAIGN_CONTACTS,
+        RESPONSES,
+        BRANCHES,
+        PRODUCTS,
+        PRODUCT_HOLDINGS,
+    )
 }
 
 # Ground truth written by the generator. Only tests, benchmarks and oracle metrics may read it.
@@ -303,7 +344,30 @@ CAMPAIGN_TRUTH = Table(
     partition_by="selected_at",
 )
 
-TRUTH_TABLES: dict[str, Table] = {t.name: t for t in (CHURN_TRUTH, CAMPAIGN_TRUTH)}
+PRODUCT_TRUTH = Table(
+    "products",
+    "True product affinities per customer: the organic monthly uptake probability of each product and how "
+    "strongly an offer of it moves the customer.",
+    (
+        Column("customer_id", pa.int64(), "Customer key."),
+        _cat("product_id", PRODUCT_IDS, "Product."),
+        Column(
+            "p_uptake_month",
+            pa.float64(),
+            "P(taking the product up in a month without an offer, when not holding it), before the association "
+            "bump of products held (pipelines.synthetic.products.ASSOCIATIONS).",
+        ),
+        Column(
+            "offer_factor",
+            pa.float64(),
+            "How strongly an offer of the product moves the customer, relative to the generic persuadability "
+            "(p_uptake_month over its mean for the product, clipped to [0.1, 5]).",
+        ),
+    ),
+    key=("customer_id", "product_id"),
+)
+
+TRUTH_TABLES: dict[str, Table] = {t.name: t for t in (CHURN_TRUTH, CAMPAIGN_TRUTH, PRODUCT_TRUTH)}
 
 
 def get_table(name: str) -> Table:
@@ -329,8 +393,9 @@ def _type_name(t: pa.DataType) -> str:
 def render_data_model() -> str:
     """The table reference of ``docs/data-model.md`` (between its GENERATED markers), made from this module."""
     lines: list[str] = []
-    for table in (*TABLES.values(), *TRUTH_TABLES.values()):
-        where = "truth" if table.name in TRUTH_TABLES else "lake"
+    # Truth and lake may share a table name (products): the folder comes from the dict, not the name.
+    tables = [("lake", t) for t in TABLES.values()] + [("truth", t) for t in TRUTH_TABLES.values()]
+    for where, table in tables:
         part = f"partitioned by month of `{table.partition_by}`" if table.partition_by else "not partitioned"
         lines += [f"### `{where}/{table.name}`", "", table.description, ""]
         lines.append(f"Key: `{', '.join(table.key)}`; {part}.")

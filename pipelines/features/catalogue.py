@@ -162,15 +162,16 @@ def _catalogue() -> tuple[Feature, ...]:
             Plain("days since last card transaction", "{v} days since last card transaction", "days"),
         )
     )
-    add(
-        Feature(
-            "avg_ticket_90d",
-            "spend_90d / txn_count_90d (null if none)",
-            "90d",
-            "transactions",
-            Plain("average purchase (last 3 months)", "average purchase {v} (last 3 months)", "amount"),
+    for w, when in ((90, "last 3 months"), (30, "last 30 days")):
+        add(
+            Feature(
+                f"avg_ticket_{w}d",
+                f"spend_{w}d / txn_count_{w}d (null if none)",
+                f"{w}d",
+                "transactions",
+                Plain(f"average purchase ({when})", f"average purchase {{v}} ({when})", "amount"),
+            )
         )
-    )
     add(
         Feature(
             "spend_trend_30d_vs_prior_90d",

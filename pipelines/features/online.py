@@ -8,7 +8,7 @@ is ``age`` days old at ``as_of`` with ``0 < age <= 1`` (an event at 00:00 is exa
 stamped at midnight is): it falls inside every N-day window and outside the prior window of the trends, and its
 day index (whole days of age, as ``days_since_*`` and ``active_days_30d`` count them) is 0, or 1 at 00:00.
 
-- A transaction adds to ``txn_count_*d`` and ``spend_*d``, recomputes ``avg_ticket_90d``, both trends and
+- A transaction adds to ``txn_count_*d`` and ``spend_*d``, recomputes both ``avg_ticket_*d``, both trends and
   ``active_days_30d``, lowers ``days_since_last_txn`` to its day index and moves every ``*_share_180d`` (the
   counts and spend behind a share are recovered from the share and its denominator, so the new share is exact).
 - A login adds to ``logins_*d``, recomputes ``logins_trend_30d_vs_prior_90d`` and lowers
@@ -234,6 +234,7 @@ _TRANSACTION_COLUMNS = (
     *(f"{kind}_{w}d" for w in TXN_WINDOWS for kind in ("txn_count", "spend")),
     "days_since_last_txn",
     "avg_ticket_90d",
+    "avg_ticket_30d",
     "spend_trend_30d_vs_prior_90d",
     "txn_trend_30d_vs_prior_90d",
     "active_days_30d",
@@ -280,7 +281,8 @@ def _add_transaction(out: dict, event: Event, age: float) -> None:
             out[f"spend_{w}d"] = out[f"spend_{w}d"] + event.amount
     day = math.floor(age)
     out["days_since_last_txn"] = float(min(out["days_since_last_txn"], day))
-    out["avg_ticket_90d"] = _ratio(out["spend_90d"], out["txn_count_90d"])
+    for w in (90, 30):
+        out[f"avg_ticket_{w}d"] = _ratio(out[f"spend_{w}d"], out[f"txn_count_{w}d"])
     if day < RECENT_DAYS:
         days = int(out["txn_days_30d"]) | (1 << day)
         out["txn_days_30d"] = days

@@ -436,7 +436,8 @@ def _transaction_features(
         out[f"txn_count_{w}d"] = sums[f"txn_count_{w}d"]
         out[f"spend_{w}d"] = sums[f"spend_{w}d"]
     out["days_since_last_txn"] = _capped(last, window.lookback_days + 1)
-    out["avg_ticket_90d"] = _ratio(out["spend_90d"], out["txn_count_90d"])
+    for w in (90, 30):
+        out[f"avg_ticket_{w}d"] = _ratio(out[f"spend_{w}d"], out[f"txn_count_{w}d"])
     out["spend_trend_30d_vs_prior_90d"] = out["spend_30d"] / (sums["prior_spend"] / 3 + 1)
     out["txn_trend_30d_vs_prior_90d"] = out["txn_count_30d"] / (sums["prior_count"] / 3 + 1)
     out["active_days_30d"] = seen.sum(axis=1).astype(np.float64)
@@ -518,7 +519,7 @@ def feature_table_spec() -> Table:
     Great Expectations checks it with ``expectations/customer_features.json`` (``validate.validate_frame(...,
     spec=feature_table_spec())``). Integers: the key, ``age_years``, ``tenure_days``, ``city_tier``; categories:
     ``STATIC_CATEGORIES`` with the customers table's allowed values; every other feature is float64. Nullable:
-    ratios whose denominator can be 0 (``avg_ticket_90d``, every ``*_share_180d``) and every feature from
+    ratios whose denominator can be 0 (``avg_ticket_*d``, every ``*_share_180d``) and every feature from
     ``balances`` (null when the customer has no month-end row, or the ratio's base is 0).
     """
     integers = {"age_years", "tenure_days", "city_tier"}
@@ -526,7 +527,9 @@ def feature_table_spec() -> Table:
     for f in CATALOGUE:
         description = f"{f.definition[:1].upper()}{f.definition[1:]} ({f.window}; from {f.source})."
         nullable = (
-            f.name == "avg_ticket_90d" or f.name.endswith("_share_180d") or f.source.startswith("balances")
+            f.name.startswith("avg_ticket_")
+            or f.name.endswith("_share_180d")
+            or f.source.startswith("balances")
         )
         if f.name in CATEGORICAL_FEATURES:
             kind, allowed = pa.dictionary(pa.int8(), pa.string()), TABLES["customers"].column(f.name).allowed

@@ -115,13 +115,15 @@ def choose_audience(
     *,
     by_uplift: bool,
     say: Callable[[str], None],
+    seed: np.ndarray | None = None,
 ) -> Audience:
     """The spec's contact policy and audience rules over ``scored`` at ``as_of`` (consent flags from the lake's
     customers, dead accounts, contact history from the lake and ``engine``; branch ids of place rules through the
     lake's branches table when it has one), then its selection. With
     ``by_uplift`` (the base was scored by the uplift model) eligible customers with an estimated uplift <= 0 are
-    never selected: contact would not help them. Says how many were scored, excluded, eligible and selected; an
-    empty selection is returned, not raised (the caller decides)."""
+    never selected: contact would not help them. ``seed`` (a lookalike's seed ids) are moved from the eligible to
+    the exclusions (``jobs.lookalike.drop_seed``): never selected. Says how many were scored, excluded, eligible
+    and selected; an empty selection is returned, not raised (the caller decides)."""
     from pipelines.campaigns.place_rules import WithinKmRule, lake_branches
     from pipelines.campaigns.policy import apply_policy, invalid_customers, select_audience
 
@@ -133,6 +135,10 @@ def choose_audience(
     places_used = any(isinstance(rule, WithinKmRule) for rule in spec.audience)
     branches = lake_branches(settings.lake_dir) if places_used else None
     eligible, exclusions = apply_policy(scored, customers, history, invalid, spec, as_of, branches=branches)
+    if seed is not None:
+        from pipelines.jobs.lookalike import drop_seed
+
+        eligible, exclusions = drop_seed(eligible, exclusions, seed)
     candidates, not_positive = eligible, 0
     if by_uplift:
         # Contact would not help (or would hurt) these customers: eligible, but never selected by uplift.

@@ -91,7 +91,12 @@ def check_campaign(settings: Settings, name: str, progress: Progress = None) -> 
     uri = settings.mlflow_tracking_uri
     check_mlflow(uri)
     needed = spec.model  # as _scoring_model chooses: uplift needs its fallback unless it found heterogeneity
-    if spec.model == "uplift":
+    if spec.model == "lookalike":  # fitted by the run itself on its seed: no champion needed
+        from pipelines.jobs.lookalike import check_seed_source
+
+        check_seed_source(settings, spec)
+        needed = None
+    elif spec.model == "uplift":
         uplift = champion_verdict(uri)
         found = uplift is not None and uplift["verdict"] == HETEROGENEITY
         needed = None if found or spec.fallback == "random" else "response"
@@ -211,7 +216,13 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
     spec = load_campaign(settings, name)
     folder = _attempt_dir(settings, name, as_of)
     run_id = campaign_run_id(name, resolve_as_of(settings, as_of))
-    model, note = _scoring_model(settings, spec, run_id)
+    lookalike = None
+    if spec.model == "lookalike":
+        from pipelines.jobs.lookalike import fit_run_lookalike
+
+        (model, lookalike), note = fit_run_lookalike(settings, spec, folder, say), None
+    else:
+        model, note = _scoring_model(settings, spec, run_id)
     if note:
         say(note)
     wide = storage.read_frame(folder / "features.parquet")
@@ -226,6 +237,8 @@ def campaign_score(settings: Settings, name: str, as_of: Any = None, progress: P
         "fallback_reason": note,
         "salt": f"{spec.salt}:{run_id}",
     }
+    if lookalike is not None:
+        pinned["lookalike"] = lookalike
     storage.write_json_atomic(folder / "model.json", pinned)
     say(f"scored {len(scored):,} customers with {model.name} v{model.version}")
     return {**pinned, "scored": len(scored), "scores": str(folder / "scores.parquet")}
@@ -266,6 +279,10 @@ def _pinned_model(settings: Settings, folder: Path):
     from pipelines.campaigns.score import RandomScorer, ScoringModel, load_scoring_model
 
     pinned = storage.read_json(folder / "model.json")
+    if pinned["model_name"] == "lookalike":
+        from pipelines.jobs.lookalike import load_run_lookalike
+
+        return load_run_lookalike(folder)
     if pinned["model_name"] == "random":
         return ScoringModel("random", "0", "fallback", "", RandomScorer(pinned["salt"]))
     return load_scoring_model(
@@ -299,8 +316,10 @@ def campaign_select(settings: Settings, name: str, as_of: Any = None, progress: 
     scored = read_scored(folder)
     engine = store_schema.make_engine(settings.database_url)
     store_schema.ensure_schema(engine)
-    by_uplift = storage.read_json(folder / "model.json").get("selected_by") == "uplift"
-    chosen = choose_audience(settings, spec, scored, as_of, engine, by_uplift=by_uplift, say=say)
+    pinned = storage.read_json(folder / "model.json")
+    by_uplift = pinned.get("selected_by") == "uplift"
+    seed = _pinned_model(settings, folder).model.seed_ids if pinned["model_name"] == "lookalike" else None
+    chosen = choose_audience(settings, spec, scored, as_of, engine, by_uplift=by_uplift, say=say, seed=seed)
     eligible, exclusions, selected = chosen.eligible, chosen.exclusions, chosen.selected
     if selected.empty:
         raise SpecError(
@@ -384,6 +403,7 @@ def campaign_write(settings: Settings, name: str, as_of: Any = None, progress: P
             "selected_by": pinned.get("selected_by", pinned["model_name"]),
             "fallback_reason": pinned.get("fallback_reason"),
             "holdout_plan": selection["holdout_plan"],
+            **({"lookalike": pinned["lookalike"]} if "lookalike" in pinned else {}),
         },
     )
     # Region comes from the folder's wide table: the stored targets carry only the segment columns.
@@ -503,6 +523,7 @@ def _log_campaign_run(settings: Settings, record, selection: dict, mix: pd.DataF
                 "as_of": record.logical_date.isoformat(),
                 "model": f"{record.model_name} v{record.model_version}",
                 "holdout_fraction": record.holdout_fraction,
+                **{f"lookalike_{k}": v for k, v in record.details.get("lookalike", {}).items()},
             },
             metrics={k: float(selection[k]) for k in counts},
         )

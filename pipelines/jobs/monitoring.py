@@ -1,9 +1,10 @@
 """Model monitoring (docs/monitoring.md): what the scoring runs, the ``model_monitoring`` DAG and ``pmp monitor``
 call.
 
-* **Reference.** When a model is registered, the profile of its score and of its top features (by gain) on the
-  newest snapshot it was built from (its out-of-time test snapshot: one row per customer at one date, the shape
-  of a scoring run) is logged with its MLflow run (``monitoring/reference.json``).
+* **Reference.** When a model is registered, the profile of its score, of its top features (by gain) and of
+  their leading windows (:func:`leading_features`) on the newest snapshot it was built from (its out-of-time test
+  snapshot: one row per customer at one date, the shape of a scoring run) is logged with its MLflow run
+  (``monitoring/reference.json``).
 * **Stability.** Every scoring run compares its score and those features with the reference
   (:func:`score_stability`: PSI, missing and unseen shares) into the run folder's ``stability.parquet``; the write
   step stores them in ``model_monitoring`` (:func:`record_stability`) and the campaign's MLflow run.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +61,28 @@ def top_features(model: Any, n: int = TOP_FEATURES) -> list[str]:
     return [f for f, _ in ranked[:n]]
 
 
+# Scoring runs are monthly, so a feature's 30-day window holds only what happened since the run before.
+LEADING_WINDOW_DAYS = 30
+_WINDOWED = re.compile(r"(?P<base>.+)_(?P<days>\d+)d")
+
+
+def leading_features(monitored: list[str], available: list[str]) -> dict[str, str]:
+    """The leading window of each windowed feature in ``monitored``: ``{"avg_ticket_30d": "avg_ticket_90d"}``.
+
+    A feature over the last N > 30 days (``<base>_<N>d``) lags a shift: the first run after it sees 30/N of the
+    change. The same definition over the last 30 days (``<base>_30d``, when ``available`` has it and it is not
+    monitored already) sees all of it at once, so it is monitored beside it (docs/monitoring.md)."""
+    leading: dict[str, str] = {}
+    for name in monitored:
+        match = _WINDOWED.fullmatch(name)
+        if match is None or int(match["days"]) <= LEADING_WINDOW_DAYS:
+            continue
+        sibling = f"{match['base']}_{LEADING_WINDOW_DAYS}d"
+        if sibling in available and sibling not in monitored:
+            leading.setdefault(sibling, name)
+    return leading
+
+
 # Features that grow with the calendar by construction (catalogue: tenure_days = days since signup, age_years = the
 # year of as_of minus the birth year): how much older the reference's customers are at a later date.
 CALENDAR_AGEING = {
@@ -68,15 +92,22 @@ CALENDAR_AGEING = {
 
 
 def reference_for(model: Any, frame: pd.DataFrame, as_of: Any) -> dict:
-    """The monitoring reference of ``model`` on ``frame`` (customers as of ``as_of``): its calibrated scores and
-    its top features."""
+    """The monitoring reference of ``model`` on ``frame`` (customers as of ``as_of``): its calibrated scores, its
+    top features and their leading windows."""
     from pipelines.monitoring.stability import reference_profile
 
-    features = top_features(model)
+    top = top_features(model)
+    leading = leading_features(top, list(model.features))
+    features = [*top, *leading]
     profile = reference_profile(
         frame, model.predict_proba(frame), features, [f for f in features if f in model.categorical]
     )
-    return {**profile, "top_features": features, "as_of": f"{pd.Timestamp(as_of):%Y-%m-%d}"}
+    return {
+        **profile,
+        "top_features": top,
+        "leading_features": leading,
+        "as_of": f"{pd.Timestamp(as_of):%Y-%m-%d}",
+    }
 
 
 def aged_by(reference: dict, as_of: Any) -> dict[str, float]:
@@ -432,7 +463,7 @@ SERIES_METRICS = ("psi_score", "psi_feature", "realised_auc", "test_auc")
 
 def log_series(settings: Settings, progress: Progress = None) -> list[str]:
     """One MLflow run per monitored model in experiment ``model_monitoring`` (replaced each time) holding its whole
-    series: ``psi_score``, ``psi_feature`` (the worst top feature), ``realised_auc`` and ``test_auc`` with one
+    series: ``psi_score``, ``psi_feature`` (the worst monitored feature), ``realised_auc`` and ``test_auc`` with one
     step per scoring run, timestamped at the run's as-of date, so the MLflow UI charts them over time; the table
     as ``monitoring.csv``. Returns the models logged."""
     from mlflow.entities import Metric

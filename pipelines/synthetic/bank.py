@@ -23,13 +23,18 @@ Places: each customer's home city and region, and whether the app shares the loc
 (:func:`~pipelines.synthetic.behaviour.draw_event_places`); the ``branches`` table is written from
 :data:`pipelines.data.places.BRANCHES`.
 
+Products (:mod:`~pipelines.synthetic.products`): the products each customer holds at each month end
+(``product_holdings``), taken up over time with known monthly probabilities and associations between products
+(``truth/products``), and the ``products`` table from :data:`pipelines.data.products.PRODUCTS`.
+
 Determinism: chunk ``k`` draws from ``SeedSequence([seed, k])``, so the output depends only on the seed, the
 sizes and the chunk size — not on the number of worker processes. Within a chunk the draws happen in a fixed
 order (customers, states, closures, then per month transactions, app events, balances; campaigns; PII), so moving
 code between these modules must keep the order of the calls. The place columns draw from streams of their own
 (``SeedSequence([seed, k, PLACE_STREAM, j])``: ``j = 0`` the customers' homes, ``j = m + 1`` month ``m``'s app
-events), so every other column is the same as in a bank generated without them. Parquet is written with fixed
-options, so the same inputs give byte-identical files.
+events), so every other column is the same as in a bank generated without them; the product tables likewise
+(``SeedSequence([seed, k, PRODUCT_STREAM, j])``; ``generate_chunk(..., with_products=False)`` leaves them out).
+Parquet is written with fixed options, so the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from pipelines.synthetic.behaviour import (
 from pipelines.synthetic.customers import customers_table, draw_customers, draw_home
 from pipelines.synthetic.dirty import inject_dirty
 from pipelines.synthetic.lifecycle import CHURNED, behaving_states, churn_truth_table
+from pipelines.synthetic.products import ProductWorld, products_table
 from pipelines.synthetic.shift import ChunkShift, closed_us, shift_record, validate_shift
 
 # Past campaigns, in order: (kind, channel); see pipelines/synthetic/campaigns.py for how customers respond.
@@ -129,6 +135,7 @@ class ChunkStats:
     transactions: int = 0
     app_events: int = 0
     balances: int = 0
+    product_holdings: int = 0
     closures: int = 0
     shift_affected: int = 0
     seconds: float = 0.0
@@ -163,7 +170,15 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
         jobs = [(config, k, lake, truth) for k in range(config.n_chunks)]
         results = pool.map(_generate_chunk_job, jobs) if workers > 1 else map(_generate_chunk_job, jobs)
         for done, stats in enumerate(results, start=1):
-            for name in ("customers", "transactions", "app_events", "balances", "closures", "shift_affected"):
+            for name in (
+                "customers",
+                "transactions",
+                "app_events",
+                "balances",
+                "product_holdings",
+                "closures",
+                "shift_affected",
+            ):
                 setattr(totals, name, getattr(totals, name) + getattr(stats, name))
             elapsed = time.perf_counter() - started
             tracker.say(
@@ -173,6 +188,7 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
             )
             tracker.advance(stats.customers)
         storage.write_part(branches_table(), lake, "branches", 0)
+        storage.write_part(products_table(), lake, "products", 0)
         faults = inject_dirty(config, lake) if config.dirty else {}
         manifest = {
             "config": asdict(config) | {"workers": workers},
@@ -183,6 +199,8 @@ def generate_bank(config: SynthConfig, out: Path, progress: Progress = print) ->
                 "app_events": totals.app_events,
                 "balances": totals.balances,
                 "branches": len(places.BRANCHES),
+                "products": len(products_table()),
+                "product_holdings": totals.product_holdings,
             },
             "closures": totals.closures,
             "dirty_faults": faults,
@@ -208,8 +226,13 @@ def _generate_chunk_job(job: tuple[SynthConfig, int, Path, Path]) -> ChunkStats:
 # One chunk of customers
 
 
-def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> ChunkStats:
-    """Generate and write every table's part ``chunk`` (customers ``chunk * chunk_size`` onwards)."""
+def generate_chunk(
+    config: SynthConfig, chunk: int, lake: Path, truth: Path, with_products: bool = True
+) -> ChunkStats:
+    """Generate and write every table's part ``chunk`` (customers ``chunk * chunk_size`` onwards).
+
+    ``with_products=False`` leaves out ``product_holdings`` and ``truth/products`` (every other file is the same).
+    """
     t0 = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, chunk]))
     first = chunk * config.chunk_size
@@ -224,6 +247,7 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
     stats.closures = int((~np.isnat(closed_date)).sum())
     stats.shift_affected = shift.customers_affected(states)
 
+    world = ProductWorld(config, chunk, cust, signup_month) if with_products else None
     signup_us = cust["signup_date"].astype("datetime64[us]").astype(np.int64)
     closed = closed_us(closed_date)
     aum = cust.pop("_aum_start")
@@ -258,9 +282,15 @@ def generate_chunk(config: SynthConfig, chunk: int, lake: Path, truth: Path) -> 
         )
         storage.write_part(bal_table, lake, "balances", chunk, month)
         stats.balances += bal_table.num_rows
+        if world is not None:
+            held_table = world.month_table(m, open_idx)
+            storage.write_part(held_table, lake, "product_holdings", chunk, month)
+            stats.product_holdings += held_table.num_rows
 
         truth_table = churn_truth_table(cust, states, entry_at(m), m, open_idx, month_starts)
         storage.write_part(truth_table, truth, "churn", chunk, month)
+    if world is not None:
+        storage.write_part(world.truth_table(), truth, "products", chunk)
 
     contacts, responses, campaign_truth = shift.campaigns(
         rng, lambda r, s, c: _draw_campaigns(r, cust, s, signup_us, c, config), states, closed

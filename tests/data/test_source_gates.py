@@ -25,7 +25,15 @@ from tests.source_mappings import CUSTOMER_DEFAULTS
 EXPECTATIONS = PROJECT_ROOT / "expectations"
 SOURCES = PROJECT_ROOT / "sources"
 AS_OF = "2024-03-01"  # the day after the shop's last order
-OPTIONAL = ("balances", "app_events", "campaign_contacts", "responses", "branches")
+OPTIONAL = (
+    "balances",
+    "app_events",
+    "campaign_contacts",
+    "responses",
+    "branches",
+    "products",
+    "product_holdings",
+)
 LOST_DAY = "2024-01-17"  # a Wednesday the shop was open, without rows in the file
 
 

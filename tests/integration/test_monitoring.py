@@ -1,9 +1,11 @@
 """Model monitoring on synthetic banks whose world moves (``pmp synth --shift``), docs/monitoring.md.
 
-* **No shift:** a churn champion scores twelve monthly snapshots; its score and top features never cross the alert
-  threshold (calendar-ageing features are compared at the reference customers' age now).
-* **Spend** (prices x1.3 from October): the scoring runs' stability flags the spend features as the 90-day
-  windows fill with new prices and alerts; the ``model_monitoring`` DAG (``dag.test()``) turns the alert into a
+* **No shift:** a churn champion scores twelve monthly snapshots; its score, top features and their leading
+  windows never cross the alert threshold (calendar-ageing features are compared at the reference customers' age
+  now).
+* **Spend** (prices x1.3 from October): the first scoring run after it warns on the 30-day average ticket (the
+  leading window of the top feature ``avg_ticket_90d``), and the run two months later alerts as the 90-day
+  window fills with new prices; the ``model_monitoring`` DAG (``dag.test()``) turns the alert into a
   ``retrain_churn`` asset event that queues ``churn_training``; the retraining records that reason in MLflow,
   and the new champion's next scoring run is stable again.
 * **Dormancy** (the under-35s' dormancy hazard x5 from October): the realised AUC of the run scored at the shift
@@ -79,12 +81,14 @@ def _psi(settings: Settings, run_as_of: date) -> pd.Series:
 def test_twelve_monthly_runs_without_a_shift_raise_no_alert(tmp_path):
     from pipelines.campaigns.score import load_scoring_model, score_customers
     from pipelines.features.wide_table import build_features, load_tables
-    from pipelines.jobs.monitoring import score_stability
+    from pipelines.jobs.monitoring import load_reference, score_stability
 
     settings = _bank(tmp_path, months=21)
     _train(settings, TRAIN_AT)
     model = load_scoring_model("churn", settings.mlflow_tracking_uri)
-    worst = {}
+    leading = load_reference(settings.mlflow_tracking_uri, model.run_id)["leading_features"]
+    assert leading, "no leading window is monitored: the test would not cover their false alarms"
+    worst, worst_leading = {}, {}
     for as_of in _months(TRAIN_AT, 12):
         wide = build_features(load_tables(settings.lake_dir, as_of), as_of)
         folder = tmp_path / f"run-{as_of}"
@@ -93,9 +97,11 @@ def test_twelve_monthly_runs_without_a_shift_raise_no_alert(tmp_path):
         assert rows is not None and (folder / "stability.parquet").is_file()
         psi = rows.loc[rows["metric"] == "psi"].set_index("subject")["value"]
         worst[as_of] = (psi.idxmax(), round(float(psi.max()), 3))
+        worst_leading[as_of] = round(float(psi[list(leading)].max()), 3)
         assert "alert" not in set(rows["level"]), (as_of, rows.loc[rows["level"] != "ok"].to_dict("records"))
     assert len(worst) == 12
     print("worst PSI per month without a shift:", worst)
+    print(f"worst PSI of the leading windows {sorted(leading)}:", worst_leading)
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +122,17 @@ def test_the_spend_shift_is_flagged_as_its_windows_fill_and_then_alerts(spend):
 
     settings, runs = spend
     psi = {as_of: _psi(settings, as_of) for as_of in runs}
-    series = {str(d): round(float(p["avg_ticket_90d"]), 3) for d, p in psi.items()}
-    print(
-        "avg_ticket_90d PSI by run:", series, "score:", {str(d): round(p["score"], 3) for d, p in psi.items()}
-    )
+    for subject in ("score", "avg_ticket_30d", "avg_ticket_90d"):
+        print(f"{subject} PSI by run:", {str(d): round(float(p[subject]), 3) for d, p in psi.items()})
     assert psi[runs[0]].max() < 0.1  # before the new prices: stable
+    # The first run after: a month of new prices fills the 30-day average ticket (the 90-day one's leading
+    # window), a third of the 90-day one. Warn.
+    assert 0.1 <= psi[runs[1]]["avg_ticket_30d"] < 0.25 and psi[runs[1]]["avg_ticket_90d"] < 0.1
     assert 0.1 <= psi[runs[2]]["avg_ticket_90d"] < 0.25  # two months of new prices in the 90 days: warn
     assert psi[runs[3]]["avg_ticket_90d"] >= 0.25  # three: alert
     table = monitor_table(settings, "churn")
-    assert list(table["level"]) == ["ok", "ok", "warn", "alert"]
-    assert table["worst_feature"].iloc[-1] == "avg_ticket_90d"
+    assert list(table["level"]) == ["ok", "warn", "warn", "alert"]
+    assert list(table["worst_feature"].iloc[[1, 3]]) == ["avg_ticket_30d", "avg_ticket_90d"]
 
 
 def test_the_monitoring_dag_asks_churn_training_to_retrain_and_the_retrain_says_why(
@@ -184,6 +191,7 @@ def test_the_monitoring_dag_asks_churn_training_to_retrain_and_the_retrain_says_
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("20")]
     assert len(lines) == 5 and lines[3].endswith("ALERT") and "avg_ticket_90d" in lines[3]
+    assert lines[1].endswith("WARN") and "avg_ticket_30d" in lines[1]
     assert "churn v2" in lines[4] and not lines[4].endswith("ALERT")
 
 

@@ -281,3 +281,22 @@ def test_the_builder_loads_and_saves_a_spec_with_a_place_rule_without_losing_it(
         "  - {within_km: {of: BR012, km: 25}}\n  - {column: region, op: in, value: [Scotland]}\n" in written
     )
     assert "channel: email" in written
+
+
+def test_the_builder_refuses_to_edit_a_lookalike_spec_and_does_not_offer_the_model(app, settings):
+    manager = _signed_in(app, "mona")
+    path = settings.campaigns_dir / "travel-lookalike.yaml"
+    before = path.read_bytes()
+    page = manager.get("/campaigns/travel-lookalike/edit")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 409
+    assert (
+        "the form cannot edit its lookalike block yet" in text and "campaigns/travel-lookalike.yaml" in text
+    )
+    token = _token(manager, "/campaigns/new")
+    posted = manager.post("/campaigns/travel-lookalike/edit", data={"csrf_token": token, "model": "churn"})
+    assert posted.status_code == 409 and path.read_bytes() == before
+    # The campaign itself is listed and shown like any other; the form's model list leaves lookalike out.
+    assert manager.get("/campaigns/travel-lookalike").status_code == 200
+    assert 'value="lookalike"' not in manager.get("/campaigns/new").get_data(as_text=True)
+    assert 'value="uplift"' in manager.get("/campaigns/new").get_data(as_text=True)

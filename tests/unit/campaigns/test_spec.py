@@ -46,9 +46,17 @@ def _write_yaml(path: Path, data: dict) -> Path:
 
 def test_the_demo_specs_load_with_their_declared_values():
     specs = load_specs(CAMPAIGNS)
-    names = ["app-login-retention", "churn-retention-sms", "churn-winback", "reactivation-uplift"]
+    names = [
+        "app-login-retention",
+        "churn-retention-sms",
+        "churn-winback",
+        "reactivation-uplift",
+        "travel-lookalike",
+    ]
     assert [s.name for s in specs] == names
-    realtime, sms, winback, uplift = specs
+    realtime, sms, winback, uplift, lookalike = specs
+    assert (lookalike.model, lookalike.lookalike.size, lookalike.selection.top_k) == ("lookalike", 2000, 2000)
+    assert lookalike.lookalike.seed_file is None and len(lookalike.lookalike.seed_query) == 2
     assert realtime.trigger.events == ("login",) and realtime.selection.score_threshold == 0.15
     assert all(s.trigger is None for s in (sms, winback, uplift))
     assert (winback.model, winback.channel, winback.holdout_fraction) == ("churn", "call", 0.1)

@@ -30,7 +30,12 @@ from pipelines.campaigns.spec_form import (
 from pipelines.data.schema import CONTACT_CHANNELS
 from tests.conftest import PROJECT_ROOT
 
-SPEC_FILES = sorted((PROJECT_ROOT / "campaigns").glob("*.yaml"))
+# A lookalike spec has a block the form does not edit; the staff app refuses to edit it (tests/web/test_app.py).
+SPEC_FILES = sorted(
+    p
+    for p in (PROJECT_ROOT / "campaigns").glob("*.yaml")
+    if yaml.safe_load(p.read_text(encoding="utf-8"))["model"] != "lookalike"
+)
 FORM = {
     "name": "test-campaign",
     "description": "a test",
@@ -286,7 +291,8 @@ def _specs(draw):
     data = {
         "name": draw(st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)),
         "description": draw(_WORD | st.sampled_from(["yes", "null", "1.5", "- a", "#x", "a: b", " lead"])),
-        "model": draw(st.sampled_from(KNOWN_MODELS)),
+        # a lookalike spec has a block the form does not edit (the staff app refuses it: tests/web)
+        "model": draw(st.sampled_from([m for m in KNOWN_MODELS if m != "lookalike"])),
         "schedule": draw(st.sampled_from([*SCHEDULE_PRESETS, "0 6 1 * *", "*/15 2-4 * * 1-5"])),
         "channel": draw(st.sampled_from(CONTACT_CHANNELS)),
         "audience": draw(st.lists(_RULES, max_size=3, unique_by=lambda r: r["column"])),

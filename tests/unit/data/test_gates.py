@@ -129,6 +129,28 @@ def branches_frame() -> pd.DataFrame:
     )
 
 
+def products_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product_id": _cat(["travel_card", "savings_account"], schema.PRODUCT_IDS),
+            "family": _cat(["card", "deposit"], schema.PRODUCT_FAMILIES),
+            "name": ["Travel credit card", "Easy-access savings account"],
+            "value": [120.0, 50.0],
+        }
+    )
+
+
+def product_holdings_frame(n: int = N_CUSTOMERS, months=MONTHS) -> pd.DataFrame:
+    rows = []
+    for m in months:
+        end = (pd.Timestamp(f"{m}-01") + pd.offsets.MonthEnd(0)).date()
+        for c in range(1, n + 1):
+            for product in schema.PRODUCT_IDS[c % 3 : c % 3 + 1 + c % 2]:  # one or two products each
+                rows.append((c, end, product, pd.Timestamp("2024-06-01").date()))
+    frame = pd.DataFrame(rows, columns=["customer_id", "month_end", "product_id", "opened_on"])
+    return frame.assign(product_id=_cat(frame["product_id"], schema.PRODUCT_IDS))
+
+
 def campaign_contacts_frame(n: int = 10) -> pd.DataFrame:
     group = ["treatment" if k % 2 == 0 else "holdout" for k in range(n)]
     selected = pd.Timestamp("2025-02-10 09:00")
@@ -177,6 +199,8 @@ FRAMES = {
     "campaign_contacts": campaign_contacts_frame,
     "responses": responses_frame,
     "branches": branches_frame,
+    "products": products_frame,
+    "product_holdings": product_holdings_frame,
 }
 
 
@@ -389,7 +413,7 @@ def test_validate_lake_reports_the_rows_validated_as_batches_finish(tmp_path, mo
     batches = sum(max(1, len(t.partitions)) for t in result.tables.values())  # batch_rows=1: one per month
     counts = [re.match(r"validation: ([\d,]+)/([\d,]+) rows \(", m) for m in messages]
     done = [int(c[1].replace(",", "")) for c in counts if c]
-    assert len(done) == batches == 14  # 12 month partitions, customers, branches
+    assert len(done) == batches == 18  # 15 month partitions, customers, branches, products
     assert {c[2] for c in counts if c} == {f"{total:,}"}
     assert done == sorted(done) and done[-1] == total
     assert any(m.startswith(f"validation: {total:,} rows done in ") for m in messages), messages

@@ -141,8 +141,9 @@ def test_every_feature_an_event_touches_moves(bank):
     changed = {c for c in row if not (row[c] == bought[c] or (row[c] != row[c] and bought[c] != bought[c]))}
     assert {"txn_count_7d", "spend_180d", "days_since_last_txn", "active_days_30d", "txn_days_30d",
             "spend_trend_30d_vs_prior_90d", "txn_trend_30d_vs_prior_90d", "cat_grocery_spend_share_180d",
-            "avg_ticket_90d"} <= changed  # fmt: skip
+            "avg_ticket_90d", "avg_ticket_30d"} <= changed  # fmt: skip
     assert bought["days_since_last_txn"] == 0 and bought["active_days_30d"] == 1
+    assert row["avg_ticket_30d"] != row["avg_ticket_30d"] and bought["avg_ticket_30d"] > 0  # from none (NaN)
     assert bought["spend_trend_30d_vs_prior_90d"] > 0 == row["spend_trend_30d_vs_prior_90d"]
     located = apply_event(row, Event.model_validate(EVENTS["location"](as_of)), as_of)
     assert located == row and located is not row
