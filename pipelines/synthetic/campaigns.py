@@ -361,6 +361,27 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
 # The world's answer to the platform's own runs
 
 
+def hidden_states(truth_dir: Path, ids: np.ndarray, when: pd.Timestamp) -> tuple[np.ndarray, str]:
+    """The hidden lifecycle state (code) of customers ``ids`` during ``when``'s month, as the generator draws
+    responses with, or in the newest month before it the truth holds (a customer it lacks counts as active); and
+    that month's key. Raises naming the folder when the truth holds no month that early."""
+    from pipelines.data import storage
+
+    months = [m for m in storage.list_months(truth_dir, "churn") if m <= storage.month_key(when)]
+    if not months:
+        raise ValueError(f"{truth_dir / 'churn'} holds no month at or before {when:%Y-%m-%d}")
+    states = storage.read_table(truth_dir, "churn", months=[months[-1]], columns=["customer_id", "state"])
+    state = (
+        states.set_index("customer_id")["state"]
+        .astype(str)
+        .map({"new": NEW, "active": ACTIVE, "loyal": LOYAL, "dormant": DORMANT})
+        .reindex(ids)
+        .fillna(ACTIVE)
+        .to_numpy(np.int64)
+    )
+    return state, months[-1]
+
+
 def simulate_run_responses(
     data_dir: Path,
     campaign_id: str,
@@ -407,22 +428,7 @@ def simulate_run_responses(
             f"{missing.size} target customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}"
         )
     rows = customers.loc[ids]
-    # The hidden state during the selection's month (as the generator uses), or the newest one the truth holds.
-    months = [m for m in storage.list_months(truth_dir, "churn") if m <= storage.month_key(selected)]
-    if not months:
-        raise ValueError(
-            f"{truth_dir / 'churn'} holds no month at or before the selection {selected:%Y-%m-%d}"
-        )
-    month = months[-1]
-    states = storage.read_table(truth_dir, "churn", months=[month], columns=["customer_id", "state"])
-    state = (
-        states.set_index("customer_id")["state"]
-        .astype(str)
-        .map({"new": NEW, "active": ACTIVE, "loyal": LOYAL, "dormant": DORMANT})
-        .reindex(ids)
-        .fillna(ACTIVE)
-        .to_numpy(np.int64)
-    )
+    state, month = hidden_states(truth_dir, ids, selected)
     app = storage.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
     closed = rows["closed_date"]
     closed_us = np.where(

@@ -332,20 +332,7 @@ def read_offer_truth(
         raise ValueError(f"{missing.size} customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}")
     rows = customers.loc[ids]
     month = storage.month_key(as_of)
-    state_months = [m for m in storage.list_months(truth_dir, "churn") if m <= month]
-    if not state_months:
-        raise ValueError(f"{truth_dir / 'churn'} holds no month at or before {as_of:%Y-%m-%d}")
-    states = storage.read_table(
-        truth_dir, "churn", months=[state_months[-1]], columns=["customer_id", "state"]
-    )
-    state = (
-        states.set_index("customer_id")["state"]
-        .astype(str)
-        .map({"new": sc.NEW, "active": sc.ACTIVE, "loyal": sc.LOYAL, "dormant": sc.DORMANT})
-        .reindex(ids)
-        .fillna(sc.ACTIVE)
-        .to_numpy(np.int64)
-    )
+    state, _ = sc.hidden_states(truth_dir, ids, as_of)
     held = np.zeros((ids.size, N_PRODUCTS), dtype=bool)
     held_months = [m for m in storage.list_months(lake, "product_holdings") if m < month]
     if held_months:
