@@ -436,6 +436,26 @@ def monitor(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def rules(args: argparse.Namespace, settings: Settings) -> int:
+    """Cross-sell association rules (``jobs.nba.product_rules``): the strongest ``--top`` by lift, for one
+    ``--product`` or all; the whole table goes to a CSV whose path is printed."""
+    from pipelines.jobs.nba import product_rules
+
+    table, path = product_rules(settings.with_data_dir(args.data), args.as_of)
+    if args.product:
+        table = table.loc[table["consequent"] == args.product]
+    print(
+        f"{'antecedent':<52} {'consequent':<18} {'customers':>9} {'support':>8} {'confidence':>10} {'lift':>6}"
+    )
+    for r in table.head(args.top).itertuples():
+        print(
+            f"{r.antecedent:<52} {r.consequent:<18} {r.customers:>9,} {r.support:>8.3f} {r.confidence:>10.3f} "
+            f"{r.lift:>6.2f}"
+        )
+    print(f"{len(table):,} rule(s); all of them in {path}")
+    return 0
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     """The staff app (pipelines.web) on --host/--port until Ctrl-C."""
     from pipelines.web.serve import serve as serve_app

@@ -6,6 +6,7 @@ import argparse
 from datetime import date
 
 from pipelines.cli import commands, decide
+from pipelines.data.products import PRODUCT_IDS
 
 
 def _as_of(value: str) -> date:
@@ -350,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     monitor.set_defaults(func=commands.monitor)
 
+    rules = sub.add_parser(
+        "rules",
+        help="cross-sell association rules of the customers' products and spending (support, confidence, lift; "
+        "docs/next-best-action.md)",
+    )
+    rules.add_argument("--as-of", default=None, help="date of the baskets (default: the lake's end)")
+    rules.add_argument(
+        "--product", default=None, choices=PRODUCT_IDS, help="only rules that lead to this product"
+    )
+    rules.add_argument("--top", type=int, default=20, help="rules to print (default 20)")
+    rules.set_defaults(func=commands.rules)
+
     serve = sub.add_parser("serve", help="the staff app: campaigns, readouts, lists and the campaign builder")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
@@ -423,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         airflow,
         audit_pii,
         monitor,
+        rules,
         serve,
         decide_serve,
         decide_refresh,

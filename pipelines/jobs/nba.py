@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipelines.config import Settings
 from pipelines.data import storage
 from pipelines.data.products import BY_ID
 
@@ -120,3 +122,21 @@ def cross_sell_candidates(
                 )
             )
     return pd.concat(parts, ignore_index=True)
+
+
+def product_rules(settings: Settings, as_of: Any = None, progress=None) -> tuple[pd.DataFrame, Path]:
+    """The association rules of the customers' baskets at ``as_of`` (default: the lake's end;
+    ``models.association``), also written to ``<data>/nba/rules_<as_of>.csv`` for staff to browse."""
+    from pipelines.features.wide_table import build_features, load_tables
+    from pipelines.jobs.common import resolve_as_of
+    from pipelines.models.association import baskets, mine_rules
+
+    as_of = resolve_as_of(settings, as_of)
+    wide = build_features(load_tables(settings.lake_dir, as_of, progress=progress), as_of)
+    rules = mine_rules(baskets(settings.lake_dir, wide, as_of))
+    path = settings.data_dir / "nba" / f"rules_{as_of:%Y-%m-%d}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    rules.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+    return rules, path
