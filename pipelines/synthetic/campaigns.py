@@ -382,6 +382,45 @@ def hidden_states(truth_dir: Path, ids: np.ndarray, when: pd.Timestamp) -> tuple
     return state, months[-1]
 
 
+def lake_audience(
+    data_dir: Path, ids: np.ndarray, when: pd.Timestamp, holdout: np.ndarray | None = None
+) -> Audience:
+    """The :class:`Audience` of customers ``ids`` of a generated bank at ``when``: their attributes from
+    ``lake/customers``, their hidden state (:func:`hidden_states`) and whether they used the app that month.
+    ``holdout`` defaults to nobody. Raises naming the table when a customer is not in the lake."""
+    from pipelines.data import storage
+
+    data_dir = Path(data_dir)
+    lake, truth_dir = data_dir / "lake", data_dir / "truth"
+    columns = ["customer_id", "birth_year", "income_band", "card_tier", "acquisition_channel"]
+    customers = storage.read_table(
+        lake, "customers", columns=[*columns, "repayment_due_day", "closed_date"]
+    ).set_index("customer_id")
+    missing = np.setdiff1d(ids, customers.index.to_numpy())
+    if missing.size:
+        raise ValueError(
+            f"{missing.size} target customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}"
+        )
+    rows = customers.loc[ids]
+    state, month = hidden_states(truth_dir, ids, when)
+    app = storage.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
+    closed = rows["closed_date"]
+    return Audience(
+        customer_id=ids,
+        holdout=np.zeros(ids.size, dtype=bool) if holdout is None else holdout,
+        age=when.year - rows["birth_year"].to_numpy(np.int64),
+        income_band=_codes(rows["income_band"], "income_band"),
+        card_tier=_codes(rows["card_tier"], "card_tier"),
+        acquisition_channel=_codes(rows["acquisition_channel"], "acquisition_channel"),
+        repayment_due_day=rows["repayment_due_day"].to_numpy(np.int64),
+        state=state,
+        closed_us=np.where(
+            closed.isna(), np.iinfo(np.int64).max, closed.to_numpy("datetime64[us]").astype(np.int64)
+        ),
+        has_app=np.isin(ids, app.to_numpy(np.int64)),
+    )
+
+
 def simulate_run_responses(
     data_dir: Path,
     campaign_id: str,
@@ -409,42 +448,8 @@ def simulate_run_responses(
         )
     selected = pd.Timestamp(selected_at)
     ids = targets["customer_id"].to_numpy(np.int64)
-    customers = storage.read_table(
-        lake,
-        "customers",
-        columns=[
-            "customer_id",
-            "birth_year",
-            "income_band",
-            "card_tier",
-            "acquisition_channel",
-            "repayment_due_day",
-            "closed_date",
-        ],
-    ).set_index("customer_id")
-    missing = np.setdiff1d(ids, customers.index.to_numpy())
-    if missing.size:
-        raise ValueError(
-            f"{missing.size} target customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}"
-        )
-    rows = customers.loc[ids]
-    state, month = hidden_states(truth_dir, ids, selected)
-    app = storage.read_table(lake, "app_events", months=[month], columns=["customer_id"])["customer_id"]
-    closed = rows["closed_date"]
-    closed_us = np.where(
-        closed.isna(), np.iinfo(np.int64).max, closed.to_numpy("datetime64[us]").astype(np.int64)
-    )
-    audience = Audience(
-        customer_id=ids,
-        holdout=(targets["target_group"].astype(str) == "holdout").to_numpy(),
-        age=selected.year - rows["birth_year"].to_numpy(np.int64),
-        income_band=_codes(rows["income_band"], "income_band"),
-        card_tier=_codes(rows["card_tier"], "card_tier"),
-        acquisition_channel=_codes(rows["acquisition_channel"], "acquisition_channel"),
-        repayment_due_day=rows["repayment_due_day"].to_numpy(np.int64),
-        state=state,
-        closed_us=closed_us,
-        has_app=np.isin(ids, app.to_numpy(np.int64)),
+    audience = lake_audience(
+        data_dir, ids, selected, holdout=(targets["target_group"].astype(str) == "holdout").to_numpy()
     )
     selected_us = selected.value // 1000 + 9 * US_PER_HOUR
     campaign = Campaign(campaign_id, kind, channel, selected_us)

@@ -315,24 +315,8 @@ def read_offer_truth(
     as_of = pd.Timestamp(as_of)
     seed = int(storage.read_json(truth_dir / "manifest.json")["config"]["seed"])
     ids = np.asarray(customer_ids, dtype=np.int64)
-    customers = storage.read_table(
-        lake,
-        "customers",
-        columns=[
-            "customer_id",
-            "birth_year",
-            "income_band",
-            "card_tier",
-            "acquisition_channel",
-            "closed_date",
-        ],
-    ).set_index("customer_id")
-    missing = np.setdiff1d(ids, customers.index.to_numpy())
-    if missing.size:
-        raise ValueError(f"{missing.size} customer(s) are not in lake/customers, e.g. {missing[:3].tolist()}")
-    rows = customers.loc[ids]
     month = storage.month_key(as_of)
-    state, _ = sc.hidden_states(truth_dir, ids, as_of)
+    audience = sc.lake_audience(data_dir, ids, as_of)
     held = np.zeros((ids.size, N_PRODUCTS), dtype=bool)
     held_months = [m for m in storage.list_months(lake, "product_holdings") if m < month]
     if held_months:
@@ -348,21 +332,6 @@ def read_offer_truth(
     t = t[t["product_id"].astype(str) == product_id].set_index("customer_id").reindex(ids)
     if t["p_uptake_month"].isna().any():
         raise ValueError(f"truth/products lacks product {product_id!r} for some of the customers")
-    closed = rows["closed_date"]
-    audience = sc.Audience(
-        customer_id=ids,
-        holdout=np.zeros(ids.size, dtype=bool),
-        age=as_of.year - rows["birth_year"].to_numpy(np.int64),
-        income_band=sc._codes(rows["income_band"], "income_band"),
-        card_tier=sc._codes(rows["card_tier"], "card_tier"),
-        acquisition_channel=sc._codes(rows["acquisition_channel"], "acquisition_channel"),
-        repayment_due_day=np.ones(ids.size, dtype=np.int64),
-        state=state,
-        closed_us=np.where(
-            closed.isna(), np.iinfo(np.int64).max, closed.to_numpy("datetime64[us]").astype(np.int64)
-        ),
-        has_app=np.zeros(ids.size, dtype=bool),
-    )
     sent_us = as_of.normalize().value // 1000 + 9 * sc.US_PER_HOUR
     out = offer_truth(
         audience,
