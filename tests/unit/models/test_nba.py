@@ -48,9 +48,7 @@ def test_one_offer_per_customer_within_capacity_quota_and_budget():
     assert (chosen["channel"] == "call").sum() == 100  # calls move most: the capacity is used up
     assert (chosen["campaign"] == "card").sum() <= 150
     assert len(chosen) <= 900 and (chosen["ev"] > 0).all()
-    # Best first: every chosen call beats every chosen SMS of the same campaign on expected value per contact?
-    # No: a call costs more. What holds is that the list is ordered by score.
-    assert chosen["score"].is_monotonic_decreasing
+    assert chosen["score"].is_monotonic_decreasing  # taken best first
 
 
 def test_each_customer_gets_their_best_option_when_nothing_binds():
